@@ -1,0 +1,229 @@
+/* spardl: sparse gradient allreduce (SparDL) over one-sided-write transports. */
+#ifndef SPARDL_SPARDL_H
+#define SPARDL_SPARDL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <spardl/version.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SPARDL_BUILDING_LIBRARY)
+#define SPARDL_API __attribute__((visibility("default")))
+#else
+#define SPARDL_API
+#endif
+
+/*
+ * Error convention: every fallible function returns 0 or a negative error
+ * code, either a negative errno (-EINVAL, -ENOMEM, -ETIMEDOUT, -ECONNRESET,
+ * -EOPNOTSUPP, ...) or one of the library codes below (negated).
+ * spardl_strerror() names any of them; spardl_last_error() returns the
+ * calling thread's detailed message for the last failure.
+ */
+#define SPARDL_ERR_BASE 256
+enum spardl_error {
+	/* Ranks passed different parameters to a collective call. */
+	SPARDL_ERR_MISMATCH = SPARDL_ERR_BASE + 1,
+	/* A peer wrote something the schedule did not expect. */
+	SPARDL_ERR_PROTOCOL = SPARDL_ERR_BASE + 2,
+	/* An earlier call on this plan failed; the plan cannot be used. */
+	SPARDL_ERR_PLAN_FAILED = SPARDL_ERR_BASE + 3,
+	/* Invalid or contradictory environment variable. */
+	SPARDL_ERR_ENV = SPARDL_ERR_BASE + 4,
+};
+
+SPARDL_API const char *spardl_strerror(int err);
+SPARDL_API const char *spardl_last_error(void);
+
+/* ------------------------------------------------------------------ */
+/* Communicator                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Out-of-band allgather supplied by the caller (an MPI program, a
+ * framework's store). Collective: every rank calls it with the same len;
+ * recvbuf receives size * len bytes, rank i's sendbuf at offset i * len.
+ * Return 0 on success, anything else on failure.
+ */
+typedef int (*spardl_oob_allgather_fn)(void *ctx, const void *sendbuf,
+				       void *recvbuf, size_t len);
+
+enum spardl_comm_param_field {
+	SPARDL_COMM_PARAM_RANK_SIZE = 1u << 0, /* rank and size */
+	SPARDL_COMM_PARAM_BOOTSTRAP = 1u << 1, /* bootstrap address */
+	SPARDL_COMM_PARAM_JOB_KEY = 1u << 2,
+	SPARDL_COMM_PARAM_TRANSPORT = 1u << 3,
+	SPARDL_COMM_PARAM_OOB = 1u << 4, /* oob_allgather and oob_ctx */
+	SPARDL_COMM_PARAM_TIMEOUT = 1u << 5,
+};
+
+struct spardl_comm_params {
+	/* Bits of enum spardl_comm_param_field: only those fields are read;
+	 * the others come from the environment or defaults. */
+	uint64_t field_mask;
+	int rank;
+	int size;
+	/* "host:port", "[ipv6]:port" or "unix:NAME" (abstract socket);
+	 * rank 0 listens there. Ignored when oob_allgather is set. */
+	const char *bootstrap;
+	/* Keeps two jobs on one host apart; every rank must pass the same. */
+	const char *job_key;
+	/* "shm", "verbs" or "auto". */
+	const char *transport;
+	spardl_oob_allgather_fn oob_allgather;
+	void *oob_ctx;
+	/* Bound on every wait, in milliseconds (> 0). */
+	int timeout_ms;
+};
+
+struct spardl_comm;
+
+/* Zero the struct (field_mask 0: everything from the environment). */
+SPARDL_API void spardl_comm_params_init(struct spardl_comm_params *params);
+
+/* Collective over all ranks. params may be NULL: rank, size, bootstrap and
+ * transport then come from the environment (see docs/ENVIRONMENT.md). */
+SPARDL_API int spardl_comm_create(const struct spardl_comm_params *params,
+				  struct spardl_comm **comm_out);
+SPARDL_API void spardl_comm_destroy(struct spardl_comm *comm);
+SPARDL_API int spardl_comm_rank(const struct spardl_comm *comm);
+SPARDL_API int spardl_comm_size(const struct spardl_comm *comm);
+/* Name of the transport the communicator runs on ("shm", "verbs"). */
+SPARDL_API const char *spardl_comm_transport(const struct spardl_comm *comm);
+
+/* ------------------------------------------------------------------ */
+/* Plans                                                               */
+/* ------------------------------------------------------------------ */
+
+enum spardl_algo {
+	SPARDL_ALGO_SPARDL = 0, /* SRS + SAG + GRC */
+	SPARDL_ALGO_DENSE = 1,  /* ring reduce-scatter + ring all-gather */
+	SPARDL_ALGO_TOPKA = 2,  /* all-gather of every rank's top-k */
+	SPARDL_ALGO_GTOPK = 3,  /* recursive doubling with re-selection */
+};
+
+enum spardl_sag {
+	SPARDL_SAG_BRUCK = 0,     /* B-SAG, any number of teams */
+	SPARDL_SAG_RECURSIVE = 1, /* R-SAG, teams a power of two */
+};
+
+enum spardl_srs {
+	SPARDL_SRS_BATCHED = 0,    /* one message per peer and round */
+	SPARDL_SRS_SEQUENTIAL = 1, /* one message per block */
+};
+
+enum spardl_dtype {
+	SPARDL_DTYPE_FLOAT32 = 0,
+};
+
+enum spardl_mem_type {
+	SPARDL_MEM_HOST = 0,
+	SPARDL_MEM_CUDA = 1, /* not supported yet */
+};
+
+enum spardl_plan_param_field {
+	SPARDL_PLAN_PARAM_COUNT = 1u << 0,
+	SPARDL_PLAN_PARAM_DENSITY = 1u << 1,
+	SPARDL_PLAN_PARAM_ALGO = 1u << 2,
+	SPARDL_PLAN_PARAM_TEAMS = 1u << 3,
+	SPARDL_PLAN_PARAM_SAG = 1u << 4,
+	SPARDL_PLAN_PARAM_SRS = 1u << 5,
+	SPARDL_PLAN_PARAM_RESIDUAL = 1u << 6,
+	SPARDL_PLAN_PARAM_AVERAGE = 1u << 7,
+	SPARDL_PLAN_PARAM_DTYPE = 1u << 8,
+	SPARDL_PLAN_PARAM_MEM_TYPE = 1u << 9,
+};
+
+struct spardl_plan_params {
+	/* Bits of enum spardl_plan_param_field; fields whose bit is clear
+	 * take their default. spardl_plan_params_init() sets every bit. */
+	uint64_t field_mask;
+	size_t count;   /* n, elements of the gradient; no default */
+	double density; /* k = ceil(density * n) in double, at least 1; 0.01 */
+	enum spardl_algo algo; /* SPARDL_ALGO_SPARDL */
+	int teams;             /* d, must divide the size; 1 */
+	enum spardl_sag sag;   /* SPARDL_SAG_BRUCK */
+	enum spardl_srs srs;   /* SPARDL_SRS_BATCHED */
+	int residual; /* keep what was not delivered for the next call; 1 */
+	int average;  /* divide the result by the size; 1 */
+	enum spardl_dtype dtype;       /* SPARDL_DTYPE_FLOAT32 */
+	enum spardl_mem_type mem_type; /* SPARDL_MEM_HOST */
+};
+
+struct spardl_plan;
+
+SPARDL_API void spardl_plan_params_init(struct spardl_plan_params *params);
+
+/* Collective. Every rank must pass the same parameters; a difference is
+ * reported on every rank as SPARDL_ERR_MISMATCH naming the field. */
+SPARDL_API int spardl_plan_create(struct spardl_comm *comm,
+				  const struct spardl_plan_params *params,
+				  struct spardl_plan **plan_out);
+SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan);
+
+/* Collective, in place: grad (count elements) becomes the global sparse
+ * result in dense layout (divided by the size when averaging) and the
+ * plan's residual is updated. */
+SPARDL_API int spardl_allreduce(struct spardl_plan *plan, void *grad);
+
+/* Upper bound on the non-zeros spardl_allreduce_sparse() can return. */
+SPARDL_API size_t spardl_plan_max_nnz(const struct spardl_plan *plan);
+
+/* Collective. Same reduction as spardl_allreduce(), but grad is left
+ * unchanged and the result is returned as nnz (index, value) pairs sorted by
+ * index. indices and values must hold spardl_plan_max_nnz() entries.
+ * Every rank receives the same pairs. */
+SPARDL_API int spardl_allreduce_sparse(struct spardl_plan *plan,
+				       const void *grad, int64_t *indices,
+				       void *values, size_t *nnz_out);
+
+/* The plan's residual: count elements, in sum units (never divided by the
+ * size). Valid until the next call on the plan. */
+SPARDL_API int spardl_plan_residual(struct spardl_plan *plan,
+				    const void **residual_out);
+/* Restore a residual (count elements), e.g. from a checkpoint. Local. */
+SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan,
+					const void *residual);
+
+/* The k, per-block budget and block size the plan derived. */
+struct spardl_plan_info {
+	size_t count;
+	size_t k;
+	size_t block_size;
+	size_t block_budget;
+	int team_size;
+	int teams;
+};
+SPARDL_API int spardl_plan_info(const struct spardl_plan *plan,
+				struct spardl_plan_info *info_out);
+
+/* Where the time of the calls so far went on this rank, in seconds. */
+struct spardl_plan_stats {
+	uint64_t calls;
+	double total;     /* whole calls */
+	double accumulate; /* acc = grad + residual */
+	double select;    /* top-k selection and packing */
+	double reduce;    /* scatter-add, union, merge of received data */
+	double wait;      /* waiting for peers' writes (communication) */
+	double output;    /* writing the result and the residual */
+};
+SPARDL_API int spardl_plan_stats(const struct spardl_plan *plan,
+				 struct spardl_plan_stats *stats_out);
+
+/* This rank's compiled schedule as readable text; release with free(). */
+SPARDL_API int spardl_plan_schedule_text(const struct spardl_plan *plan,
+					 char **text_out);
+
+/* One line per environment variable the library reads, with its default
+ * and help; a static string. */
+SPARDL_API const char *spardl_env_help(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,570 @@
+/* The executor: runs a compiled schedule for one call, step by step. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "core.h"
+#include "log.h"
+
+#define MAX_EVENTS 64
+
+struct call {
+	struct spardl_plan *plan;
+	const struct spardl_sched *s;
+	unsigned parity;
+	const float *grad;
+	float *out;        /* dense output (NULL in sparse mode) */
+	int64_t *indices;  /* sparse output */
+	float *values;
+	size_t nnz;
+	uint32_t step;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static float *acc_of(struct spardl_plan *p)
+{
+	return p->buf[p->cur]->addr;
+}
+
+static float *res_of(struct spardl_plan *p)
+{
+	return p->buf[p->cur ^ 1]->addr;
+}
+
+static uint8_t *recv_slot(struct call *c, uint32_t slot)
+{
+	return (uint8_t *)c->plan->recv->addr + (size_t)c->parity * c->s->recv_bytes + c->s->rslots[slot].off;
+}
+
+static int protocol_error(struct call *c, const char *what, uint32_t slot)
+{
+	const struct spardl_rslot *rs = &c->s->rslots[slot];
+
+	return spardl_error(-SPARDL_ERR_PROTOCOL, "rank %d: malformed message from rank %d (%s round %u, slot %u, step %u): %s",
+			    c->s->p.rank, rs->peer, spardl_phase_name(rs->phase), rs->round, slot, c->step,
+			    what);
+}
+
+/* Record one notification after checking it against the schedule. */
+static int accept_event(struct call *c, const struct spardl_tp_event *ev)
+{
+	const struct spardl_sched *s = c->s;
+	uint32_t slot = ev->imm & (SPARDL_IMM_MAX_SLOTS - 1), par = ev->imm >> 31;
+	unsigned phase = (ev->imm >> 28) & 7, round = (ev->imm >> 23) & 31;
+	const struct spardl_rslot *rs = slot < s->nrslots ? &s->rslots[slot] : NULL;
+	uint64_t *a;
+
+	if (!rs || rs->peer != ev->peer || rs->phase != phase || (rs->round & 31) != round)
+		return spardl_error(-SPARDL_ERR_PROTOCOL,
+				    "rank %d: unexpected write from rank %d (immediate 0x%08x: %s round %u slot %u) that this plan's schedule does not name; do all ranks run the same plans in the same order?",
+				    s->p.rank, ev->peer, ev->imm, spardl_phase_name(phase), round, slot);
+	if (ev->len > rs->max)
+		return spardl_error(-SPARDL_ERR_PROTOCOL, "rank %d: rank %d wrote %llu bytes into slot %u of %llu bytes",
+				    s->p.rank, ev->peer, (unsigned long long)ev->len, slot,
+				    (unsigned long long)rs->max);
+	a = &c->plan->arrived[par][slot];
+	if (*a != SPARDL_NOT_ARRIVED)
+		return spardl_error(-SPARDL_ERR_PROTOCOL,
+				    "rank %d: rank %d wrote slot %u (%s round %u) twice in one call",
+				    s->p.rank, ev->peer, slot, spardl_phase_name(phase), round);
+	*a = ev->len;
+	return 0;
+}
+
+static int wait_slot(struct call *c, uint32_t slot)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_rslot *rs = &c->s->rslots[slot];
+	int timeout = p->comm->timeout_ms, ret, i, n;
+	double t0 = now_s(), waited = 0;
+
+	while (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED) {
+		n = p->ops->poll(p->ep, p->events, MAX_EVENTS, timeout - (int)(waited * 1000));
+		if (n < 0)
+			return spardl_error_wrap(n, "rank %d: waiting for rank %d (%s round %u, step %u of call %llu)",
+					    c->s->p.rank, rs->peer,
+					    spardl_phase_name(rs->phase), rs->round, c->step,
+					    (unsigned long long)p->calls);
+		for (i = 0; i < n; i++) {
+			ret = accept_event(c, &p->events[i]);
+			if (ret)
+				return ret;
+		}
+		waited = now_s() - t0;
+		if (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED && waited * 1000 >= timeout)
+			return spardl_error(-ETIMEDOUT,
+					    "rank %d: timed out after %.1f s waiting for rank %d (%s round %u, step %u of call %llu); the peer may have died or stalled, or ranks call different plans; raise SPARDL_TIMEOUT if it is only slow",
+					    c->s->p.rank, waited, rs->peer, spardl_phase_name(rs->phase), rs->round,
+					    c->step, (unsigned long long)p->calls);
+	}
+	p->stats.wait += now_s() - t0;
+	return 0;
+}
+
+static void touch(struct spardl_plan *p, uint64_t j)
+{
+	p->touched[p->ntouched++] = j;
+}
+
+/* acc = grad + residual: one streaming pass. */
+static void op_acc_init(struct call *c)
+{
+	struct spardl_plan *p = c->plan;
+	float *restrict acc = acc_of(p);
+	const float *restrict g = c->grad;
+	const float *restrict r = res_of(p);
+	size_t n = c->s->p.n, i;
+
+	if (c->s->res_mode == SPARDL_RES_OFF || !p->res_dirty) {
+		memcpy(acc, g, n * sizeof(float));
+		return;
+	}
+	for (i = 0; i < n; i++)
+		acc[i] = g[i] + r[i];
+}
+
+/* Select one block of acc into dst as a wire block; returns its bytes. */
+static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint64_t bs = s->block_size, len = spardl_block_len(s->p.n, bs, b);
+	uint32_t *idx = spardl_wire_idx(dst);
+	/* Values land after room for m indices, then move down behind the
+	 * indices actually selected. */
+	float *tmp = (float *)(idx + m);
+	size_t cnt, i;
+
+	cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
+	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
+	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
+	if (s->res_mode == SPARDL_RES_GRC)
+		for (i = 0; i < cnt; i++)
+			touch(p, (uint64_t)b * bs + idx[i]);
+	return spardl_wire_bytes(cnt);
+}
+
+static void view(struct spardl_list *l, uint8_t *blk)
+{
+	(void)spardl_wire_view(blk, SIZE_MAX, UINT32_MAX, l);
+}
+
+static uint8_t *list_buf(struct spardl_plan *p, uint32_t buf)
+{
+	return p->lbuf + (size_t)buf * p->lbuf_bytes;
+}
+
+static void op_select(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint8_t *dst, *pos;
+	uint32_t i;
+
+	if (op->dst_is_reg) {
+		dst = list_buf(p, op->buf);
+		select_block(c, op->b0 % s->nblocks, op->m, dst);
+		view(&p->regs[op->dst], dst);
+		return;
+	}
+	dst = pos = (uint8_t *)p->send->addr + s->sslots[op->slot].off;
+	for (i = 0; i < op->nb; i++)
+		pos += select_block(c, (op->b0 + i) % s->nblocks, op->m, pos);
+	p->send_len[op->slot] = (uint64_t)(pos - dst);
+}
+
+/* Decode list j of a received message, checking it against the schedule:
+ * expected block id, count within budget, indices inside the block and
+ * strictly increasing (the merges rely on it). */
+static int decode(struct call *c, uint32_t slot, uint8_t **pos, uint8_t *end, uint32_t want_block,
+		  struct spardl_list *l)
+{
+	const struct spardl_sched *s = c->s;
+	uint64_t blen = spardl_block_len(s->p.n, s->block_size, want_block);
+	uint32_t i;
+
+	if (spardl_wire_view(*pos, (size_t)(end - *pos), s->kb, l))
+		return protocol_error(c, "truncated block or count over budget", slot);
+	if (l->block != want_block)
+		return protocol_error(c, "unexpected block id", slot);
+	for (i = 0; i < l->count; i++)
+		if (l->idx[i] >= blen || (i && l->idx[i] <= l->idx[i - 1]))
+			return protocol_error(c, "index outside the block or out of order", slot);
+	*pos += spardl_wire_bytes(l->count);
+	return 0;
+}
+
+static int op_scatter(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->arrived[c->parity][op->slot];
+	float *acc = acc_of(p);
+	uint32_t i, j;
+	int ret;
+
+	for (i = 0; i < op->nb; i++) {
+		uint32_t b = (op->b0 + i) % s->nblocks;
+		struct spardl_list l;
+		float *x = acc + (size_t)b * s->block_size;
+
+		ret = decode(c, op->slot, &pos, end, b, &l);
+		if (ret)
+			return ret;
+		for (j = 0; j < l.count; j++)
+			x[l.idx[j]] += l.val[j];
+		if (s->res_mode == SPARDL_RES_GRC)
+			for (j = 0; j < l.count; j++)
+				touch(p, (uint64_t)b * s->block_size + l.idx[j]);
+	}
+	if (pos != end)
+		return protocol_error(c, "trailing bytes", op->slot);
+	return 0;
+}
+
+static void op_send_lists(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint8_t *dst = (uint8_t *)p->send->addr + s->sslots[op->slot].off, *pos = dst;
+	uint32_t i;
+
+	for (i = 0; i < op->nrl; i++)
+		pos += spardl_wire_put(pos, &p->regs[s->reglist[op->rl0 + i]]);
+	p->send_len[op->slot] = (uint64_t)(pos - dst);
+}
+
+static int op_recv_lists(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->arrived[c->parity][op->slot];
+	uint32_t j;
+	int ret;
+
+	for (j = 0; j < op->nrl; j++) {
+		uint32_t want = (uint32_t)(((uint64_t)op->b0 + (uint64_t)j * op->b_step) % s->nblocks);
+
+		ret = decode(c, op->slot, &pos, end, want, &p->regs[op->r0 + j]);
+		if (ret)
+			return ret;
+	}
+	if (pos != end)
+		return protocol_error(c, "trailing bytes", op->slot);
+	return 0;
+}
+
+static size_t merge_regs(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint32_t i;
+
+	for (i = 0; i < op->nrl; i++)
+		p->mlists[i] = p->regs[s->reglist[op->rl0 + i]];
+	return spardl_lists_merge(p->mlists, op->nrl, s->block_size, p->heap, p->u_idx, p->u_val);
+}
+
+/* Union of lists, keep topk(m); with shares, every dropped value returns to
+ * acc times 2^-share_log2 (exact: a power of two). */
+static void op_reduce(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint8_t *dst = list_buf(p, op->buf);
+	uint32_t block = p->regs[s->reglist[op->rl0]].block, *idx = spardl_wire_idx(dst);
+	uint64_t base = (uint64_t)block * s->block_size;
+	size_t n = merge_regs(c, op), ties, cnt = 0, i;
+	float share = op->share_log2 ? ldexpf(1.0f, -(int)op->share_log2) : 0.0f;
+	float *acc = acc_of(p), *val;
+	struct spardl_thr t;
+
+	spardl_topk_threshold(p->u_val, n, op->m, &t);
+	ties = t.ties;
+	for (i = 0; i < n; i++) {
+		uint32_t k = spardl_key(p->u_val[i]);
+
+		if (k > t.key || (k == t.key && k && ties && ties--)) {
+			/* Compact the kept values in place (cnt <= i). */
+			idx[cnt] = (uint32_t)(p->u_idx[i] - base);
+			p->u_val[cnt++] = p->u_val[i];
+		} else if (op->share_log2) {
+			acc[p->u_idx[i]] += p->u_val[i] * share;
+			if (s->res_mode == SPARDL_RES_GRC)
+				touch(p, p->u_idx[i]);
+		}
+	}
+	val = spardl_wire_val(dst, (uint32_t)cnt);
+	memcpy(val, p->u_val, cnt * sizeof(float));
+	spardl_wire_put_hdr(dst, block, (uint32_t)cnt);
+	view(&p->regs[op->dst], dst);
+}
+
+static void op_residual(struct call *c)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	float *acc = acc_of(p), *res = res_of(p);
+	size_t i;
+
+	switch (s->res_mode) {
+	case SPARDL_RES_GRC:
+		/* New residual: acc at the final positions, the rank's own
+		 * input (grad + old residual) wherever acc was modified but the
+		 * position was not delivered; elsewhere acc already equals it. */
+		for (i = 0; i < p->u_n; i++)
+			p->u_saved[i] = acc[p->u_idx[i]];
+		for (i = 0; i < p->ntouched; i++) {
+			uint64_t j = p->touched[i];
+
+			acc[j] = p->res_dirty ? c->grad[j] + res[j] : c->grad[j];
+		}
+		for (i = 0; i < p->u_n; i++)
+			acc[p->u_idx[i]] = p->u_saved[i];
+		p->cur ^= 1;
+		p->res_dirty = 1;
+		break;
+	case SPARDL_RES_LOCAL:
+		p->cur ^= 1;
+		p->res_dirty = 1;
+		break;
+	case SPARDL_RES_ZERO:
+		/* In sparse mode the residual buffer stages the dense result
+		 * and is cleared when the result is extracted. */
+		if (p->res_dirty && c->out)
+			memset(res, 0, s->p.n * sizeof(float));
+		if (c->out)
+			p->res_dirty = 0;
+		break;
+	case SPARDL_RES_OFF:
+		break;
+	}
+}
+
+static void op_output(struct call *c)
+{
+	struct spardl_plan *p = c->plan;
+	float div = (float)c->s->p.size;
+	int avg = c->s->p.average;
+	size_t i;
+
+	if (c->out) {
+		memset(c->out, 0, c->s->p.n * sizeof(float));
+		for (i = 0; i < p->u_n; i++)
+			c->out[p->u_idx[i]] = avg ? p->u_val[i] / div : p->u_val[i];
+		return;
+	}
+	for (i = 0; i < p->u_n; i++) {
+		c->indices[i] = (int64_t)p->u_idx[i];
+		c->values[i] = avg ? p->u_val[i] / div : p->u_val[i];
+	}
+	c->nnz = p->u_n;
+}
+
+static void op_dense_add(struct call *c, const struct spardl_op *op)
+{
+	float *restrict acc = acc_of(c->plan) + op->off;
+	const float *restrict in = (const float *)recv_slot(c, op->slot);
+	uint64_t i;
+
+	for (i = 0; i < op->len; i++)
+		acc[i] += in[i];
+}
+
+static void op_dense_out(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan *p = c->plan;
+	float *restrict out = (c->out ? c->out : res_of(p)) + op->off;
+	const float *restrict in = op->slot == UINT32_MAX ? acc_of(p) + op->off :
+							    (const float *)recv_slot(c, op->slot);
+	float div = (float)c->s->p.size;
+	uint64_t i;
+
+	if (c->s->p.average)
+		for (i = 0; i < op->len; i++)
+			out[i] = in[i] / div;
+	else
+		memcpy(out, in, op->len * sizeof(float));
+}
+
+static int check_len(struct call *c, const struct spardl_op *op)
+{
+	uint64_t got = c->plan->arrived[c->parity][op->slot];
+
+	if (got != op->len * sizeof(float))
+		return protocol_error(c, "dense chunk of the wrong length", op->slot);
+	return 0;
+}
+
+static int run_op(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_plan_stats *st = &c->plan->stats;
+	double t0 = now_s(), *bucket = &st->reduce;
+	int ret = 0;
+
+	switch (op->code) {
+	case SPARDL_OP_NONE:
+		return 0;
+	case SPARDL_OP_ACC_INIT:
+		op_acc_init(c);
+		bucket = &st->accumulate;
+		break;
+	case SPARDL_OP_SELECT:
+		op_select(c, op);
+		bucket = &st->select;
+		break;
+	case SPARDL_OP_SCATTER:
+		ret = op_scatter(c, op);
+		break;
+	case SPARDL_OP_SEND_LISTS:
+		op_send_lists(c, op);
+		bucket = &st->select;
+		break;
+	case SPARDL_OP_RECV_LISTS:
+		ret = op_recv_lists(c, op);
+		break;
+	case SPARDL_OP_REDUCE:
+		op_reduce(c, op);
+		break;
+	case SPARDL_OP_RESULT:
+		c->plan->u_n = merge_regs(c, op);
+		break;
+	case SPARDL_OP_RESIDUAL:
+		op_residual(c);
+		bucket = &st->output;
+		break;
+	case SPARDL_OP_OUTPUT:
+		op_output(c);
+		bucket = &st->output;
+		break;
+	case SPARDL_OP_DENSE_ADD:
+		ret = check_len(c, op);
+		if (!ret)
+			op_dense_add(c, op);
+		break;
+	case SPARDL_OP_DENSE_OUT:
+		ret = op->slot == UINT32_MAX ? 0 : check_len(c, op);
+		if (!ret)
+			op_dense_out(c, op);
+		bucket = &st->output;
+		break;
+	default:
+		return spardl_error(-EINVAL, "internal: unknown op %u", op->code);
+	}
+	*bucket += now_s() - t0;
+	return ret;
+}
+
+static int post_writes(struct call *c, const struct spardl_step *st)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint32_t i;
+	int ret;
+
+	for (i = 0; i < st->nwrite; i++) {
+		const struct spardl_write *w = &s->writes[st->write0 + i];
+		const struct spardl_sslot *ss = &s->sslots[w->sslot];
+		struct spardl_tp_mr *mr;
+		uint64_t off = ss->off, len;
+
+		switch (ss->region) {
+		case SPARDL_REG_SEND:
+			mr = p->send;
+			len = p->send_len[w->sslot];
+			break;
+		case SPARDL_REG_ACC:
+			mr = p->buf[p->cur];
+			len = ss->max;
+			break;
+		default:
+			mr = p->recv;
+			off = (uint64_t)c->parity * s->recv_bytes + s->rslots[ss->rslot].off;
+			len = p->arrived[c->parity][ss->rslot];
+			break;
+		}
+		ret = p->ops->write(p->ep, w->peer, mr, off, p->rmr[w->peer],
+				    (size_t)c->parity * p->peer_half[w->peer] + w->roff, len,
+				    spardl_imm(c->parity, w->phase, w->round, w->rslot));
+		if (ret)
+			return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
+						 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round, c->step);
+	}
+	return 0;
+}
+
+/* Dense algorithm, sparse output: the result was staged in the residual
+ * buffer; hand out its non-zeros and leave the buffer zero. */
+static void extract_dense(struct call *c)
+{
+	float *res = res_of(c->plan);
+	size_t n = c->s->p.n, i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		if (res[i] != 0.0f || isnan(res[i])) {
+			c->indices[k] = (int64_t)i;
+			c->values[k++] = res[i];
+		}
+	}
+	memset(res, 0, n * sizeof(float));
+	c->plan->res_dirty = 0;
+	c->nnz = k;
+}
+
+int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
+		size_t *nnz_out)
+{
+	struct call c = { .plan = plan, .s = plan->sched, .parity = (unsigned)(plan->calls & 1), .grad = grad,
+			  .out = out, .indices = indices, .values = values };
+	const struct spardl_sched *s = plan->sched;
+	double t0 = now_s();
+	uint32_t i, j;
+	int ret = 0;
+
+	if (plan->failed)
+		return spardl_error(-SPARDL_ERR_PLAN_FAILED,
+				    "rank %d: an earlier call on this plan failed (%s); destroy the plan (and the communicator) and create them again",
+				    s->p.rank, spardl_strerror(plan->failed));
+	plan->ntouched = 0;
+	plan->u_n = 0;
+	for (i = 0; i < s->nsteps && !ret; i++) {
+		const struct spardl_step *st = &s->steps[i];
+
+		c.step = i;
+		for (j = 0; j < st->nwait && !ret; j++)
+			ret = wait_slot(&c, s->waits[st->wait0 + j]);
+		if (!ret)
+			ret = run_op(&c, &st->op);
+		if (!ret)
+			ret = post_writes(&c, st);
+	}
+	if (!ret) {
+		ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+		if (ret)
+			spardl_error_wrap(ret, "rank %d: completing the writes of call %llu", s->p.rank,
+					  (unsigned long long)plan->calls);
+	}
+	if (ret) {
+		plan->failed = ret;
+		return ret;
+	}
+	if (!out && s->p.algo == SPARDL_ALGO_DENSE)
+		extract_dense(&c);
+	for (i = 0; i < s->nrslots; i++)
+		plan->arrived[c.parity][i] = SPARDL_NOT_ARRIVED;
+	plan->calls++;
+	plan->stats.calls++;
+	plan->stats.total += now_s() - t0;
+	if (nnz_out)
+		*nnz_out = c.nnz;
+	return 0;
+}

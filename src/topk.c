@@ -1,0 +1,210 @@
+/* Top-k selection: exact radix threshold, with a sampled fast path for large blocks. */
+#include <errno.h>
+#include <stdlib.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "topk.h"
+
+/* Below this length a block is selected by the exact radix passes alone. */
+#define SAMPLE_MIN_LEN (1u << 17)
+#define SAMPLES 8192u
+
+/* Walk a histogram from the top; return the bucket holding the need-th
+ * largest entry and reduce *need to the rank inside that bucket. */
+static unsigned find_bucket(const size_t *h, unsigned nb, size_t *need)
+{
+	size_t above = 0;
+	unsigned b = nb;
+
+	while (b-- > 0) {
+		if (above + h[b] >= *need)
+			break;
+		above += h[b];
+	}
+	*need -= above;
+	return b;
+}
+
+void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t)
+{
+	size_t h1[2048] = { 0 }, h2[2048] = { 0 }, h3[512] = { 0 };
+	size_t nonzero = 0, need = m, i;
+	unsigned b1, b2, b3;
+	uint32_t pre;
+
+	for (i = 0; i < len; i++) {
+		uint32_t k = spardl_key(v[i]);
+
+		if (k)
+			h1[k >> 20]++;
+	}
+	for (i = 0; i < 2048; i++)
+		nonzero += h1[i];
+	if (m == 0 || nonzero <= m) {
+		t->key = m == 0 ? UINT32_MAX : 0;
+		t->ties = 0;
+		return;
+	}
+	b1 = find_bucket(h1, 2048, &need);
+	for (i = 0; i < len; i++) {
+		uint32_t k = spardl_key(v[i]);
+
+		if (k && (k >> 20) == b1)
+			h2[(k >> 9) & 2047]++;
+	}
+	b2 = find_bucket(h2, 2048, &need);
+	pre = (b1 << 11) | b2;
+	for (i = 0; i < len; i++) {
+		uint32_t k = spardl_key(v[i]);
+
+		if (k && (k >> 9) == pre)
+			h3[k & 511]++;
+	}
+	b3 = find_bucket(h3, 512, &need);
+	t->key = (pre << 9) | b3;
+	t->ties = need;
+}
+
+int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m)
+{
+	ws->cap = 4 * max_m + 2 * SAMPLES;
+	ws->cand_idx = malloc(ws->cap * sizeof(*ws->cand_idx));
+	ws->cand_val = malloc(ws->cap * sizeof(*ws->cand_val));
+	if (!ws->cand_idx || !ws->cand_val) {
+		spardl_topk_ws_fini(ws);
+		return -ENOMEM;
+	}
+	/* Touch now: first-touch page faults must not land in a call. */
+	memset(ws->cand_idx, 0, ws->cap * sizeof(*ws->cand_idx));
+	memset(ws->cand_val, 0, ws->cap * sizeof(*ws->cand_val));
+	return 0;
+}
+
+void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
+{
+	free(ws->cand_idx);
+	free(ws->cand_val);
+	ws->cand_idx = NULL;
+	ws->cand_val = NULL;
+	ws->cap = 0;
+}
+
+/* Emit the entries of v selected by t, in index order; ids maps positions
+ * to output indices (NULL: the position itself). */
+static size_t collect(const float *v, const uint32_t *ids, size_t len, const struct spardl_thr *t,
+		      uint32_t *oidx, float *oval)
+{
+	size_t ties = t->ties, n = 0, i;
+
+	for (i = 0; i < len; i++) {
+		uint32_t k = spardl_key(v[i]);
+
+		if (k > t->key || (k == t->key && k && ties && ties--)) {
+			oidx[n] = ids ? ids[i] : (uint32_t)i;
+			oval[n] = v[i];
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Lower bound on the m-th largest key, estimated from evenly spaced samples
+ * with a margin, so that almost always at least m keys reach it. */
+static uint32_t sample_bound(const float *x, size_t len, size_t m)
+{
+	uint32_t h[4096] = { 0 };
+	double q = (double)m / (double)len, want;
+	size_t i, above = 0;
+	unsigned b = 4096;
+
+	for (i = 0; i < SAMPLES; i++) {
+		uint32_t k = spardl_key(x[(size_t)((double)i * (double)len / SAMPLES)]);
+
+		h[k >> 19]++;
+	}
+	want = q * SAMPLES;
+	want += 4.0 * __builtin_sqrt(want) + 16.0;
+	while (b-- > 1) {
+		above += h[b];
+		if ((double)above >= want)
+			break;
+	}
+	return (uint32_t)b << 19;
+}
+
+/* Gather entries with key >= lo (lo >= 1) into the workspace; returns the
+ * count, or SIZE_MAX when it would exceed the workspace. */
+static size_t gather(const float *x, size_t len, uint32_t lo, struct spardl_topk_ws *ws)
+{
+	uint32_t *ci = ws->cand_idx;
+	float *cv = ws->cand_val;
+	size_t n = 0, i = 0, cap = ws->cap;
+
+#if defined(__SSE2__)
+	const __m128i absmask = _mm_set1_epi32(0x7fffffff);
+	const __m128i thr = _mm_set1_epi32((int)(lo - 1));
+
+	for (; i + 8 <= len; i += 8) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(x + i));
+		__m128i b = _mm_loadu_si128((const __m128i *)(x + i + 4));
+		__m128i ga = _mm_cmpgt_epi32(_mm_and_si128(a, absmask), thr);
+		__m128i gb = _mm_cmpgt_epi32(_mm_and_si128(b, absmask), thr);
+		int mask = _mm_movemask_ps(_mm_castsi128_ps(ga)) |
+			   (_mm_movemask_ps(_mm_castsi128_ps(gb)) << 4);
+
+		if (__builtin_expect(mask == 0, 1))
+			continue;
+		if (n + 8 > cap)
+			return SIZE_MAX;
+		while (mask) {
+			unsigned j = (unsigned)__builtin_ctz((unsigned)mask);
+
+			ci[n] = (uint32_t)(i + j);
+			cv[n] = x[i + j];
+			n++;
+			mask &= mask - 1;
+		}
+	}
+#endif
+	for (; i < len; i++) {
+		if (spardl_key(x[i]) >= lo) {
+			if (n == cap)
+				return SIZE_MAX;
+			ci[n] = (uint32_t)i;
+			cv[n] = x[i];
+			n++;
+		}
+	}
+	return n;
+}
+
+size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *val,
+			 struct spardl_topk_ws *ws)
+{
+	struct spardl_thr t;
+	size_t n, i;
+
+	if (m == 0 || len == 0)
+		return 0;
+	if (len >= SAMPLE_MIN_LEN && m < len / 8) {
+		uint32_t lo = sample_bound(x, len, m);
+
+		n = lo ? gather(x, len, lo, ws) : SIZE_MAX;
+		/* Fewer than m gathered means the estimate was too high: the
+		 * exact passes below decide instead. */
+		if (n != SIZE_MAX && n >= m) {
+			spardl_topk_threshold(ws->cand_val, n, m, &t);
+			n = collect(ws->cand_val, ws->cand_idx, n, &t, idx, val);
+			goto zero;
+		}
+	}
+	spardl_topk_threshold(x, len, m, &t);
+	n = collect(x, NULL, len, &t, idx, val);
+zero:
+	for (i = 0; i < n; i++)
+		x[idx[i]] = 0.0f;
+	return n;
+}
