@@ -1,6 +1,7 @@
 /* Tests of the bootstrap: rendezvous, allgather and failure reports between forked ranks. */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -41,6 +42,20 @@ static int64_t now_ms(void)
 			return __LINE__ % 90 + 1;                                                    \
 		}                                                                                    \
 	} while (0)
+
+/* Open descriptors of this process, to catch leaks on every path. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
 
 typedef int (*child_fn)(int idx, void *arg);
 
@@ -146,18 +161,19 @@ static unsigned char pattern(int rank, size_t i, int round)
 static int four_ranks_child(int rank, void *arg)
 {
 	const struct job *j = arg;
-	static const size_t lens[] = { 8, 100000 };
+	static const size_t lens[] = { 8, 100000, 3 << 20 };
 	struct spardl_bootstrap *bs = NULL;
 	unsigned char *send, *recv;
-	int round = 0;
+	int round = 0, fds = count_fds();
 
 	CHILD_CHECK(create(j, rank, "job-a", &bs) == 0);
 	CHILD_CHECK(spardl_bootstrap_rank(bs) == rank && spardl_bootstrap_size(bs) == j->size);
-	send = malloc(100000);
-	recv = malloc(100000 * (size_t)j->size);
+	send = malloc(lens[2]);
+	recv = malloc(lens[2] * (size_t)j->size);
 	CHILD_CHECK(send && recv);
-	for (int l = 0; l < 2; l++) {
-		for (int rep = 0; rep < 2; rep++, round++) {
+	for (int l = 0; l < 3; l++) {
+		/* Twice each, the largest once: it only checks megabytes work. */
+		for (int rep = 0; rep < (l < 2 ? 2 : 1); rep++, round++) {
 			size_t len = lens[l];
 
 			for (size_t i = 0; i < len; i++)
@@ -173,6 +189,7 @@ static int four_ranks_child(int rank, void *arg)
 	CHILD_CHECK(spardl_bootstrap_allgather(bs, NULL, NULL, 0) == 0);
 	CHILD_CHECK(spardl_bootstrap_barrier(bs) == 0);
 	spardl_bootstrap_destroy(bs);
+	CHILD_CHECK(count_fds() == fds);
 	free(send);
 	free(recv);
 	return 0;
@@ -365,8 +382,10 @@ static int missing_child(int rank, void *arg)
 {
 	struct spardl_bootstrap *bs = NULL;
 	int64_t t0 = now_ms();
+	int fds = count_fds();
 
 	CHILD_CHECK(create(arg, rank, "job", &bs) == -ETIMEDOUT);
+	CHILD_CHECK(count_fds() == fds);
 	CHILD_CHECK(now_ms() - t0 < 3000);
 	/* Rank 1 hears rank 0's report, so both name the missing rank. */
 	CHILD_CHECK(strstr(spardl_last_error(), "rank 2 did not arrive"));
@@ -408,11 +427,28 @@ END_TEST
 
 struct key_test {
 	struct job j;
-	int pipe[2];
+	int pipe[2];  /* child 1 -> child 3 */
+	int pipe2[2]; /* child 3 -> child 2 */
 };
 
-/* Child 0: rank 0. Child 1: rank 1 of another job, refused. Child 2: the
- * real rank 1, started once the intruder is gone. */
+static void close_pipes(struct key_test *k)
+{
+	close(k->pipe[0]);
+	close(k->pipe[1]);
+	close(k->pipe2[0]);
+	close(k->pipe2[1]);
+}
+
+static int wait_pipe(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 5000) == 1 ? 0 : -1;
+}
+
+/* Child 0: rank 0. Child 1: rank 1 of another job, refused. Child 3: a
+ * rank 1 with another size, rejected. Child 2: the real rank 1, started
+ * once the intruders are gone. */
 static int key_child(int idx, void *arg)
 {
 	struct key_test *k = arg;
@@ -420,44 +456,49 @@ static int key_child(int idx, void *arg)
 	int64_t t0 = now_ms();
 
 	if (idx == 0) {
-		close(k->pipe[0]);
-		close(k->pipe[1]);
+		close_pipes(k);
 		CHILD_CHECK(create(&k->j, 0, "job-a", &bs) == 0);
 		CHILD_CHECK(spardl_bootstrap_barrier(bs) == 0);
 		spardl_bootstrap_destroy(bs);
 		return 0;
 	}
 	if (idx == 1) {
-		close(k->pipe[0]);
 		CHILD_CHECK(create(&k->j, 1, "job-b", &bs) == -ECONNREFUSED);
 		CHILD_CHECK(now_ms() - t0 < 2000);
 		CHILD_CHECK(strstr(spardl_last_error(), "another job"));
 		CHILD_CHECK(write(k->pipe[1], "x", 1) == 1);
 		return 0;
 	}
-	close(k->pipe[1]);
-	{
-		struct pollfd p = { .fd = k->pipe[0], .events = POLLIN };
+	if (idx == 3) {
+		struct job other = k->j;
 
-		CHILD_CHECK(poll(&p, 1, 5000) == 1);
+		other.size = 4;
+		CHILD_CHECK(wait_pipe(k->pipe[0]) == 0);
+		t0 = now_ms();
+		CHILD_CHECK(create(&other, 1, "job-a", &bs) == -SPARDL_ERR_MISMATCH);
+		CHILD_CHECK(now_ms() - t0 < 2000);
+		CHILD_CHECK(strstr(spardl_last_error(), "SPARDL_SIZE"));
+		CHILD_CHECK(write(k->pipe2[1], "x", 1) == 1);
+		return 0;
 	}
+	CHILD_CHECK(wait_pipe(k->pipe2[0]) == 0);
 	CHILD_CHECK(create(&k->j, 1, "job-a", &bs) == 0);
 	CHILD_CHECK(spardl_bootstrap_barrier(bs) == 0);
 	spardl_bootstrap_destroy(bs);
 	return 0;
 }
 
-START_TEST(test_wrong_job_key)
+START_TEST(test_refused_peers)
 {
 	struct key_test k = { .j = { .size = 2, .timeout_ms = 6000 } };
-	int codes[3];
+	int codes[4];
 
 	ck_assert_int_eq(pipe(k.pipe), 0);
+	ck_assert_int_eq(pipe(k.pipe2), 0);
 	tcp_addr(k.j.addr, sizeof(k.j.addr));
-	run_children(3, key_child, &k, 10000, codes);
-	close(k.pipe[0]);
-	close(k.pipe[1]);
-	assert_all_ok(3, codes);
+	run_children(4, key_child, &k, 10000, codes);
+	close_pipes(&k);
+	assert_all_ok(4, codes);
 }
 END_TEST
 
@@ -591,6 +632,7 @@ START_TEST(test_malformed_address)
 	static const char *bad[] = { "localhost", "host:", "[::1", "unix:", ":80", "[]:80", "[::1]80",
 				     "h:0", "h:65536", "h:8x", "a:b:c" };
 	struct spardl_bootstrap *bs = (void *)1;
+	int fds = count_fds();
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		for (int rank = 0; rank < 2; rank++) {
@@ -605,6 +647,7 @@ START_TEST(test_malformed_address)
 				      "message for \"%s\": %s", bad[i], spardl_last_error());
 		}
 	}
+	ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 
@@ -650,8 +693,11 @@ START_TEST(test_address_in_use)
 	memcpy(un.sun_path + 1, addr + 5, strlen(addr + 5));
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&un,
 			      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(addr + 5))), 0);
+	int fds = count_fds();
+
 	ck_assert_int_eq(spardl_bootstrap_create(&cfg, &bs), -EADDRINUSE);
 	ck_assert_ptr_nonnull(strstr(spardl_last_error(), "another job"));
+	ck_assert_int_eq(count_fds(), fds);
 	close(fd);
 }
 END_TEST
@@ -670,7 +716,7 @@ static Suite *bootstrap_suite(void)
 	tcase_add_test(tc, test_oob_failing_callback);
 	tcase_add_test(tc, test_missing_rank);
 	tcase_add_test(tc, test_rank0_unreached);
-	tcase_add_test(tc, test_wrong_job_key);
+	tcase_add_test(tc, test_refused_peers);
 	tcase_add_test(tc, test_mismatched_len);
 	tcase_add_test(tc, test_rank_exits);
 	tcase_add_test(tc, test_allgather_timeout);
