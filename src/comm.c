@@ -117,28 +117,35 @@ static int default_bootstrap(int launcher, int size, const char *job_key, char *
 	return *addr_out ? 0 : -ENOMEM;
 }
 
+/* What each rank resolved SPARDL_TRANSPORT to. */
+struct tp_choice {
+	char name[32];
+	int32_t err;
+};
+
 static int choose_transport(struct spardl_comm *comm, const char *name)
 {
-	char mine[32] = "", *all;
+	struct tp_choice mine = { "", 0 }, *all;
 	int ret, w;
 
-	ret = spardl_tp_find(name, &comm->tp_ops);
-	if (!ret)
-		snprintf(mine, sizeof(mine), "%s", comm->tp_ops->name);
-	all = calloc((size_t)comm->size, sizeof(mine));
+	mine.err = spardl_tp_find(name, &comm->tp_ops);
+	if (!mine.err)
+		snprintf(mine.name, sizeof(mine.name), "%s", comm->tp_ops->name);
+	all = calloc((size_t)comm->size, sizeof(*all));
 	if (!all)
 		return -ENOMEM;
 	/* Ranks on different machines may resolve "auto" differently. */
-	ret = spardl_bootstrap_allgather(comm->bs, mine, all, sizeof(mine));
+	ret = spardl_bootstrap_allgather(comm->bs, &mine, all, sizeof(mine));
+	if (!ret && mine.err)
+		ret = mine.err; /* the message spardl_tp_find recorded stands */
 	for (w = 0; !ret && w < comm->size; w++) {
-		const char *t = all + (size_t)w * sizeof(mine);
-
-		if (!*t)
-			ret = spardl_error(-ENODEV, "rank %d found no usable transport for SPARDL_TRANSPORT=%s", w, name);
-		else if (strcmp(t, mine))
+		if (all[w].err)
+			ret = spardl_error(all[w].err, "rank %d cannot use SPARDL_TRANSPORT=%s (%s); see its log", w,
+					   name, spardl_strerror(all[w].err));
+		else if (strcmp(all[w].name, mine.name))
 			ret = spardl_error(-SPARDL_ERR_MISMATCH,
 					   "ranks chose different transports: rank %d %s, rank %d %s; set SPARDL_TRANSPORT to the same value everywhere",
-					   comm->rank, mine, w, t);
+					   comm->rank, mine.name, w, all[w].name);
 	}
 	free(all);
 	if (ret)

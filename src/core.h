@@ -21,6 +21,12 @@ struct spardl_comm {
 	struct spardl_tp *tp;
 };
 
+/* One change to acc: position and the value it had before. */
+struct spardl_undo {
+	uint64_t pos;
+	float old;
+};
+
 /* Marks a receive slot whose write has not arrived yet. */
 #define SPARDL_NOT_ARRIVED UINT64_MAX
 
@@ -31,11 +37,13 @@ struct spardl_plan {
 	const struct spardl_tp_ops *ops;
 	struct spardl_tp_ep *ep;
 
-	/* acc and residual swap roles each call (see OP_RESIDUAL), so both
-	 * are registered; cur indexes acc. */
-	struct spardl_tp_mr *buf[2];
-	int cur;
-	int res_dirty; /* residual may be non-zero (dense keeps it zero) */
+	/* The sparse algorithms keep the residual in acc itself: a call adds
+	 * grad in place, and the GRC update undoes its own changes where the
+	 * result did not take them (the undo log below). The dense algorithm
+	 * has a separate residual (res), zero unless the user set one. */
+	struct spardl_tp_mr *acc;
+	struct spardl_tp_mr *res; /* dense only; NULL otherwise */
+	int res_dirty;            /* dense: res may be non-zero */
 	struct spardl_tp_mr *send, *recv;
 	struct spardl_tp_rmr **rmr; /* per rank: receive region of peers written to */
 	uint64_t *peer_half;        /* per rank: size of a peer's receive parity half */
@@ -52,8 +60,8 @@ struct spardl_plan {
 	size_t u_n;
 	struct spardl_list *mlists;   /* the lists of one merge, nregs */
 	struct spardl_merge_heap *heap; /* nregs */
-	uint64_t *touched;      /* GRC: acc positions modified this call */
-	size_t ntouched;
+	struct spardl_undo *undo; /* GRC: every change to acc this call, with the value before */
+	size_t nundo;
 	struct spardl_topk_ws ws;
 	struct spardl_tp_event *events;
 

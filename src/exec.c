@@ -32,12 +32,13 @@ static double now_s(void)
 
 static float *acc_of(struct spardl_plan *p)
 {
-	return p->buf[p->cur]->addr;
+	return p->acc->addr;
 }
 
+/* Dense algorithm only. */
 static float *res_of(struct spardl_plan *p)
 {
-	return p->buf[p->cur ^ 1]->addr;
+	return p->res->addr;
 }
 
 static uint8_t *recv_slot(struct call *c, uint32_t slot)
@@ -110,26 +111,33 @@ static int wait_slot(struct call *c, uint32_t slot)
 	return 0;
 }
 
-static void touch(struct spardl_plan *p, uint64_t j)
+static void log_undo(struct spardl_plan *p, uint64_t j, float old)
 {
-	p->touched[p->ntouched++] = j;
+	p->undo[p->nundo].pos = j;
+	p->undo[p->nundo].old = old;
+	p->nundo++;
 }
 
-/* acc = grad + residual: one streaming pass. */
+/* acc = grad + residual: one streaming pass, in place where acc is the
+ * residual. */
 static void op_acc_init(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
 	float *restrict acc = acc_of(p);
 	const float *restrict g = c->grad;
-	const float *restrict r = res_of(p);
 	size_t n = c->s->p.n, i;
 
-	if (c->s->res_mode == SPARDL_RES_OFF || !p->res_dirty) {
+	if (c->s->res_mode == SPARDL_RES_OFF || (p->res && !p->res_dirty)) {
 		memcpy(acc, g, n * sizeof(float));
-		return;
+	} else if (p->res) {
+		const float *restrict r = res_of(p);
+
+		for (i = 0; i < n; i++)
+			acc[i] = g[i] + r[i];
+	} else {
+		for (i = 0; i < n; i++)
+			acc[i] += g[i];
 	}
-	for (i = 0; i < n; i++)
-		acc[i] = g[i] + r[i];
 }
 
 /* Select one block of acc into dst as a wire block; returns its bytes. */
@@ -145,11 +153,11 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 	size_t cnt, i;
 
 	cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
-	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
-	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
 	if (s->res_mode == SPARDL_RES_GRC)
 		for (i = 0; i < cnt; i++)
-			touch(p, (uint64_t)b * bs + idx[i]);
+			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
+	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
+	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
 	return spardl_wire_bytes(cnt);
 }
 
@@ -220,11 +228,11 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		for (j = 0; j < l.count; j++)
-			x[l.idx[j]] += l.val[j];
 		if (s->res_mode == SPARDL_RES_GRC)
 			for (j = 0; j < l.count; j++)
-				touch(p, (uint64_t)b * s->block_size + l.idx[j]);
+				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], x[l.idx[j]]);
+		for (j = 0; j < l.count; j++)
+			x[l.idx[j]] += l.val[j];
 	}
 	if (pos != end)
 		return protocol_error(c, "trailing bytes", op->slot);
@@ -298,9 +306,9 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 			idx[cnt] = (uint32_t)(p->u_idx[i] - base);
 			p->u_val[cnt++] = p->u_val[i];
 		} else if (op->share_log2) {
-			acc[p->u_idx[i]] += p->u_val[i] * share;
 			if (s->res_mode == SPARDL_RES_GRC)
-				touch(p, p->u_idx[i]);
+				log_undo(p, p->u_idx[i], acc[p->u_idx[i]]);
+			acc[p->u_idx[i]] += p->u_val[i] * share;
 		}
 	}
 	val = spardl_wire_val(dst, (uint32_t)cnt);
@@ -313,35 +321,30 @@ static void op_residual(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
-	float *acc = acc_of(p), *res = res_of(p);
+	float *acc = acc_of(p);
 	size_t i;
 
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
-		/* New residual: acc at the final positions, the rank's own
-		 * input (grad + old residual) wherever acc was modified but the
-		 * position was not delivered; elsewhere acc already equals it. */
+		/* acc becomes the new residual: its value at the final positions,
+		 * the rank's own input (grad + old residual) everywhere else.
+		 * Untouched positions already hold the input; undoing every
+		 * change, newest first, restores it at the touched ones. */
 		for (i = 0; i < p->u_n; i++)
 			p->u_saved[i] = acc[p->u_idx[i]];
-		for (i = 0; i < p->ntouched; i++) {
-			uint64_t j = p->touched[i];
-
-			acc[j] = p->res_dirty ? c->grad[j] + res[j] : c->grad[j];
-		}
+		for (i = p->nundo; i-- > 0;)
+			acc[p->undo[i].pos] = p->undo[i].old;
 		for (i = 0; i < p->u_n; i++)
 			acc[p->u_idx[i]] = p->u_saved[i];
-		p->cur ^= 1;
-		p->res_dirty = 1;
 		break;
 	case SPARDL_RES_LOCAL:
-		p->cur ^= 1;
-		p->res_dirty = 1;
+		/* Plain error feedback: what stayed in acc is the residual. */
 		break;
 	case SPARDL_RES_ZERO:
 		/* In sparse mode the residual buffer stages the dense result
 		 * and is cleared when the result is extracted. */
 		if (p->res_dirty && c->out)
-			memset(res, 0, s->p.n * sizeof(float));
+			memset(res_of(p), 0, s->p.n * sizeof(float));
 		if (c->out)
 			p->res_dirty = 0;
 		break;
@@ -483,7 +486,7 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 			len = p->send_len[w->sslot];
 			break;
 		case SPARDL_REG_ACC:
-			mr = p->buf[p->cur];
+			mr = p->acc;
 			len = ss->max;
 			break;
 		default:
@@ -534,7 +537,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		return spardl_error(-SPARDL_ERR_PLAN_FAILED,
 				    "rank %d: an earlier call on this plan failed (%s); destroy the plan (and the communicator) and create them again",
 				    s->p.rank, spardl_strerror(plan->failed));
-	plan->ntouched = 0;
+	plan->nundo = 0;
 	plan->u_n = 0;
 	for (i = 0; i < s->nsteps && !ret; i++) {
 		const struct spardl_step *st = &s->steps[i];
@@ -559,6 +562,8 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	}
 	if (!out && s->p.algo == SPARDL_ALGO_DENSE)
 		extract_dense(&c);
+	if (s->res_mode == SPARDL_RES_OFF && !plan->res)
+		memset(acc_of(plan), 0, s->p.n * sizeof(float));
 	for (i = 0; i < s->nrslots; i++)
 		plan->arrived[c.parity][i] = SPARDL_NOT_ARRIVED;
 	plan->calls++;

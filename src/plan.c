@@ -184,10 +184,14 @@ static int agree_params(struct spardl_comm *comm, const struct spardl_plan_param
 	ret = spardl_bootstrap_allgather(comm->bs, &me, all, sizeof(me));
 	if (ret)
 		goto out;
+	/* Report this rank's own invalid value first, else the first rank's. */
+	if (status) {
+		ret = spardl_error(status, "spardl_plan_create: rank %d: %s", comm->rank, msg);
+		goto out;
+	}
 	for (w = 0; w < comm->size; w++) {
 		if (all[w].status) {
-			ret = spardl_error(all[w].status, "spardl_plan_create: %s%s (rank %d)",
-					   w == comm->rank ? "" : "on another rank: ", all[w].msg, w);
+			ret = spardl_error(all[w].status, "spardl_plan_create: rank %d: %s", w, all[w].msg);
 			goto out;
 		}
 	}
@@ -283,11 +287,14 @@ static int alloc_local(struct spardl_plan *plan)
 	const struct spardl_sched *s = plan->sched;
 	struct spardl_tp *tp = plan->comm->tp;
 	size_t n = s->p.n, i;
-	int ret, b;
+	int ret;
 
-	for (b = 0; b < 2; b++) {
+	ret = plan->ops->mem_alloc(tp, n * sizeof(float), plan->params.mem_type, SPARDL_ACCESS_LOCAL, &plan->acc);
+	if (ret)
+		return ret;
+	if (s->p.algo == SPARDL_ALGO_DENSE) {
 		ret = plan->ops->mem_alloc(tp, n * sizeof(float), plan->params.mem_type, SPARDL_ACCESS_LOCAL,
-					   &plan->buf[b]);
+					   &plan->res);
 		if (ret)
 			return ret;
 	}
@@ -311,7 +318,7 @@ static int alloc_local(struct spardl_plan *plan)
 	ALLOC(plan->u_idx, s->union_pairs);
 	ALLOC(plan->u_val, s->union_pairs);
 	ALLOC(plan->u_saved, s->union_pairs);
-	ALLOC(plan->touched, s->res_mode == SPARDL_RES_GRC ? s->touched : 0);
+	ALLOC(plan->undo, s->res_mode == SPARDL_RES_GRC ? s->touched : 0);
 	ALLOC(plan->rmr, plan->comm->size);
 	ALLOC(plan->peer_half, plan->comm->size);
 	ALLOC(plan->events, 64);
@@ -324,7 +331,7 @@ static int alloc_local(struct spardl_plan *plan)
 	memset(plan->u_saved, 0, s->union_pairs * sizeof(*plan->u_saved));
 	memset(plan->lbuf, 0, plan->lbuf_bytes * s->nbufs);
 	if (s->res_mode == SPARDL_RES_GRC)
-		memset(plan->touched, 0, s->touched * sizeof(*plan->touched));
+		memset(plan->undo, 0, s->touched * sizeof(*plan->undo));
 	return 0;
 }
 
@@ -368,7 +375,7 @@ static int connect_peers(struct spardl_plan *plan)
 
 SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 {
-	int w, b;
+	int w;
 
 	if (!plan)
 		return;
@@ -379,9 +386,10 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	if (plan->ep)
 		plan->ops->ep_destroy(plan->ep);
 	if (plan->ops) {
-		for (b = 0; b < 2; b++)
-			if (plan->buf[b])
-				plan->ops->mem_free(plan->comm->tp, plan->buf[b]);
+		if (plan->acc)
+			plan->ops->mem_free(plan->comm->tp, plan->acc);
+		if (plan->res)
+			plan->ops->mem_free(plan->comm->tp, plan->res);
 		if (plan->send)
 			plan->ops->mem_free(plan->comm->tp, plan->send);
 		if (plan->recv)
@@ -398,7 +406,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->u_idx);
 	free(plan->u_val);
 	free(plan->u_saved);
-	free(plan->touched);
+	free(plan->undo);
 	free(plan->rmr);
 	free(plan->peer_half);
 	free(plan->events);
@@ -484,7 +492,7 @@ SPARDL_API int spardl_plan_residual(struct spardl_plan *plan, const void **resid
 {
 	if (!plan || !residual_out)
 		return spardl_error(-EINVAL, "spardl_plan_residual: %s is NULL", !plan ? "plan" : "residual_out");
-	*residual_out = plan->buf[plan->cur ^ 1]->addr;
+	*residual_out = (plan->res ? plan->res : plan->acc)->addr;
 	return 0;
 }
 
@@ -494,7 +502,7 @@ SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan, const void *re
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: %s is NULL", !plan ? "plan" : "residual");
 	if (!plan->params.residual)
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: this plan was created with residual = 0");
-	memcpy(plan->buf[plan->cur ^ 1]->addr, residual, plan->params.count * sizeof(float));
+	memcpy((plan->res ? plan->res : plan->acc)->addr, residual, plan->params.count * sizeof(float));
 	plan->res_dirty = 1;
 	return 0;
 }

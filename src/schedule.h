@@ -132,7 +132,7 @@ struct spardl_sched {
 	uint64_t buf_pairs;  /* capacity of one list buffer, pairs */
 	uint64_t union_pairs; /* capacity of the merge buffer, pairs */
 	uint64_t result_pairs; /* bound on the pairs of the final result */
-	uint64_t touched;    /* bound on acc positions modified per call (GRC) */
+	uint64_t touched;    /* bound on the changes to acc per call (GRC undo log) */
 	uint64_t max_select; /* largest m of a dense-block selection */
 	int *peers;          /* distinct peers written to or read from, ascending */
 	int npeers;

@@ -1,0 +1,754 @@
+/* Tests of the top-k selection (SPEC section 3) against a naive sort-based reference. */
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "topk.h"
+
+/* Per-element checks: Check records every passing ck_assert (a write per
+ * call), so loops over a million entries only call it on a failure. */
+#define REQUIRE(cond, ...)                              \
+	do {                                            \
+		if (!(cond))                            \
+			ck_abort_msg(__VA_ARGS__);      \
+	} while (0)
+
+/* ---- a naive reference, independent of the library ---- */
+
+/* 3: NaN, 2: +-Inf, 1: finite. */
+static int mag_class(float v)
+{
+	if (isnan(v))
+		return 3;
+	if (isinf(v))
+		return 2;
+	return 1;
+}
+
+/* > 0 when |a| ranks above |b|, 0 when they tie (all NaNs are equal). */
+static int mag_cmp(float a, float b)
+{
+	int ca = mag_class(a), cb = mag_class(b);
+	float fa, fb;
+
+	if (ca != cb)
+		return ca > cb ? 1 : -1;
+	if (ca != 1)
+		return 0;
+	fa = fabsf(a);
+	fb = fabsf(b);
+	return fa > fb ? 1 : fa < fb ? -1 : 0;
+}
+
+struct ent {
+	uint32_t idx;
+	float val;
+};
+
+/* Rank order: larger magnitude first, ties by the smaller index. */
+static int ent_rank(const void *pa, const void *pb)
+{
+	const struct ent *a = pa, *b = pb;
+	int c = mag_cmp(a->val, b->val);
+
+	if (c)
+		return -c;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static int ent_index(const void *pa, const void *pb)
+{
+	const struct ent *a = pa, *b = pb;
+
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static int is_zero(float v)
+{
+	return !isnan(v) && v == 0.0f; /* +0 and -0 */
+}
+
+/* topk(x, m) by sorting: the selected entries in ascending index order
+ * (sel must hold min(m, len) entries); returns the count. */
+static size_t naive_topk(const float *x, size_t len, size_t m, struct ent *sel)
+{
+	struct ent *all = malloc((len ? len : 1) * sizeof(*all));
+	size_t nz = 0, i, n;
+
+	ck_assert_ptr_nonnull(all);
+	for (i = 0; i < len; i++) {
+		if (is_zero(x[i]))
+			continue;
+		all[nz].idx = (uint32_t)i;
+		all[nz].val = x[i];
+		nz++;
+	}
+	qsort(all, nz, sizeof(*all), ent_rank);
+	n = nz < m ? nz : m;
+	memcpy(sel, all, n * sizeof(*sel));
+	qsort(sel, n, sizeof(*sel), ent_index);
+	free(all);
+	return n;
+}
+
+/* The ordering key of the header's threshold contract, written out here:
+ * |v| as bits, every NaN one key above +Inf. */
+static uint32_t ref_key(float v)
+{
+	uint32_t u;
+
+	if (isnan(v))
+		return 0x7f800001u;
+	memcpy(&u, &v, sizeof(u));
+	return u & 0x7fffffffu;
+}
+
+static uint32_t bits(float v)
+{
+	uint32_t u;
+
+	memcpy(&u, &v, sizeof(u));
+	return u;
+}
+
+static float from_bits(uint32_t u)
+{
+	float v;
+
+	memcpy(&v, &u, sizeof(v));
+	return v;
+}
+
+/* ---- data generators ---- */
+
+static uint64_t rng_state;
+
+static void rng_seed(uint64_t s)
+{
+	rng_state = s * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e5ull;
+}
+
+static uint64_t rng_next(void)
+{
+	/* splitmix64 */
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, 1). */
+static double rng_unif(void)
+{
+	return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static float rng_normal(void)
+{
+	double u1 = rng_unif(), u2 = rng_unif();
+
+	if (u1 < 1e-300)
+		u1 = 1e-300;
+	return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+typedef void (*gen_fn)(float *x, size_t len);
+
+/* Random floats in [-1, 1] over many magnitudes, with some exact zeros. */
+static void gen_uniform(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		double u = rng_unif() * 2.0 - 1.0;
+
+		x[i] = rng_next() % 17 == 0 ? 0.0f : (float)(u * pow(10.0, -(double)(rng_next() % 6)));
+	}
+}
+
+/* Integer values in {-2..2}: massive ties. */
+static void gen_int5(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = (float)((int)(rng_next() % 5) - 2);
+}
+
+/* Values in {0, 1, 2}. */
+static void gen_012(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = (float)(rng_next() % 3);
+}
+
+/* Values in {-1, 1}: every entry ties. */
+static void gen_pm1(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = (rng_next() & 1) ? 1.0f : -1.0f;
+}
+
+static void gen_ones(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = 1.0f;
+}
+
+static void gen_zeros(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = (i & 1) ? -0.0f : 0.0f;
+}
+
+/* Five non-zeros (one of them negative, two tied) in a sea of zeros. */
+static void gen_five(float *x, size_t len)
+{
+	static const float v[5] = { 3.0f, -7.5f, 0.25f, 3.0f, 1e-30f };
+	size_t i;
+
+	gen_zeros(x, len);
+	for (i = 0; i < 5 && i < len; i++)
+		x[(i * 7919 + 13) % len] = v[i];
+}
+
+static void gen_one_value(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = -3.5f;
+}
+
+/* NaNs (several payloads, both signs), +-Inf, finite values, zeros. */
+static void gen_special(float *x, size_t len)
+{
+	static const uint32_t nans[] = { 0x7fc00000u, 0xffc00000u, 0x7fc00123u, 0xffd00001u };
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		switch (rng_next() % 10) {
+		case 0:
+			x[i] = from_bits(nans[rng_next() % 4]);
+			break;
+		case 1:
+			x[i] = INFINITY;
+			break;
+		case 2:
+			x[i] = -INFINITY;
+			break;
+		case 3:
+			x[i] = (rng_next() & 1) ? -0.0f : 0.0f;
+			break;
+		case 4:
+			x[i] = (rng_next() & 1) ? FLT_MAX : -FLT_MAX;
+			break;
+		default:
+			x[i] = (float)(rng_unif() * 200.0 - 100.0);
+		}
+	}
+}
+
+/* Denormals of many magnitudes and both signs, the smallest normals, zeros. */
+static void gen_denormal(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		uint32_t mant = (uint32_t)(rng_next() % 0x7fffffu) + 1u;
+		uint32_t sign = (rng_next() & 1) ? 0x80000000u : 0u;
+
+		switch (rng_next() % 8) {
+		case 0:
+			x[i] = 0.0f;
+			break;
+		case 1:
+			x[i] = from_bits(sign | 0x00800000u); /* smallest normal */
+			break;
+		case 2:
+			x[i] = from_bits(sign | 1u); /* smallest denormal */
+			break;
+		default:
+			x[i] = from_bits(sign | (mant >> (rng_next() % 20)) | 1u);
+		}
+	}
+}
+
+/* Mostly -0.0 with a few small values. */
+static void gen_negzero(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = rng_next() % 13 == 0 ? (float)(rng_unif() - 0.5) : -0.0f;
+}
+
+static void gen_normal(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = rng_normal();
+}
+
+/* Normal data with NaNs and infinities sprinkled in. */
+static void gen_normal_special(float *x, size_t len)
+{
+	size_t i;
+
+	gen_normal(x, len);
+	for (i = 0; i < 300; i++) {
+		size_t at = (size_t)(rng_next() % len);
+
+		x[at] = i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
+	}
+}
+
+/* Positions a sampler plausibly looks at: 8192 evenly spaced entries, and
+ * 256 evenly spaced runs of 32 consecutive entries. */
+static void mark_sampled(float *x, size_t len, float v)
+{
+	size_t i, j;
+
+	for (i = 0; i < 8192; i++)
+		x[(size_t)((double)i * (double)len / 8192.0)] = v;
+	for (i = 0; i < 256; i++)
+		for (j = 0; j < 32; j++)
+			x[i * (len / 256) + j] = v;
+}
+
+/* The sampled positions hold large values, everything else is small: a
+ * sample-based bound lands too high and gathers fewer than m candidates
+ * (m must exceed the ~16k marked entries). */
+static void gen_samples_high(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = rng_normal() * 0.01f;
+	mark_sampled(x, len, 100.0f);
+	for (i = 0; i < 64; i++)
+		x[(size_t)(rng_next() % len)] = 101.0f + (float)i;
+}
+
+/* The sampled positions hold zeros: a sample sees nothing. */
+static void gen_samples_zero(float *x, size_t len)
+{
+	gen_normal(x, len);
+	mark_sampled(x, len, 0.0f);
+}
+
+/* 0.1% non-zeros at random positions: a sample sees too few to bound
+ * anything. */
+static void gen_sparse_random(float *x, size_t len)
+{
+	size_t i;
+
+	gen_zeros(x, len);
+	for (i = 0; i < len / 1000; i++)
+		x[(size_t)(rng_next() % len)] = rng_normal();
+}
+
+/* Normal data whose largest entries sit in the last few positions (the
+ * scalar tail of a vectorised scan). */
+static void gen_huge_tail(float *x, size_t len)
+{
+	size_t i;
+
+	gen_normal(x, len);
+	for (i = 1; i <= 15 && i <= len; i++)
+		x[len - i] = 1000.0f + (float)i;
+}
+
+/* A few huge values, the rest in a narrow band: almost every entry ties
+ * in the coarse sample histogram. */
+static void gen_narrow(float *x, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = 1.0f + (float)(rng_next() % 1024) * (1.0f / 8388608.0f);
+	for (i = 0; i < 50; i++)
+		x[(size_t)(rng_next() % len)] = 1000.0f;
+}
+
+/* ---- the case table ---- */
+
+struct tcase_def {
+	const char *name;
+	gen_fn gen;
+	size_t len, m;
+};
+
+#define K17 ((size_t)1 << 17)
+#define K18 ((size_t)1 << 18)
+#define M20 ((size_t)1 << 20)
+
+static const struct tcase_def cases[] = {
+	{ "uniform", gen_uniform, 1000, 10 },
+	{ "uniform", gen_uniform, 1000, 100 },
+	{ "uniform m=1", gen_uniform, 1000, 1 },
+	{ "uniform m=len-1", gen_uniform, 1000, 999 },
+	{ "uniform m=len", gen_uniform, 1000, 1000 },
+	{ "uniform m>len", gen_uniform, 1000, 5000 },
+	{ "uniform m=0", gen_uniform, 100, 0 },
+	{ "uniform odd len", gen_uniform, 37, 5 },
+	{ "uniform 4099", gen_uniform, 4099, 409 },
+	{ "int {-2..2}", gen_int5, 1000, 10 },
+	{ "int {-2..2}", gen_int5, 1000, 300 },
+	{ "int {-2..2}", gen_int5, 4096, 1000 },
+	{ "int {-2..2} m=1", gen_int5, 1000, 1 },
+	{ "int {-2..2}", gen_int5, 100000, 2000 },
+	{ "{0,1,2}", gen_012, 5000, 2000 },
+	{ "all equal", gen_one_value, 1000, 10 },
+	{ "all equal m=1", gen_one_value, 1000, 1 },
+	{ "all zeros", gen_zeros, 1000, 10 },
+	{ "all zeros m>len", gen_zeros, 10, 100 },
+	{ "five non-zeros m>nnz", gen_five, 1000, 10 },
+	{ "five non-zeros m=nnz", gen_five, 1000, 5 },
+	{ "five non-zeros m<nnz", gen_five, 1000, 4 },
+	{ "five non-zeros m=1", gen_five, 1000, 1 },
+	{ "len 0", gen_uniform, 0, 5 },
+	{ "len 1", gen_one_value, 1, 1 },
+	{ "len 1 m=5", gen_one_value, 1, 5 },
+	{ "len 1 zero", gen_zeros, 1, 1 },
+	{ "NaN/Inf", gen_special, 200, 5 },
+	{ "NaN/Inf", gen_special, 200, 30 },
+	{ "NaN/Inf", gen_special, 200, 150 },
+	{ "NaN/Inf m=1", gen_special, 200, 1 },
+	{ "denormals", gen_denormal, 500, 20 },
+	{ "denormals", gen_denormal, 500, 400 },
+	{ "-0.0", gen_negzero, 300, 10 },
+	{ "-0.0 m>nnz", gen_negzero, 300, 200 },
+	/* Large blocks: the sampled fast path. */
+	{ "normal 300000 1%", gen_normal, 300000, 3000 },
+	{ "normal 300000 10%", gen_normal, 300000, 30000 },
+	{ "normal 2^20 1%", gen_normal, M20, 10486 },
+	{ "normal 2^20 10%", gen_normal, M20, 104858 },
+	{ "normal 2^20 m=1", gen_normal, M20, 1 },
+	{ "normal+NaN/Inf 300000", gen_normal_special, 300000, 3000 },
+	{ "normal+NaN/Inf 300000 m<nonfinite", gen_normal_special, 300000, 100 },
+	{ "narrow band 2^18", gen_narrow, K18, 2000 },
+	{ "normal 2^17 m=len/8-1", gen_normal, K17, K17 / 8 - 1 },
+	{ "normal 2^17 m=len/8", gen_normal, K17, K17 / 8 },
+	{ "normal 2^17-1", gen_normal, K17 - 1, 1000 },
+	/* Large blocks with heavy ties: the candidates overflow, exact fallback. */
+	{ "ones 2^18 m=1000", gen_ones, K18, 1000 },
+	{ "{0,1,2} 2^18 m=1000", gen_012, K18, 1000 },
+	{ "{0,1,2} 2^18 m=20000", gen_012, K18, 20000 },
+	{ "int {-2..2} 2^20 1%", gen_int5, M20, 10486 },
+	{ "{-1,1} 2^20 1%", gen_pm1, M20, 10486 },
+	/* Sample-based bound too high, or no sample above zero. */
+	{ "samples high 2^20", gen_samples_high, M20, 20000 },
+	{ "samples zero 2^18", gen_samples_zero, K18, 2621 },
+	{ "sparse 0.1% 2^18 m=0.05%", gen_sparse_random, K18, 131 },
+	{ "sparse 0.1% 2^18 m=1%", gen_sparse_random, K18, 2621 },
+	{ "zeros 2^18", gen_zeros, K18, 2621 },
+	/* Lengths that leave a scalar tail after the vector loops. */
+	{ "huge tail 300007", gen_huge_tail, 300007, 10 },
+	{ "huge tail 2^17+13", gen_huge_tail, K17 + 13, 3000 },
+};
+
+#define NCASES ((int)(sizeof(cases) / sizeof(cases[0])))
+
+static size_t max_m(void)
+{
+	size_t mm = 1;
+	int i;
+
+	for (i = 0; i < NCASES; i++)
+		if (cases[i].m > mm && cases[i].m <= cases[i].len)
+			mm = cases[i].m;
+	return mm;
+}
+
+/* ---- checks ---- */
+
+/* Run spardl_topk_block on case c with workspace ws; compare everything
+ * with the naive reference. */
+static void check_block(int ci, struct spardl_topk_ws *ws)
+{
+	const struct tcase_def *c = &cases[ci];
+	size_t len = c->len, m = c->m, cap = m < len ? m : len, n, exp_n, i, j;
+	float *x = malloc((len ? len : 1) * sizeof(*x));
+	float *orig = malloc((len ? len : 1) * sizeof(*orig));
+	/* Outputs get a guard tail that must stay untouched. */
+	uint32_t *idx = malloc((cap + 16) * sizeof(*idx));
+	float *val = malloc((cap + 16) * sizeof(*val));
+	struct ent *sel = malloc((cap + 1) * sizeof(*sel));
+	unsigned char *selected = calloc(len ? len : 1, 1);
+
+	ck_assert(x && orig && idx && val && sel && selected);
+	rng_seed(1000 + (uint64_t)ci);
+	c->gen(x, len);
+	memcpy(orig, x, len * sizeof(*x));
+	for (i = 0; i < cap + 16; i++) {
+		idx[i] = 0xdeadbeefu;
+		val[i] = from_bits(0x7fc0beefu);
+	}
+
+	exp_n = naive_topk(orig, len, m, sel);
+	n = spardl_topk_block(x, len, m, idx, val, ws);
+
+	REQUIRE(n == exp_n, "case %d (%s, len %zu, m %zu): count %zu, expected %zu", ci, c->name,
+		      len, m, n, exp_n);
+	for (i = 0; i < n; i++) {
+		REQUIRE(idx[i] == sel[i].idx,
+			      "case %d (%s, len %zu, m %zu): idx[%zu] = %u, expected %u", ci, c->name, len,
+			      m, i, idx[i], sel[i].idx);
+		REQUIRE(bits(val[i]) == bits(sel[i].val),
+			      "case %d (%s): val[%zu] = %08x, expected %08x", ci, c->name, i,
+			      bits(val[i]), bits(sel[i].val));
+		if (i)
+			REQUIRE(idx[i - 1] < idx[i], "case %d (%s): indices not ascending at %zu",
+				      ci, c->name, i);
+		selected[idx[i]] = 1;
+	}
+	for (i = n; i < cap + 16; i++) {
+		REQUIRE(idx[i] == 0xdeadbeefu && bits(val[i]) == 0x7fc0beefu,
+			      "case %d (%s): output written past the count (%zu)", ci, c->name, i);
+	}
+	for (j = 0; j < len; j++) {
+		if (selected[j])
+			REQUIRE(is_zero(x[j]), "case %d (%s): selected x[%zu] not zeroed (%08x)",
+				      ci, c->name, j, bits(x[j]));
+		else
+			REQUIRE(bits(x[j]) == bits(orig[j]),
+				      "case %d (%s): unselected x[%zu] changed %08x -> %08x", ci, c->name,
+				      j, bits(orig[j]), bits(x[j]));
+	}
+
+	/* A second selection from what is left continues the ranking: the
+	 * two together are the top min(2m, len) of the original. */
+	if (m > 0 && 2 * m <= len && len <= 400000) {
+		size_t n2, exp2;
+		uint32_t *idx2 = malloc(m * sizeof(*idx2));
+		float *val2 = malloc(m * sizeof(*val2));
+		struct ent *sel2 = malloc(2 * m * sizeof(*sel2));
+		unsigned char *want = calloc(len, 1);
+
+		ck_assert(idx2 && val2 && sel2 && want);
+		n2 = spardl_topk_block(x, len, m, idx2, val2, ws);
+		exp2 = naive_topk(orig, len, 2 * m, sel2);
+		REQUIRE(n + n2 == exp2, "case %d (%s): m then m selected %zu + %zu, top-2m has %zu",
+			      ci, c->name, n, n2, exp2);
+		for (i = 0; i < exp2; i++)
+			want[sel2[i].idx] = 1;
+		for (i = 0; i < n2; i++) {
+			REQUIRE(want[idx2[i]] && !selected[idx2[i]],
+				      "case %d (%s): second selection picked %u", ci, c->name, idx2[i]);
+			REQUIRE(bits(val2[i]) == bits(orig[idx2[i]]), "case %d: second value", ci);
+		}
+		free(idx2);
+		free(val2);
+		free(sel2);
+		free(want);
+	}
+	free(x);
+	free(orig);
+	free(idx);
+	free(val);
+	free(sel);
+	free(selected);
+}
+
+START_TEST(test_block_ws_max)
+{
+	struct spardl_topk_ws ws;
+
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, max_m()), 0);
+	check_block(_i, &ws);
+	spardl_topk_ws_fini(&ws);
+	ck_assert_ptr_null(ws.cand_idx);
+	ck_assert_ptr_null(ws.cand_val);
+}
+END_TEST
+
+/* The smallest workspace the contract allows: sized for this m. */
+START_TEST(test_block_ws_exact)
+{
+	struct spardl_topk_ws ws;
+	size_t m = cases[_i].m;
+
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, m ? m : 1), 0);
+	check_block(_i, &ws);
+	spardl_topk_ws_fini(&ws);
+}
+END_TEST
+
+/* spardl_topk_threshold: applying the returned threshold as the header
+ * defines it selects exactly the naive top-k set. */
+START_TEST(test_threshold)
+{
+	const struct tcase_def *c = &cases[_i];
+	size_t len = c->len, m = c->m, cap = m < len ? m : len, exp_n, i, n = 0, ties, nz = 0;
+	float *x = malloc((len ? len : 1) * sizeof(*x));
+	struct ent *sel = malloc((cap + 1) * sizeof(*sel));
+	struct spardl_thr t;
+
+	ck_assert(x && sel);
+	rng_seed(1000 + (uint64_t)_i);
+	c->gen(x, len);
+	exp_n = naive_topk(x, len, m, sel);
+	for (i = 0; i < len; i++)
+		nz += !is_zero(x[i]);
+
+	t.key = 0x12345678u;
+	t.ties = 987654321u;
+	spardl_topk_threshold(x, len, m, &t);
+	if (m > 0 && nz <= m) {
+		/* Documented: {0, 0} selects every non-zero entry. */
+		REQUIRE(t.key == 0 && t.ties == 0, "case %d (%s): nnz %zu <= m %zu gave {%08x, %zu}",
+			      _i, c->name, nz, m, t.key, t.ties);
+	}
+	if (m > 0 && nz > m) {
+		/* The exact threshold: the key of the m-th entry, and how many
+		 * entries of that key the selection takes. */
+		uint32_t kmin = ref_key(sel[0].val);
+		size_t cnt = 0;
+
+		for (i = 0; i < exp_n; i++)
+			if (ref_key(sel[i].val) < kmin)
+				kmin = ref_key(sel[i].val);
+		for (i = 0; i < exp_n; i++)
+			cnt += ref_key(sel[i].val) == kmin;
+		REQUIRE(t.key == kmin && t.ties == cnt,
+			      "case %d (%s, len %zu, m %zu): threshold {%08x, %zu}, expected {%08x, %zu}",
+			      _i, c->name, len, m, t.key, t.ties, kmin, cnt);
+	}
+	ties = t.ties;
+	for (i = 0; i < len; i++) {
+		uint32_t k = ref_key(x[i]);
+
+		if (k > t.key) {
+			/* taken */
+		} else if (k && k == t.key && ties > 0) {
+			ties--;
+		} else {
+			continue;
+		}
+		REQUIRE(n < exp_n && sel[n].idx == i,
+			      "case %d (%s, len %zu, m %zu): threshold {%08x, %zu} selects %zu", _i, c->name,
+			      len, m, t.key, t.ties, i);
+		n++;
+	}
+	REQUIRE(n == exp_n, "case %d (%s): threshold selects %zu, expected %zu", _i, c->name, n,
+		      exp_n);
+	free(x);
+	free(sel);
+}
+END_TEST
+
+/* The reference itself, on hand-made inputs, so that it cannot agree with
+ * the library by sharing a mistake. */
+START_TEST(test_reference_rule)
+{
+	float x[10];
+	struct ent sel[10];
+	size_t n;
+
+	x[0] = 1.0f;
+	x[1] = -INFINITY;
+	x[2] = from_bits(0xffc00000u); /* -NaN */
+	x[3] = -0.0f;
+	x[4] = 3.0f;
+	x[5] = -3.0f;
+	x[6] = NAN;
+	x[7] = INFINITY;
+	x[8] = 0.0f;
+	x[9] = from_bits(1u);
+	n = naive_topk(x, 10, 10, sel);
+	ck_assert_uint_eq(n, 8);
+	n = naive_topk(x, 10, 3, sel);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(sel[0].idx, 1); /* -Inf: the first infinity */
+	ck_assert_uint_eq(sel[1].idx, 2); /* both NaNs */
+	ck_assert_uint_eq(sel[2].idx, 6);
+	n = naive_topk(x, 10, 5, sel);
+	ck_assert_uint_eq(n, 5);
+	ck_assert_uint_eq(sel[0].idx, 1);
+	ck_assert_uint_eq(sel[1].idx, 2);
+	ck_assert_uint_eq(sel[2].idx, 4); /* 3.0 before -3.0 (smaller index) */
+	ck_assert_uint_eq(sel[3].idx, 6);
+	ck_assert_uint_eq(sel[4].idx, 7);
+	n = naive_topk(x, 10, 6, sel);
+	ck_assert_uint_eq(n, 6);
+	ck_assert_uint_eq(sel[3].idx, 5);
+	ck_assert_uint_eq(sel[4].idx, 6);
+	ck_assert_uint_eq(sel[5].idx, 7);
+	n = naive_topk(x, 10, 8, sel);
+	ck_assert_uint_eq(sel[7].idx, 9); /* the denormal last; zeros never */
+}
+END_TEST
+
+/* Hand-checked selections through the library. */
+START_TEST(test_block_examples)
+{
+	struct spardl_topk_ws ws;
+	float x[8] = { 0.5f, -2.0f, 2.0f, 0.0f, NAN, -0.0f, 2.0f, -INFINITY };
+	uint32_t idx[8];
+	float val[8];
+	size_t n;
+
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, 8), 0);
+	n = spardl_topk_block(x, 8, 3, idx, val, &ws);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(idx[0], 1);
+	ck_assert_uint_eq(idx[1], 4);
+	ck_assert_uint_eq(idx[2], 7);
+	ck_assert_float_eq(val[0], -2.0f);
+	ck_assert(isnan(val[1]));
+	ck_assert(isinf(val[2]) && val[2] < 0);
+	ck_assert(x[1] == 0.0f && x[4] == 0.0f && x[7] == 0.0f);
+	ck_assert_float_eq(x[2], 2.0f);
+	/* Next: the two 2.0, then 0.5; zeros never. */
+	n = spardl_topk_block(x, 8, 8, idx, val, &ws);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(idx[0], 0);
+	ck_assert_uint_eq(idx[1], 2);
+	ck_assert_uint_eq(idx[2], 6);
+	n = spardl_topk_block(x, 8, 8, idx, val, &ws);
+	ck_assert_uint_eq(n, 0);
+	spardl_topk_ws_fini(&ws);
+}
+END_TEST
+
+static Suite *topk_suite(void)
+{
+	Suite *s = suite_create("topk");
+	TCase *tc = tcase_create("topk");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_reference_rule);
+	tcase_add_test(tc, test_block_examples);
+	tcase_add_loop_test(tc, test_block_ws_max, 0, NCASES);
+	tcase_add_loop_test(tc, test_block_ws_exact, 0, NCASES);
+	tcase_add_loop_test(tc, test_threshold, 0, NCASES);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(topk_suite());
+	int failed;
+
+	srunner_set_tap(sr, "-");
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

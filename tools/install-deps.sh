@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what building and testing spardl needs on Debian 12 (run as root or with sudo).
+set -euo pipefail
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends \
+	build-essential meson ninja-build pkg-config python3 \
+	check libhwloc-dev libibverbs-dev librdmacm-dev rdma-core ibverbs-providers \
+	openmpi-bin libopenmpi-dev >/dev/null
+echo "install-deps: done"
