@@ -518,6 +518,10 @@ int spardl_sched_compile(const struct spardl_sched_params *p, struct spardl_sche
 	if (p->size < 1 || p->rank < 0 || p->rank >= p->size || p->n == 0 || p->k == 0 ||
 	    p->teams < 1 || p->size % p->teams)
 		return -EINVAL;
+	/* Pairwise exchanges (R-SAG, gTopk) only exist for powers of two. */
+	if ((p->algo == SPARDL_ALGO_SPARDL && p->sag == SPARDL_SAG_RECURSIVE && (p->teams & (p->teams - 1))) ||
+	    (p->algo == SPARDL_ALGO_GTOPK && (p->size & (p->size - 1))))
+		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;

@@ -61,8 +61,10 @@ static inline int spardl_wire_view(const void *buf, size_t len, size_t max_count
 static inline size_t spardl_wire_put(void *dst, const struct spardl_list *l)
 {
 	spardl_wire_put_hdr(dst, l->block, l->count);
-	memcpy(spardl_wire_idx(dst), l->idx, 4u * (size_t)l->count);
-	memcpy(spardl_wire_val(dst, l->count), l->val, 4u * (size_t)l->count);
+	if (l->count) {
+		memcpy(spardl_wire_idx(dst), l->idx, 4u * (size_t)l->count);
+		memcpy(spardl_wire_val(dst, l->count), l->val, 4u * (size_t)l->count);
+	}
 	return spardl_wire_bytes(l->count);
 }
 

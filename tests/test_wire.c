@@ -127,6 +127,8 @@ END_TEST
 /* A zero-pair block is a header alone, 8 bytes. */
 START_TEST(test_wire_zero_count)
 {
+	static const uint32_t no_idx[1] = { 0 };
+	static const float no_val[1] = { 0 };
 	uint64_t storage[2];
 	uint8_t *buf = (uint8_t *)storage;
 	struct spardl_list in = { 0 }, out;
@@ -135,8 +137,8 @@ START_TEST(test_wire_zero_count)
 	memset(storage, 0x5a, sizeof(storage));
 	in.block = 3;
 	in.count = 0;
-	in.idx = NULL;
-	in.val = NULL;
+	in.idx = no_idx; /* not NULL: memcpy(dst, NULL, 0) is undefined */
+	in.val = no_val;
 	ck_assert_uint_eq(spardl_wire_put(buf, &in), 8);
 	memcpy(h, buf, 8);
 	ck_assert_uint_eq(h[0], 3);
