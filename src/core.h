@@ -63,6 +63,16 @@ struct spardl_plan {
 	struct spardl_undo *undo; /* GRC: every change to acc this call, with the value before */
 	size_t nundo;
 	struct spardl_topk_ws ws;
+	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
+	 * and the received lists that changed it since. */
+	uint32_t *cand;         /* nblocks x cand_cap */
+	size_t cand_cap;
+	size_t *cand_n;
+	uint32_t *cand_lo;
+	const uint32_t **blk_lidx; /* nblocks x max_lists */
+	uint32_t *blk_lcnt;
+	uint32_t *blk_nl;
+	uint32_t max_lists;
 	struct spardl_tp_event *events;
 
 	uint64_t calls;

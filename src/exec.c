@@ -119,24 +119,48 @@ static void log_undo(struct spardl_plan *p, uint64_t j, float old)
 }
 
 /* acc = grad + residual: one streaming pass, in place where acc is the
- * residual. */
+ * residual. The sparse algorithms gather each block's selection candidates
+ * in the same pass, so a selection rarely has to scan its block again. */
 static void op_acc_init(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
 	float *restrict acc = acc_of(p);
 	const float *restrict g = c->grad;
-	size_t n = c->s->p.n, i;
+	int add = s->res_mode != SPARDL_RES_OFF;
+	size_t n = s->p.n, i;
+	uint32_t b;
 
-	if (c->s->res_mode == SPARDL_RES_OFF || (p->res && !p->res_dirty)) {
-		memcpy(acc, g, n * sizeof(float));
-	} else if (p->res) {
-		const float *restrict r = res_of(p);
+	if (p->res) {
+		if (!add || !p->res_dirty) {
+			memcpy(acc, g, n * sizeof(float));
+		} else {
+			const float *restrict r = res_of(p);
 
-		for (i = 0; i < n; i++)
-			acc[i] = g[i] + r[i];
-	} else {
-		for (i = 0; i < n; i++)
-			acc[i] += g[i];
+			for (i = 0; i < n; i++)
+				acc[i] = g[i] + r[i];
+		}
+		return;
+	}
+	for (b = 0; b < s->nblocks; b++) {
+		uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b);
+		float *restrict a = acc + off;
+		const float *restrict gb = g + off;
+		uint32_t lo = spardl_topk_bound(gb, add ? a : NULL, len, s->kb);
+
+		p->blk_nl[b] = 0;
+		p->cand_lo[b] = lo;
+		if (lo) {
+			p->cand_n[b] = spardl_topk_acc_gather(a, gb, len, add, lo, p->cand + b * p->cand_cap,
+							      p->cand_cap);
+		} else {
+			p->cand_n[b] = SIZE_MAX;
+			if (!add)
+				memcpy(a, gb, len * sizeof(float));
+			else
+				for (i = 0; i < len; i++)
+					a[i] += gb[i];
+		}
 	}
 }
 
@@ -152,7 +176,14 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 	float *tmp = (float *)(idx + m);
 	size_t cnt, i;
 
-	cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
+	cnt = SIZE_MAX;
+	if (p->cand_n && p->cand_n[b] != SIZE_MAX)
+		cnt = spardl_topk_from_cands(acc_of(p) + (size_t)b * bs, m, p->cand_lo[b],
+					     p->cand + (size_t)b * p->cand_cap, p->cand_n[b],
+					     p->blk_lidx + (size_t)b * p->max_lists,
+					     p->blk_lcnt + (size_t)b * p->max_lists, p->blk_nl[b], idx, tmp, &p->ws);
+	if (cnt == SIZE_MAX)
+		cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
 	if (s->res_mode == SPARDL_RES_GRC)
 		for (i = 0; i < cnt; i++)
 			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
@@ -233,6 +264,14 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], x[l.idx[j]]);
 		for (j = 0; j < l.count; j++)
 			x[l.idx[j]] += l.val[j];
+		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
+			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
+
+			p->blk_lidx[at] = l.idx;
+			p->blk_lcnt[at] = l.count;
+		} else if (p->cand_n) {
+			p->cand_n[b] = SIZE_MAX; /* more lists than planned: scan instead */
+		}
 	}
 	if (pos != end)
 		return protocol_error(c, "trailing bytes", op->slot);

@@ -322,7 +322,20 @@ static int alloc_local(struct spardl_plan *plan)
 	ALLOC(plan->rmr, plan->comm->size);
 	ALLOC(plan->peer_half, plan->comm->size);
 	ALLOC(plan->events, 64);
-	ret = spardl_topk_ws_init(&plan->ws, s->max_select);
+	if (!plan->res) {
+		/* Candidate lists per block, and room for the lists each block
+		 * receives (at most one per SRS round) before its selection. */
+		plan->cand_cap = spardl_topk_cand_cap(s->kb);
+		plan->max_lists = s->srs_rounds ? s->srs_rounds : 1;
+		ALLOC(plan->cand, plan->cand_cap * s->nblocks);
+		ALLOC(plan->cand_n, s->nblocks);
+		ALLOC(plan->cand_lo, s->nblocks);
+		ALLOC(plan->blk_lidx, (size_t)plan->max_lists * s->nblocks);
+		ALLOC(plan->blk_lcnt, (size_t)plan->max_lists * s->nblocks);
+		ALLOC(plan->blk_nl, s->nblocks);
+		memset(plan->cand, 0, plan->cand_cap * s->nblocks * sizeof(*plan->cand));
+	}
+	ret = spardl_topk_ws_init(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb);
 	if (ret)
 		return spardl_error(ret, "out of memory allocating the selection workspace");
 	/* calloc'd scratch is touched here, not in the first call. */
@@ -407,6 +420,12 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->u_val);
 	free(plan->u_saved);
 	free(plan->undo);
+	free(plan->cand);
+	free(plan->cand_n);
+	free(plan->cand_lo);
+	free(plan->blk_lidx);
+	free(plan->blk_lcnt);
+	free(plan->blk_nl);
 	free(plan->rmr);
 	free(plan->peer_half);
 	free(plan->events);

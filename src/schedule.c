@@ -285,6 +285,7 @@ static void compile_spardl(struct builder *b)
 		return;
 	}
 	s->buf_pairs = kb;
+	s->srs_rounds = (uint32_t)R;
 	/* Spar-Reduce-Scatter: cyclic-shift halving. */
 	for (i = 0; i < R; i++) {
 		int gap = 1 << (R - 1 - i);

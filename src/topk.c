@@ -68,18 +68,26 @@ void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_t
 	t->ties = need;
 }
 
-int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m)
+int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra)
 {
+	memset(ws, 0, sizeof(*ws));
 	ws->cap = 4 * max_m + 2 * SAMPLES;
+	ws->ucap = spardl_topk_cand_cap(max_m) + max_extra;
 	ws->cand_idx = malloc(ws->cap * sizeof(*ws->cand_idx));
 	ws->cand_val = malloc(ws->cap * sizeof(*ws->cand_val));
-	if (!ws->cand_idx || !ws->cand_val) {
+	ws->u[0] = malloc(ws->ucap * sizeof(uint32_t));
+	ws->u[1] = malloc(ws->ucap * sizeof(uint32_t));
+	ws->uval = malloc(ws->ucap * sizeof(float));
+	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uval) {
 		spardl_topk_ws_fini(ws);
 		return -ENOMEM;
 	}
 	/* Touch now: first-touch page faults must not land in a call. */
 	memset(ws->cand_idx, 0, ws->cap * sizeof(*ws->cand_idx));
 	memset(ws->cand_val, 0, ws->cap * sizeof(*ws->cand_val));
+	memset(ws->u[0], 0, ws->ucap * sizeof(uint32_t));
+	memset(ws->u[1], 0, ws->ucap * sizeof(uint32_t));
+	memset(ws->uval, 0, ws->ucap * sizeof(float));
 	return 0;
 }
 
@@ -87,9 +95,10 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 {
 	free(ws->cand_idx);
 	free(ws->cand_val);
-	ws->cand_idx = NULL;
-	ws->cand_val = NULL;
-	ws->cap = 0;
+	free(ws->u[0]);
+	free(ws->u[1]);
+	free(ws->uval);
+	memset(ws, 0, sizeof(*ws));
 }
 
 /* Emit the entries of v selected by t, in index order; ids maps positions
@@ -119,23 +128,38 @@ static size_t collect(const float *v, const uint32_t *ids, size_t len, const str
 #define SAMPLE_RUNS 256u
 #define SAMPLE_RUN 32u
 
-static uint32_t sample_bound(const float *x, size_t len, size_t m)
+static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t m)
 {
 	uint32_t h[4096] = { 0 };
 	double want = (double)m / (double)len * SAMPLES;
 	size_t i, j, above = 0, stride = len / SAMPLE_RUNS;
-	unsigned b = 4096;
+	unsigned k = 4096;
 
 	for (i = 0; i < SAMPLE_RUNS; i++)
-		for (j = 0; j < SAMPLE_RUN; j++)
-			h[spardl_key(x[i * stride + j]) >> 19]++;
+		for (j = 0; j < SAMPLE_RUN; j++) {
+			size_t at = i * stride + j;
+
+			h[spardl_key(b ? a[at] + b[at] : a[at]) >> 19]++;
+		}
 	want += 4.0 * __builtin_sqrt(want) + 16.0;
-	while (b-- > 1) {
-		above += h[b];
+	while (k-- > 1) {
+		above += h[k];
 		if ((double)above >= want)
 			break;
 	}
-	return (uint32_t)b << 19;
+	return (uint32_t)k << 19;
+}
+
+uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m)
+{
+	if (len < SAMPLE_MIN_LEN || m == 0 || m >= len / 8)
+		return 0;
+	return sample_bound(a, b, len, m);
+}
+
+size_t spardl_topk_cand_cap(size_t m)
+{
+	return 4 * m + 2 * SAMPLES;
 }
 
 #if defined(__x86_64__)
@@ -240,7 +264,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 	if (m == 0 || len == 0)
 		return 0;
 	if (len >= SAMPLE_MIN_LEN && m < len / 8) {
-		uint32_t lo = sample_bound(x, len, m);
+		uint32_t lo = sample_bound(x, NULL, len, m);
 
 		n = lo ? gather(x, len, lo, ws) : SIZE_MAX;
 		/* Fewer than m gathered means the estimate was too high: the
@@ -257,4 +281,117 @@ zero:
 	for (i = 0; i < n; i++)
 		x[idx[i]] = 0.0f;
 	return n;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
+							       size_t len, int add, uint32_t lo, uint32_t *cidx,
+							       size_t cap, size_t *done)
+{
+	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
+	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
+	size_t n = 0, i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		__m256 s = _mm256_add_ps(_mm256_and_ps(_mm256_loadu_ps(acc + i), keep), _mm256_loadu_ps(g + i));
+		__m256i gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
+		unsigned mask;
+
+		_mm256_storeu_ps(acc + i, s);
+		if (__builtin_expect(_mm256_testz_si256(gt, gt), 1) || n == SIZE_MAX)
+			continue;
+		if (n + 8 > cap) {
+			n = SIZE_MAX;
+			continue;
+		}
+		mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(gt));
+		while (mask) {
+			cidx[n++] = (uint32_t)(i + (unsigned)__builtin_ctz(mask));
+			mask &= mask - 1;
+		}
+	}
+	*done = i;
+	return n;
+}
+#endif
+
+size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
+			      uint32_t *cidx, size_t cap)
+{
+	size_t n = 0, i = 0;
+
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx2"))
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cap, &i);
+#endif
+	for (; i < len; i++) {
+		float v = add ? acc[i] + g[i] : g[i];
+
+		acc[i] = v;
+		if (n != SIZE_MAX && spardl_key(v) >= lo) {
+			if (n == cap)
+				n = SIZE_MAX;
+			else
+				cidx[n++] = (uint32_t)i;
+		}
+	}
+	return n;
+}
+
+/* Sorted union of two sorted index arrays, without repeats. */
+static size_t union2(const uint32_t *a, size_t na, const uint32_t *b, size_t nb, uint32_t *out)
+{
+	size_t i = 0, j = 0, n = 0;
+
+	while (i < na && j < nb) {
+		if (a[i] < b[j])
+			out[n++] = a[i++];
+		else if (b[j] < a[i])
+			out[n++] = b[j++];
+		else {
+			out[n++] = a[i++];
+			j++;
+		}
+	}
+	while (i < na)
+		out[n++] = a[i++];
+	while (j < nb)
+		out[n++] = b[j++];
+	return n;
+}
+
+size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, size_t nc,
+			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
+			      float *val, struct spardl_topk_ws *ws)
+{
+	const uint32_t *u = cidx;
+	size_t n = nc, total = nc, above = 0, cnt, i, l;
+	struct spardl_thr t;
+	int cur = 0;
+
+	if (m == 0)
+		return 0;
+	for (l = 0; l < nl; l++)
+		total += lcount[l];
+	if (total > ws->ucap)
+		return SIZE_MAX;
+	for (l = 0; l < nl; l++) {
+		n = union2(u, n, lists[l], lcount[l], ws->u[cur]);
+		u = ws->u[cur];
+		cur ^= 1;
+	}
+	for (i = 0; i < n; i++) {
+		ws->uval[i] = x[u[i]];
+		above += spardl_key(ws->uval[i]) >= lo;
+	}
+	/* Every position outside the union still has a key below lo, so with
+	 * m keys at or above lo inside it, the union holds the answer. */
+	if (above < m)
+		return SIZE_MAX;
+	spardl_topk_threshold(ws->uval, n, m, &t);
+	cnt = collect(ws->uval, u, n, &t, idx, val);
+	for (i = 0; i < cnt; i++)
+		x[idx[i]] = 0.0f;
+	return cnt;
 }

@@ -28,14 +28,20 @@ struct spardl_thr {
 /* Exact threshold of topk(v[0..len), m). */
 void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t);
 
-/* Scratch for spardl_topk_block(), sized at plan creation for the largest m. */
+/* Scratch for the selections, sized at plan creation. */
 struct spardl_topk_ws {
 	uint32_t *cand_idx;
 	float *cand_val;
 	size_t cap;
+	/* spardl_topk_from_cands(): union of positions, their values. */
+	uint32_t *u[2];
+	float *uval;
+	size_t ucap;
 };
 
-int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m);
+/* max_m: largest m; max_extra: most positions changed in a block between
+ * its candidate gathering and its selection. */
+int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra);
 void spardl_topk_ws_fini(struct spardl_topk_ws *ws);
 
 /* topk(x[0..len), m): writes the selected block-local indices in ascending
@@ -43,5 +49,29 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws);
  * (<= m; fewer when x has fewer non-zeros). */
 size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *val,
 			 struct spardl_topk_ws *ws);
+
+/* Candidates for a selection, gathered while acc is being formed:
+ * a sampled lower bound lo on the m-th largest key of a (+ b when b is not
+ * NULL), or 0 when the block is too small or m too large for it to pay. */
+uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m);
+
+/* Capacity a candidate list for budget m needs. */
+size_t spardl_topk_cand_cap(size_t m);
+
+/* acc[i] = (add ? acc[i] : 0) + g[i] for every i < len, and every index
+ * whose new key is >= lo (lo >= 1) into cidx, in ascending order. Returns
+ * the count, or SIZE_MAX when there were more than cap (the sums are still
+ * all done). */
+size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
+			      uint32_t *cidx, size_t cap);
+
+/* topk(x, m) like spardl_topk_block(), from candidates instead of a scan:
+ * cidx[0..nc) are the positions whose key was >= lo when gathered, and
+ * lists[0..nl) (each sorted, lcount[j] entries) every position changed since.
+ * Returns SIZE_MAX, x untouched, when they cannot prove the answer (fewer
+ * than m keys >= lo); then the caller scans. */
+size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, size_t nc,
+			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
+			      float *val, struct spardl_topk_ws *ws);
 
 #endif

@@ -569,7 +569,7 @@ START_TEST(test_block_ws_max)
 {
 	struct spardl_topk_ws ws;
 
-	ck_assert_int_eq(spardl_topk_ws_init(&ws, max_m()), 0);
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, max_m(), 0), 0);
 	check_block(_i, &ws);
 	spardl_topk_ws_fini(&ws);
 	ck_assert_ptr_null(ws.cand_idx);
@@ -583,7 +583,7 @@ START_TEST(test_block_ws_exact)
 	struct spardl_topk_ws ws;
 	size_t m = cases[_i].m;
 
-	ck_assert_int_eq(spardl_topk_ws_init(&ws, m ? m : 1), 0);
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, m ? m : 1, 0), 0);
 	check_block(_i, &ws);
 	spardl_topk_ws_fini(&ws);
 }
@@ -591,6 +591,101 @@ END_TEST
 
 /* spardl_topk_threshold: applying the returned threshold as the header
  * defines it selects exactly the naive top-k set. */
+/* The fused path of a plan: acc += g while gathering candidates, then
+ * positions changed by received lists, then the selection from candidates
+ * (or, when they cannot prove it, a scan). Both must equal the naive rule. */
+START_TEST(test_cands)
+{
+	const struct tcase_def *c = &cases[_i];
+	size_t len = c->len, m = c->m, cap = m < len ? m : len, i, l, n, exp_n, nc = SIZE_MAX;
+	size_t ccap = spardl_topk_cand_cap(m ? m : 1), extra = 2 * (m + 1);
+	float *g = malloc((len ? len : 1) * sizeof(float)), *a = malloc((len ? len : 1) * sizeof(float));
+	float *want = malloc((len ? len : 1) * sizeof(float)), *before = malloc((len ? len : 1) * sizeof(float));
+	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), *lists[2], lcount[2] = { 0, 0 };
+	uint32_t *idx = malloc((cap + 1) * sizeof(uint32_t));
+	float *val = malloc((cap + 1) * sizeof(float));
+	struct ent *sel = malloc((cap + 1) * sizeof(*sel));
+	struct spardl_topk_ws ws;
+	uint32_t lo;
+
+	ck_assert(g && a && want && before && cand && idx && val && sel);
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, m ? m : 1, extra), 0);
+	rng_seed(5000 + (uint64_t)_i);
+	c->gen(g, len);
+	for (i = 0; i < len; i++) {
+		/* An integer-valued residual on half the cases: sums stay exact. */
+		a[i] = (_i & 1) ? (float)((int)(rng_next() % 5) - 2) : 0.0f;
+		want[i] = a[i] + g[i];
+	}
+	lo = spardl_topk_bound(g, a, len, m);
+	if (lo) {
+		nc = spardl_topk_acc_gather(a, g, len, 1, lo, cand, ccap);
+		if (nc != SIZE_MAX) {
+			size_t k = 0;
+
+			for (i = 0; i < len; i++)
+				if (spardl_key(want[i]) >= lo) {
+					REQUIRE(k < nc && cand[k] == i, "case %d (%s): candidate %zu is not %zu",
+						_i, c->name, k, i);
+					k++;
+				}
+			REQUIRE(k == nc, "case %d (%s): %zu candidates, expected %zu", _i, c->name, nc, k);
+		}
+	} else {
+		for (i = 0; i < len; i++)
+			a[i] += g[i];
+	}
+	for (i = 0; i < len; i++)
+		REQUIRE(bits(a[i]) == bits(want[i]), "case %d (%s): acc[%zu] is not g + residual", _i,
+			c->name, i);
+	if (c->gen == gen_normal && lo && len >= K17 && m < len / 8)
+		REQUIRE(nc != SIZE_MAX, "case %d (%s): normal data overflowed the candidates", _i, c->name);
+	/* Two received lists change some positions, candidates or not. */
+	for (l = 0; l < 2; l++) {
+		lists[l] = malloc((m + 1) * sizeof(uint32_t));
+		ck_assert(lists[l]);
+		for (i = 0; len && i < len && lcount[l] < m + 1; i += 1 + rng_next() % (len / (m + 1) + 1)) {
+			lists[l][lcount[l]++] = (uint32_t)i;
+			a[i] += (float)((int)(rng_next() % 2001) - 1000);
+		}
+	}
+	memcpy(before, a, len * sizeof(float));
+	exp_n = naive_topk(before, len, m, sel);
+	n = SIZE_MAX;
+	if (nc != SIZE_MAX)
+		n = spardl_topk_from_cands(a, m, lo, cand, nc, (const uint32_t *const *)lists, lcount, 2, idx,
+					   val, &ws);
+	if (n == SIZE_MAX) {
+		for (i = 0; i < len; i++)
+			REQUIRE(bits(a[i]) == bits(before[i]), "case %d (%s): a refused selection changed x",
+				_i, c->name);
+		n = spardl_topk_block(a, len, m, idx, val, &ws);
+	}
+	REQUIRE(n == exp_n, "case %d (%s): count %zu, expected %zu", _i, c->name, n, exp_n);
+	for (i = 0; i < n; i++) {
+		REQUIRE(idx[i] == sel[i].idx && bits(val[i]) == bits(sel[i].val),
+			"case %d (%s): pair %zu is (%u, %08x), expected (%u, %08x)", _i, c->name, i, idx[i],
+			bits(val[i]), sel[i].idx, bits(sel[i].val));
+		REQUIRE(is_zero(a[idx[i]]), "case %d (%s): selected entry not zeroed", _i, c->name);
+		a[idx[i]] = before[idx[i]];
+	}
+	for (i = 0; i < len; i++)
+		REQUIRE(bits(a[i]) == bits(before[i]), "case %d (%s): unselected x[%zu] changed", _i, c->name,
+			i);
+	spardl_topk_ws_fini(&ws);
+	free(lists[0]);
+	free(lists[1]);
+	free(g);
+	free(a);
+	free(want);
+	free(before);
+	free(cand);
+	free(idx);
+	free(val);
+	free(sel);
+}
+END_TEST
+
 START_TEST(test_threshold)
 {
 	const struct tcase_def *c = &cases[_i];
@@ -703,7 +798,7 @@ START_TEST(test_block_examples)
 	float val[8];
 	size_t n;
 
-	ck_assert_int_eq(spardl_topk_ws_init(&ws, 8), 0);
+	ck_assert_int_eq(spardl_topk_ws_init(&ws, 8, 0), 0);
 	n = spardl_topk_block(x, 8, 3, idx, val, &ws);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(idx[0], 1);
@@ -737,6 +832,7 @@ static Suite *topk_suite(void)
 	tcase_add_loop_test(tc, test_block_ws_max, 0, NCASES);
 	tcase_add_loop_test(tc, test_block_ws_exact, 0, NCASES);
 	tcase_add_loop_test(tc, test_threshold, 0, NCASES);
+	tcase_add_loop_test(tc, test_cands, 0, NCASES);
 	suite_add_tcase(s, tc);
 	return s;
 }

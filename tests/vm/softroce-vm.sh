@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# Runs a command inside a throwaway qemu VM with SoftRoCE (rdma_rxe), so real verbs work on hosts without RDMA.
+#
+# Usage: softroce-vm.sh [options] -- COMMAND [ARG...]
+#        softroce-vm.sh [options] --check
+#        softroce-vm.sh [options] --prepare
+#
+# The guest boots Debian's stock kernel, mounts the host's / over 9p, chroots
+# into it and runs COMMAND in the host's current directory with device rxe0
+# on dummy0 (2001:db8::1). Exit status: COMMAND's, 124 on timeout, 125 when
+# the VM could not be set up, 77 when this host cannot run it at all (skip).
+# See tests/vm/README.md.
+set -eu
+set -o pipefail
+
+prog=${0##*/}
+workdir=${SPARDL_VM_DIR:-${HOME:-/tmp}/.cache/spardl-vm}
+timeout_s=${SPARDL_VM_TIMEOUT:-600}
+mem=${SPARDL_VM_MEM:-3072}
+smp=${SPARDL_VM_SMP:-2}
+mode=run
+envs=()
+
+# Modules whose dependency closure the guest needs. crc32_generic is no
+# declared dependency of rdma_rxe, but `rdma link add` fails with ENOENT
+# without it (rxe asks the crypto API for crc32 when it creates a device).
+# rdma_ucm is what librdmacm needs; dummy gives dummy0.
+modules_wanted="virtio_pci 9pnet_virtio 9p crc32_generic rdma_ucm rdma_rxe dummy"
+
+usage() {
+	cat <<EOF
+usage: $prog [options] -- COMMAND [ARG...]
+       $prog [options] --check      boot and run an rping self test
+       $prog [options] --prepare    only download and cache kernel and initrd
+options:
+  --timeout SECONDS   bound for the whole VM run (default $timeout_s; env SPARDL_VM_TIMEOUT)
+  --workdir DIR       cache and scratch directory (default $workdir; env SPARDL_VM_DIR)
+  --env NAME=VALUE    set NAME in COMMAND's environment (repeatable)
+  --mem MIB           guest memory (default $mem; env SPARDL_VM_MEM)
+  --smp N             guest CPUs (default $smp; env SPARDL_VM_SMP)
+Exit status: COMMAND's; 124 timeout; 125 VM/setup failure; 77 cannot run here (skip).
+EOF
+}
+
+say() { printf '%s: %s\n' "$prog" "$*" >&2; }
+skip() { say "SKIP: $*"; exit 77; }
+die() { say "error: $*"; exit 125; }
+
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) [ $# -ge 2 ] || { usage >&2; exit 2; }; timeout_s=$2; shift 2 ;;
+	--timeout=*) timeout_s=${1#*=}; shift ;;
+	--workdir) [ $# -ge 2 ] || { usage >&2; exit 2; }; workdir=$2; shift 2 ;;
+	--workdir=*) workdir=${1#*=}; shift ;;
+	--env) [ $# -ge 2 ] || { usage >&2; exit 2; }; envs+=("$2"); shift 2 ;;
+	--env=*) envs+=("${1#*=}"); shift ;;
+	--mem) [ $# -ge 2 ] || { usage >&2; exit 2; }; mem=$2; shift 2 ;;
+	--smp) [ $# -ge 2 ] || { usage >&2; exit 2; }; smp=$2; shift 2 ;;
+	--check) mode=check; shift ;;
+	--prepare) mode=prepare; shift ;;
+	-h | --help) usage; exit 0 ;;
+	--) shift; break ;;
+	-*) say "unknown option: $1"; usage >&2; exit 2 ;;
+	*) break ;;
+	esac
+done
+
+for v in "$timeout_s" "$mem" "$smp"; do
+	is_uint "$v" && [ "$v" -gt 0 ] || { say "not a positive integer: $v"; exit 2; }
+done
+for e in ${envs[@]+"${envs[@]}"}; do
+	case ${e%%=*} in
+	'' | [0-9]* | *[!A-Za-z0-9_]*) say "--env wants NAME=VALUE, got: $e"; exit 2 ;;
+	esac
+	case $e in *=*) ;; *) say "--env wants NAME=VALUE, got: $e"; exit 2 ;; esac
+done
+
+if [ "$mode" = check ]; then
+	[ $# -eq 0 ] || { say "--check takes no command"; exit 2; }
+	# The server must be listening before the client connects; under TCG one
+	# second is usually enough, the retry covers slow boots.
+	set -- sh -c 'set -e
+ibv_devices
+ibv_devinfo
+rping -s -a 2001:db8::1 -C 3 & srv=$!
+sleep 1
+ok=1
+for i in 1 2 3 4 5; do
+	if rping -c -a 2001:db8::1 -C 3 -v; then ok=0; break; fi
+	sleep 1
+done
+wait "$srv" || ok=1
+[ "$ok" -eq 0 ] && echo "softroce-vm check: OK"
+exit "$ok"'
+elif [ "$mode" = run ] && [ $# -eq 0 ]; then
+	usage >&2
+	exit 2
+fi
+
+# --- what this host must have ------------------------------------------------
+
+[ "$(uname -m)" = x86_64 ] || skip "host is $(uname -m); this harness boots an amd64 kernel"
+command -v dpkg >/dev/null 2>&1 && [ "$(dpkg --print-architecture)" = amd64 ] ||
+	skip "needs a Debian/Ubuntu amd64 host (dpkg, apt) to fetch the kernel package"
+missing=
+for c in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static depmod:kmod modprobe:kmod \
+	cpio:cpio apt-get:apt apt-cache:apt dpkg-deb:dpkg timeout:coreutils flock:util-linux \
+	ip:iproute2 rdma:iproute2 ibv_devinfo:ibverbs-utils rping:rdmacm-utils; do
+	command -v "${c%%:*}" >/dev/null 2>&1 || missing="$missing ${c#*:}"
+done
+[ -z "$missing" ] || skip "missing host packages:$missing"
+busybox=$(command -v busybox)
+# The non-static busybox package installs the same path; a dynamic one
+# cannot run in the initrd.
+case $(LC_ALL=C ldd "$busybox" 2>&1 || true) in
+*'not a dynamic executable'*) ;;
+*) skip "$busybox is dynamically linked; install busybox-static" ;;
+esac
+
+if [ "$(id -u)" -eq 0 ]; then
+	# Guest root creates files with its own uid; only a root qemu can chown.
+	secmodel=passthrough
+else
+	# passthrough would fail every file creation (qemu cannot chown to the
+	# guest's uid 0); "none" ignores that and files belong to this user.
+	secmodel=none
+fi
+
+mkdir -p "$workdir" 2>/dev/null || skip "cannot create work dir $workdir"
+workdir=$(cd "$workdir" && pwd -P)
+[ -w "$workdir" ] || skip "work dir $workdir is not writable"
+
+# --- kernel and initrd, cached ----------------------------------------------
+
+tmp_paths=()
+qemu_pid=
+cleanup() {
+	if [ -n "$qemu_pid" ]; then
+		kill "$qemu_pid" 2>/dev/null || true
+		wait "$qemu_pid" 2>/dev/null || true
+		qemu_pid=
+	fi
+	for p in ${tmp_paths[@]+"${tmp_paths[@]}"}; do rm -rf -- "$p"; done
+}
+trap cleanup EXIT
+trap 'say "interrupted"; cleanup; trap - EXIT; exit 130' INT
+trap 'say "terminated"; cleanup; trap - EXIT; exit 143' TERM HUP
+
+# Newest kernel already prepared in the cache, if any.
+newest_cached() {
+	local d best=
+	for d in "$workdir"/kernels/*/ready; do
+		[ -e "$d" ] || continue
+		d=${d%/ready}
+		best="$best${best:+
+}${d##*/}"
+	done
+	[ -n "$best" ] && printf '%s\n' "$best" | sort -V | tail -n 1
+}
+
+# Downloads the kernel package and extracts vmlinuz plus the module closure
+# into $workdir/kernels/VERSION (called with the lock held).
+prepare_kernel() {
+	local pkg=$1 ver=$2 t root m line path name kdir
+	kdir=$workdir/kernels/$ver
+	t=$(mktemp -d "$workdir/prep.XXXXXX")
+	tmp_paths+=("$t")
+	say "preparing kernel $pkg (once; cached in $kdir)"
+	# As root apt would hand the download to user _apt, which cannot write
+	# to a mktemp dir; keep it as the caller.
+	(cd "$t" && apt-get download -q -o APT::Sandbox::User="$(id -un)" "$pkg") >&2 ||
+		return 1
+	root=$t/root
+	dpkg-deb -x "$t"/*.deb "$root" || return 1
+	[ -f "$root/boot/vmlinuz-$ver" ] && [ -d "$root/lib/modules/$ver" ] || {
+		say "$pkg has no vmlinuz-$ver or modules"
+		return 1
+	}
+	# The .deb ships no modules.dep.
+	depmod -b "$root" "$ver" || return 1
+	mkdir -p "$t/out/modules"
+	: >"$t/out/modules/order"
+	for m in $modules_wanted; do
+		# -C /dev/null: the host's modprobe.d must not leak in (systemd's
+		# "options dummy numdummies=0" would leave no dummy0).
+		modprobe -d "$root" -S "$ver" -C /dev/null --show-depends "$m" >"$t/deps" || {
+			say "module $m not found in $pkg"
+			return 1
+		}
+		while read -r line; do
+			set -- $line
+			[ "$1" = insmod ] || continue # "builtin NAME": nothing to load
+			path=$2
+			name=${path##*/}
+			case $name in
+			*.ko) cp "$path" "$t/out/modules/$name" ;;
+			*.ko.xz) name=${name%.xz}; xz -dc "$path" >"$t/out/modules/$name" ;;
+			*.ko.zst) name=${name%.zst}; zstd -qdc "$path" >"$t/out/modules/$name" ;;
+			*.ko.gz) name=${name%.gz}; gzip -dc "$path" >"$t/out/modules/$name" ;;
+			*) say "unexpected module file $path"; return 1 ;;
+			esac
+			grep -qxF "$name" "$t/out/modules/order" || echo "$name" >>"$t/out/modules/order"
+		done <"$t/deps"
+	done
+	cp "$root/boot/vmlinuz-$ver" "$t/out/vmlinuz"
+	echo "$pkg" >"$t/out/package"
+	touch "$t/out/ready"
+	mkdir -p "$workdir/kernels"
+	rm -rf "$kdir"
+	mv "$t/out" "$kdir"
+	rm -rf "$t"
+}
+
+guest_init() {
+	cat <<'EOF'
+#!/bin/busybox sh
+# /init of the spardl SoftRoCE VM; generated by tests/vm/softroce-vm.sh.
+PATH=/bin
+export PATH
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/null >/dev/console 2>&1
+# Keep kernel chatter off the console the command's output goes to.
+dmesg -n 1
+run_ok=0
+fail() {
+	echo "spardl-vm: guest setup failed: $*"
+	if [ "$run_ok" = 1 ]; then echo 125 >/run9/status; fi
+	sync
+	poweroff -f
+}
+while read -r m; do
+	insmod "/modules/$m" || fail "insmod $m"
+done </modules/order
+
+o=trans=virtio,version=9p2000.L,msize=512000
+# virtio probing may lag the insmod a little.
+i=0
+until mount -t 9p -o "$o" spardlrun /run9 2>/dev/null; do
+	i=$((i + 1))
+	[ $i -lt 50 ] || fail "mount 9p spardlrun"
+	sleep 0.1
+done
+run_ok=1
+mount -t 9p -o "$o" hostroot /newroot || fail "mount 9p hostroot"
+
+# 9p cannot host unix sockets or fifos reliably and the host's /tmp is not
+# ours: give the guest a tmpfs, but keep the /tmp entries the command needs
+# (its working directory) visible from the host.
+mount --bind /newroot/tmp /hosttmp || fail "bind /tmp"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "tmpfs /tmp"
+while read -r e; do
+	[ -n "$e" ] && [ -e "/hosttmp/$e" ] || continue
+	if [ -d "/hosttmp/$e" ]; then mkdir -p "/newroot/tmp/$e"; else : >"/newroot/tmp/$e"; fi
+	mount --bind "/hosttmp/$e" "/newroot/tmp/$e" || fail "bind /tmp/$e"
+done </run9/tmpbinds
+mkdir /newroot/tmp/.spardl-vm
+mount --bind /run9 /newroot/tmp/.spardl-vm || fail "bind run dir"
+
+mount -t proc proc /newroot/proc || fail "proc"
+mount -t sysfs sysfs /newroot/sys || fail "sysfs"
+mount -t devtmpfs devtmpfs /newroot/dev || fail "devtmpfs"
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts || fail "devpts"
+# shm_open and POSIX semaphores live here.
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "tmpfs /dev/shm"
+ln -sf /proc/self/fd /newroot/dev/fd
+ln -sf /proc/self/fd/0 /newroot/dev/stdin
+ln -sf /proc/self/fd/1 /newroot/dev/stdout
+ln -sf /proc/self/fd/2 /newroot/dev/stderr
+# The host's /run (sockets, pid files) is not the guest's.
+mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "tmpfs /run"
+mkdir -p /newroot/run/lock
+hostname localhost
+
+# The host's iproute2 knows "nodad" and "rdma link".
+c() { chroot /newroot "$@"; }
+c ip link set lo up || fail "lo up"
+c ip addr add 127.0.0.1/8 dev lo 2>/dev/null
+[ -e /sys/class/net/dummy0 ] || c ip link add dummy0 type dummy || fail "add dummy0"
+c ip link set dummy0 mtu 4200 up || fail "dummy0 up"
+c ip -6 addr add 2001:db8::1/128 dev dummy0 nodad || fail "address on dummy0"
+c rdma link add rxe0 type rxe netdev dummy0 || fail "rdma link add rxe0"
+i=0
+until grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state 2>/dev/null; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || fail "rxe0 port not ACTIVE"
+	sleep 0.1
+done
+
+chroot /newroot /usr/bin/env -i /bin/sh /tmp/.spardl-vm/cmd.sh
+rc=$?
+if [ $rc -ne 0 ]; then
+	echo "spardl-vm: command exited with status $rc; RDMA state follows"
+	for d in "rdma link" "ibv_devinfo -v | head -80" "rdma res show" "dmesg | tail -50"; do
+		echo "--- $d"
+		c /usr/bin/timeout 20 /bin/sh -c "$d"
+	done
+fi
+echo $rc >/run9/status.tmp && mv /run9/status.tmp /run9/status
+sync
+poweroff -f
+EOF
+}
+
+# Builds (or reuses) the initrd for kernel dir $1; prints its path.
+prepare_initrd() {
+	local kdir=$1 t key initrd f
+	key=$({
+		guest_init
+		cat "$kdir/modules/order"
+		sha256sum <"$busybox"
+	} | sha256sum | cut -c1-16)
+	initrd=$kdir/initrd-$key.gz
+	if [ ! -s "$initrd" ]; then
+		t=$(mktemp -d "$workdir/prep.XXXXXX")
+		tmp_paths+=("$t")
+		mkdir -p "$t/root/bin" "$t/root/modules"
+		(cd "$t/root" && mkdir -p proc sys dev tmp newroot run9 hosttmp)
+		cp "$busybox" "$t/root/bin/busybox"
+		cp "$kdir/modules/"* "$t/root/modules/"
+		guest_init >"$t/root/init"
+		chmod 755 "$t/root/init" "$t/root/bin/busybox"
+		# /dev/console comes from the kernel's built-in initramfs, so no
+		# device node (and no root) is needed here.
+		(cd "$t/root" && find . -print | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
+			gzip -6 >"$t/initrd.gz"
+		for f in "$kdir"/initrd-*.gz; do [ -e "$f" ] && rm -f -- "$f"; done
+		mv "$t/initrd.gz" "$initrd"
+		rm -rf "$t"
+	fi
+	printf '%s\n' "$initrd"
+}
+
+mkdir -p "$workdir/kernels" "$workdir/runs"
+exec 9>"$workdir/lock"
+flock 9
+ver=
+pkg=$(LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
+	sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1) || pkg=
+if [ -n "$pkg" ]; then
+	ver=${pkg#linux-image-}
+	if [ ! -e "$workdir/kernels/$ver/ready" ] && ! prepare_kernel "$pkg" "$ver"; then
+		ver=$(newest_cached) || ver=
+		[ -n "$ver" ] || skip "could not download/unpack $pkg (run apt-get update?)"
+		say "using cached kernel $ver instead of $pkg"
+	fi
+else
+	ver=$(newest_cached) || ver=
+	[ -n "$ver" ] || skip "apt-cache cannot resolve linux-image-amd64 (run apt-get update; needs Debian amd64 archives)"
+fi
+kdir=$workdir/kernels/$ver
+initrd=$(prepare_initrd "$kdir") || die "could not build the initrd"
+flock -u 9
+exec 9>&-
+
+if [ "$mode" = prepare ]; then
+	say "ready: $kdir/vmlinuz $initrd"
+	exit 0
+fi
+
+# --- one run ------------------------------------------------------------------
+
+run=$(mktemp -d "$workdir/runs/run.XXXXXX")
+tmp_paths+=("$run")
+chmod 755 "$run"
+
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+cwd=$(pwd -P)
+# Keep the guest command's own timeout inside the host's so that diagnostics
+# and the status still come out; boot takes ~5-10 s under TCG.
+if [ "$timeout_s" -gt 60 ]; then gt=$((timeout_s - 30)); else gt=$((timeout_s / 2 + 1)); fi
+{
+	echo "# generated by $prog"
+	echo "cd $(q "$cwd") || exit 125"
+	echo "export PATH=$(q "${PATH:-/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin}")"
+	echo "export HOME=$(q "${HOME:-/root}")"
+	echo "export TERM=dumb"
+	for e in ${envs[@]+"${envs[@]}"}; do echo "export ${e%%=*}=$(q "${e#*=}")"; done
+	echo 'ulimit -l unlimited || echo "spardl-vm: cannot raise the memlock limit" >&2'
+	printf 'exec timeout -k 5 %s' "$gt"
+	for a in "$@"; do printf ' %s' "$(q "$a")"; done
+	echo ' </dev/null'
+} >"$run/cmd.sh"
+case $cwd in
+/tmp/?*) e=${cwd#/tmp/}; echo "${e%%/*}" >"$run/tmpbinds" ;;
+*) : >"$run/tmpbinds" ;;
+esac
+
+accel=
+if [ -n "${SPARDL_VM_ACCEL:-}" ]; then
+	accel=",accel=$SPARDL_VM_ACCEL"
+elif [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
+	# /dev/kvm can exist and still fail (nested virtualisation without vmx:
+	# qemu aborts on "failed to set MSR"). Probe: a kernel with no root
+	# panics and the VM exits, in about a second when KVM works.
+	(timeout 20 qemu-system-x86_64 -machine q35,accel=kvm -cpu max -m 256 \
+		-display none -nodefaults -no-reboot -kernel "$kdir/vmlinuz" \
+		-append "panic=-1 quiet" </dev/null) >/dev/null 2>&1; then
+	accel=",accel=kvm"
+fi
+
+esc() { printf '%s' "${1//,/,,}"; } # qemu option values double their commas
+
+start=$(date +%s)
+# Not -nographic: with it SeaBIOS writes terminal resets (ESC c, clear
+# screen) to the serial console, which wipe a terminal and litter CI logs.
+# timeout is our watchdog: it outlives this script if that is killed hard.
+timeout -k 10 "$timeout_s" qemu-system-x86_64 \
+	-machine "q35$accel" -cpu max -smp "$smp" -m "$mem" \
+	-display none -serial stdio -monitor none -no-reboot \
+	-kernel "$kdir/vmlinuz" -initrd "$(esc "$initrd")" \
+	-append "console=ttyS0 quiet panic=-1" \
+	-nic none \
+	-virtfs "local,path=/,mount_tag=hostroot,security_model=$secmodel,id=hostroot,multidevs=remap" \
+	-virtfs "local,path=$(esc "$run"),mount_tag=spardlrun,security_model=$secmodel,id=spardlrun" \
+	</dev/null &
+qemu_pid=$!
+qrc=0
+wait "$qemu_pid" || qrc=$?
+qemu_pid=
+elapsed=$(($(date +%s) - start))
+
+if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+	say "timed out after ${timeout_s}s; VM killed"
+	exit 124
+fi
+if [ ! -s "$run/status" ]; then
+	die "the VM reported no exit status (qemu status $qrc after ${elapsed}s); see the console output above"
+fi
+rc=$(cat "$run/status")
+is_uint "$rc" || die "bad status from VM: $rc"
+[ "$rc" -eq 0 ] || say "command exited with status $rc (VM run ${elapsed}s)"
+exit "$rc"
