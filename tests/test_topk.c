@@ -594,7 +594,7 @@ END_TEST
 /* The fused path of a plan: acc += g while gathering candidates, then
  * positions changed by received lists, then the selection from candidates
  * (or, when they cannot prove it, a scan). Both must equal the naive rule. */
-START_TEST(test_cands)
+static void check_cands(int _i, int mode)
 {
 	const struct tcase_def *c = &cases[_i];
 	size_t len = c->len, m = c->m, cap = m < len ? m : len, i, l, n, exp_n, nc = SIZE_MAX;
@@ -644,9 +644,12 @@ START_TEST(test_cands)
 	for (l = 0; l < 2; l++) {
 		lists[l] = malloc((m + 1) * sizeof(uint32_t));
 		ck_assert(lists[l]);
-		for (i = 0; len && i < len && lcount[l] < m + 1; i += 1 + rng_next() % (len / (m + 1) + 1)) {
+		size_t want_n = mode == 0 ? 0 : mode == 2 ? m + 1 : m / 8 + 1;
+		int amp = mode == 2 ? 1000 : 2;
+
+		for (i = 0; len && i < len && lcount[l] < want_n; i += 1 + rng_next() % (len / want_n + 1)) {
 			lists[l][lcount[l]++] = (uint32_t)i;
-			a[i] += (float)((int)(rng_next() % 2001) - 1000);
+			a[i] += (float)((int)(rng_next() % (2 * (unsigned)amp + 1)) - amp);
 		}
 	}
 	memcpy(before, a, len * sizeof(float));
@@ -683,6 +686,15 @@ START_TEST(test_cands)
 	free(idx);
 	free(val);
 	free(sel);
+}
+
+START_TEST(test_cands)
+{
+	int mode;
+
+	/* No changes, a few small ones, many large ones. */
+	for (mode = 0; mode < 3; mode++)
+		check_cands(_i, mode);
 }
 END_TEST
 
