@@ -56,16 +56,18 @@ struct spardl_plan {
 	size_t lbuf_bytes;
 	uint64_t *u_idx;        /* the merge buffer: global indices */
 	float *u_val;
-	float *u_saved;         /* GRC: acc values at the final positions */
 	size_t u_n;
 	struct spardl_list *mlists;   /* the lists of one merge, nregs */
 	struct spardl_merge_heap *heap; /* nregs */
 	struct spardl_undo *undo; /* GRC: every change to acc this call, with the value before */
 	size_t nundo;
+	uint32_t *useg;           /* starts of the undo log's runs, each sorted by position */
+	size_t nuseg;
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */
-	uint32_t *cand;         /* nblocks x cand_cap */
+	uint32_t *cand;         /* nblocks x cand_cap positions */
+	float *cand_val;        /* and their values */
 	size_t cand_cap;
 	size_t *cand_n;
 	uint32_t *cand_lo;

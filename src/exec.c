@@ -111,6 +111,13 @@ static int wait_slot(struct call *c, uint32_t slot)
 	return 0;
 }
 
+/* Changes are logged in runs (one per op and block) sorted by position, so
+ * the residual update can test them against the sorted final set by merging. */
+static void undo_run(struct spardl_plan *p)
+{
+	p->useg[p->nuseg++] = (uint32_t)p->nundo;
+}
+
 static void log_undo(struct spardl_plan *p, uint64_t j, float old)
 {
 	p->undo[p->nundo].pos = j;
@@ -152,7 +159,7 @@ static void op_acc_init(struct call *c)
 		p->cand_lo[b] = lo;
 		if (lo) {
 			p->cand_n[b] = spardl_topk_acc_gather(a, gb, len, add, lo, p->cand + b * p->cand_cap,
-							      p->cand_cap);
+							      p->cand_val + b * p->cand_cap, p->cand_cap);
 		} else {
 			p->cand_n[b] = SIZE_MAX;
 			if (!add)
@@ -179,14 +186,19 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 	cnt = SIZE_MAX;
 	if (p->cand_n && p->cand_n[b] != SIZE_MAX)
 		cnt = spardl_topk_from_cands(acc_of(p) + (size_t)b * bs, m, p->cand_lo[b],
-					     p->cand + (size_t)b * p->cand_cap, p->cand_n[b],
+					     p->cand + (size_t)b * p->cand_cap, p->cand_val + (size_t)b * p->cand_cap,
+					     p->cand_n[b],
 					     p->blk_lidx + (size_t)b * p->max_lists,
 					     p->blk_lcnt + (size_t)b * p->max_lists, p->blk_nl[b], idx, tmp, &p->ws);
-	if (cnt == SIZE_MAX)
+	if (cnt == SIZE_MAX) {
 		cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
-	if (s->res_mode == SPARDL_RES_GRC)
+		p->stats.scans++;
+	}
+	if (s->res_mode == SPARDL_RES_GRC) {
+		undo_run(p);
 		for (i = 0; i < cnt; i++)
 			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
+	}
 	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
 	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
 	return spardl_wire_bytes(cnt);
@@ -259,9 +271,11 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		if (s->res_mode == SPARDL_RES_GRC)
+		if (s->res_mode == SPARDL_RES_GRC) {
+			undo_run(p);
 			for (j = 0; j < l.count; j++)
 				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], x[l.idx[j]]);
+		}
 		for (j = 0; j < l.count; j++)
 			x[l.idx[j]] += l.val[j];
 		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
@@ -337,6 +351,8 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 
 	spardl_topk_threshold(p->u_val, n, op->m, &t);
 	ties = t.ties;
+	if (op->share_log2 && s->res_mode == SPARDL_RES_GRC)
+		undo_run(p);
 	for (i = 0; i < n; i++) {
 		uint32_t k = spardl_key(p->u_val[i]);
 
@@ -361,20 +377,38 @@ static void op_residual(struct call *c)
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
 	float *acc = acc_of(p);
-	size_t i;
+	size_t i, r;
 
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
 		/* acc becomes the new residual: its value at the final positions,
 		 * the rank's own input (grad + old residual) everywhere else.
-		 * Untouched positions already hold the input; undoing every
-		 * change, newest first, restores it at the touched ones. */
-		for (i = 0; i < p->u_n; i++)
-			p->u_saved[i] = acc[p->u_idx[i]];
-		for (i = p->nundo; i-- > 0;)
-			acc[p->undo[i].pos] = p->undo[i].old;
-		for (i = 0; i < p->u_n; i++)
-			acc[p->u_idx[i]] = p->u_saved[i];
+		 * Untouched positions already hold the input; undoing the
+		 * changes outside the final set, newest run first, restores it
+		 * at the touched ones. */
+		for (r = p->nuseg; r-- > 0;) {
+			size_t end = r + 1 < p->nuseg ? p->useg[r + 1] : p->nundo, k, lo = 0, hi = p->u_n;
+
+			if (p->useg[r] == end)
+				continue;
+			/* First final position >= the run's first position. */
+			while (lo < hi) {
+				size_t mid = (lo + hi) / 2;
+
+				if (p->u_idx[mid] < p->undo[p->useg[r]].pos)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (i = p->useg[r], k = lo; i < end; i++) {
+				uint64_t j = p->undo[i].pos;
+
+				while (k < p->u_n && p->u_idx[k] < j)
+					k++;
+				if (k == p->u_n || p->u_idx[k] != j)
+					acc[j] = p->undo[i].old;
+			}
+		}
 		break;
 	case SPARDL_RES_LOCAL:
 		/* Plain error feedback: what stayed in acc is the residual. */
@@ -577,6 +611,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 				    "rank %d: an earlier call on this plan failed (%s); destroy the plan (and the communicator) and create them again",
 				    s->p.rank, spardl_strerror(plan->failed));
 	plan->nundo = 0;
+	plan->nuseg = 0;
 	plan->u_n = 0;
 	for (i = 0; i < s->nsteps && !ret; i++) {
 		const struct spardl_step *st = &s->steps[i];

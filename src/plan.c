@@ -317,8 +317,8 @@ static int alloc_local(struct spardl_plan *plan)
 	ALLOC(plan->lbuf, plan->lbuf_bytes * s->nbufs);
 	ALLOC(plan->u_idx, s->union_pairs);
 	ALLOC(plan->u_val, s->union_pairs);
-	ALLOC(plan->u_saved, s->union_pairs);
 	ALLOC(plan->undo, s->res_mode == SPARDL_RES_GRC ? s->touched : 0);
+	ALLOC(plan->useg, s->res_mode == SPARDL_RES_GRC ? s->undo_runs : 0);
 	ALLOC(plan->rmr, plan->comm->size);
 	ALLOC(plan->peer_half, plan->comm->size);
 	ALLOC(plan->events, 64);
@@ -328,12 +328,14 @@ static int alloc_local(struct spardl_plan *plan)
 		plan->cand_cap = spardl_topk_cand_cap(s->kb);
 		plan->max_lists = s->srs_rounds ? s->srs_rounds : 1;
 		ALLOC(plan->cand, plan->cand_cap * s->nblocks);
+		ALLOC(plan->cand_val, plan->cand_cap * s->nblocks);
 		ALLOC(plan->cand_n, s->nblocks);
 		ALLOC(plan->cand_lo, s->nblocks);
 		ALLOC(plan->blk_lidx, (size_t)plan->max_lists * s->nblocks);
 		ALLOC(plan->blk_lcnt, (size_t)plan->max_lists * s->nblocks);
 		ALLOC(plan->blk_nl, s->nblocks);
 		memset(plan->cand, 0, plan->cand_cap * s->nblocks * sizeof(*plan->cand));
+		memset(plan->cand_val, 0, plan->cand_cap * s->nblocks * sizeof(*plan->cand_val));
 	}
 	ret = spardl_topk_ws_init(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb);
 	if (ret)
@@ -341,7 +343,6 @@ static int alloc_local(struct spardl_plan *plan)
 	/* calloc'd scratch is touched here, not in the first call. */
 	memset(plan->u_idx, 0, s->union_pairs * sizeof(*plan->u_idx));
 	memset(plan->u_val, 0, s->union_pairs * sizeof(*plan->u_val));
-	memset(plan->u_saved, 0, s->union_pairs * sizeof(*plan->u_saved));
 	memset(plan->lbuf, 0, plan->lbuf_bytes * s->nbufs);
 	if (s->res_mode == SPARDL_RES_GRC)
 		memset(plan->undo, 0, s->touched * sizeof(*plan->undo));
@@ -418,9 +419,10 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->lbuf);
 	free(plan->u_idx);
 	free(plan->u_val);
-	free(plan->u_saved);
 	free(plan->undo);
+	free(plan->useg);
 	free(plan->cand);
+	free(plan->cand_val);
 	free(plan->cand_n);
 	free(plan->cand_lo);
 	free(plan->blk_lidx);

@@ -222,6 +222,7 @@ static void op_select(struct builder *b, int phase, int round, uint32_t b0, uint
 	begin(b, op);
 	max_u64(&b->s->max_select, m);
 	b->s->touched += nb * m;
+	b->s->undo_runs += nb;
 }
 
 /* SELECT into a list register backed by list buffer buf. */
@@ -253,8 +254,10 @@ static uint32_t reduce(struct builder *b, int phase, int round, const uint32_t *
 	op.share_log2 = share_log2;
 	begin(b, op);
 	max_u64(&b->s->union_pairs, min_u64(n * in_cap, b->s->block_size));
-	if (share_log2)
+	if (share_log2) {
 		b->s->touched += n * in_cap;
+		b->s->undo_runs++;
+	}
 	return reg;
 }
 
@@ -312,6 +315,7 @@ static void compile_spardl(struct builder *b)
 			if (step(b))
 				step(b)->op.slot = wait_slot(b, from, SPARDL_PH_SRS, i, j, (uint64_t)per * blk);
 			s->touched += (uint64_t)per * kb;
+			s->undo_runs += (uint64_t)per;
 		}
 	}
 	/* Owner selection, then the all-gather across teams. */

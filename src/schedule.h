@@ -133,6 +133,7 @@ struct spardl_sched {
 	uint64_t union_pairs; /* capacity of the merge buffer, pairs */
 	uint64_t result_pairs; /* bound on the pairs of the final result */
 	uint64_t touched;    /* bound on the changes to acc per call (GRC undo log) */
+	uint64_t undo_runs;  /* bound on the sorted runs of that log */
 	uint64_t max_select; /* largest m of a dense-block selection */
 	uint32_t srs_rounds; /* ceil(log2 P') for SparDL, else 0 */
 	int *peers;          /* distinct peers written to or read from, ascending */

@@ -77,8 +77,9 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	ws->cand_val = malloc(ws->cap * sizeof(*ws->cand_val));
 	ws->u[0] = malloc(ws->ucap * sizeof(uint32_t));
 	ws->u[1] = malloc(ws->ucap * sizeof(uint32_t));
-	ws->uval = malloc(ws->ucap * sizeof(float));
-	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uval) {
+	ws->uv[0] = malloc(ws->ucap * sizeof(float));
+	ws->uv[1] = malloc(ws->ucap * sizeof(float));
+	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1]) {
 		spardl_topk_ws_fini(ws);
 		return -ENOMEM;
 	}
@@ -87,7 +88,8 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	memset(ws->cand_val, 0, ws->cap * sizeof(*ws->cand_val));
 	memset(ws->u[0], 0, ws->ucap * sizeof(uint32_t));
 	memset(ws->u[1], 0, ws->ucap * sizeof(uint32_t));
-	memset(ws->uval, 0, ws->ucap * sizeof(float));
+	memset(ws->uv[0], 0, ws->ucap * sizeof(float));
+	memset(ws->uv[1], 0, ws->ucap * sizeof(float));
 	return 0;
 }
 
@@ -97,7 +99,8 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 	free(ws->cand_val);
 	free(ws->u[0]);
 	free(ws->u[1]);
-	free(ws->uval);
+	free(ws->uv[0]);
+	free(ws->uv[1]);
 	memset(ws, 0, sizeof(*ws));
 }
 
@@ -286,7 +289,7 @@ zero:
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
 							       size_t len, int add, uint32_t lo, uint32_t *cidx,
-							       size_t cap, size_t *done)
+							       float *cval, size_t cap, size_t *done)
 {
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
@@ -307,7 +310,10 @@ __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict ac
 		}
 		mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(gt));
 		while (mask) {
-			cidx[n++] = (uint32_t)(i + (unsigned)__builtin_ctz(mask));
+			unsigned j = (unsigned)__builtin_ctz(mask);
+
+			cidx[n] = (uint32_t)(i + j);
+			cval[n++] = acc[i + j];
 			mask &= mask - 1;
 		}
 	}
@@ -317,55 +323,65 @@ __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict ac
 #endif
 
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-			      uint32_t *cidx, size_t cap)
+			      uint32_t *cidx, float *cval, size_t cap)
 {
 	size_t n = 0, i = 0;
 
 #if defined(__x86_64__)
 	if (__builtin_cpu_supports("avx2"))
-		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cap, &i);
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, &i);
 #endif
 	for (; i < len; i++) {
 		float v = add ? acc[i] + g[i] : g[i];
 
 		acc[i] = v;
 		if (n != SIZE_MAX && spardl_key(v) >= lo) {
-			if (n == cap)
+			if (n == cap) {
 				n = SIZE_MAX;
-			else
-				cidx[n++] = (uint32_t)i;
+			} else {
+				cidx[n] = (uint32_t)i;
+				cval[n++] = v;
+			}
 		}
 	}
 	return n;
 }
 
-/* Sorted union of two sorted index arrays, without repeats. */
-static size_t union2(const uint32_t *a, size_t na, const uint32_t *b, size_t nb, uint32_t *out)
+/* Sorted union of a (with values) and b (positions whose value is read
+ * from x, which also wins where both hold a position). */
+static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32_t *b, size_t nb, const float *x,
+		     uint32_t *out, float *ov)
 {
 	size_t i = 0, j = 0, n = 0;
 
 	while (i < na && j < nb) {
-		if (a[i] < b[j])
+		if (a[i] < b[j]) {
+			ov[n] = av[i];
 			out[n++] = a[i++];
-		else if (b[j] < a[i])
+		} else {
+			if (a[i] == b[j])
+				i++;
+			ov[n] = x[b[j]];
 			out[n++] = b[j++];
-		else {
-			out[n++] = a[i++];
-			j++;
 		}
 	}
-	while (i < na)
-		out[n++] = a[i++];
-	while (j < nb)
-		out[n++] = b[j++];
+	for (; i < na; i++, n++) {
+		out[n] = a[i];
+		ov[n] = av[i];
+	}
+	for (; j < nb; j++, n++) {
+		out[n] = b[j];
+		ov[n] = x[b[j]];
+	}
 	return n;
 }
 
-size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, size_t nc,
+size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
 			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
 			      float *val, struct spardl_topk_ws *ws)
 {
 	const uint32_t *u = cidx;
+	const float *uv = cval;
 	size_t n = nc, total = nc, above = 0, cnt, i, l;
 	struct spardl_thr t;
 	int cur = 0;
@@ -377,20 +393,19 @@ size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *c
 	if (total > ws->ucap)
 		return SIZE_MAX;
 	for (l = 0; l < nl; l++) {
-		n = union2(u, n, lists[l], lcount[l], ws->u[cur]);
+		n = union2(u, uv, n, lists[l], lcount[l], x, ws->u[cur], ws->uv[cur]);
 		u = ws->u[cur];
+		uv = ws->uv[cur];
 		cur ^= 1;
 	}
-	for (i = 0; i < n; i++) {
-		ws->uval[i] = x[u[i]];
-		above += spardl_key(ws->uval[i]) >= lo;
-	}
+	for (i = 0; i < n; i++)
+		above += spardl_key(uv[i]) >= lo;
 	/* Every position outside the union still has a key below lo, so with
 	 * m keys at or above lo inside it, the union holds the answer. */
 	if (above < m)
 		return SIZE_MAX;
-	spardl_topk_threshold(ws->uval, n, m, &t);
-	cnt = collect(ws->uval, u, n, &t, idx, val);
+	spardl_topk_threshold(uv, n, m, &t);
+	cnt = collect(uv, u, n, &t, idx, val);
 	for (i = 0; i < cnt; i++)
 		x[idx[i]] = 0.0f;
 	return cnt;

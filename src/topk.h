@@ -35,7 +35,7 @@ struct spardl_topk_ws {
 	size_t cap;
 	/* spardl_topk_from_cands(): union of positions, their values. */
 	uint32_t *u[2];
-	float *uval;
+	float *uv[2];
 	size_t ucap;
 };
 
@@ -60,17 +60,18 @@ size_t spardl_topk_cand_cap(size_t m);
 
 /* acc[i] = (add ? acc[i] : 0) + g[i] for every i < len, and every index
  * whose new key is >= lo (lo >= 1) into cidx, in ascending order. Returns
- * the count, or SIZE_MAX when there were more than cap (the sums are still
- * all done). */
+ * (and the new value into cval), the count, or SIZE_MAX when there were more
+ * than cap (the sums are still all done). */
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-			      uint32_t *cidx, size_t cap);
+			      uint32_t *cidx, float *cval, size_t cap);
 
 /* topk(x, m) like spardl_topk_block(), from candidates instead of a scan:
- * cidx[0..nc) are the positions whose key was >= lo when gathered, and
- * lists[0..nl) (each sorted, lcount[j] entries) every position changed since.
+ * cidx[0..nc) are the positions whose key was >= lo when gathered (cval
+ * their values then), and lists[0..nl) (each sorted, lcount[j] entries)
+ * every position changed since, whose values are read from x.
  * Returns SIZE_MAX, x untouched, when they cannot prove the answer (fewer
  * than m keys >= lo); then the caller scans. */
-size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, size_t nc,
+size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
 			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
 			      float *val, struct spardl_topk_ws *ws);
 

@@ -34,19 +34,20 @@ static uint64_t mix(uint64_t x)
 
 /* Integer-valued data in [-50, 50], about a third zeros: every sum is exact,
  * so results must match the reference bit for bit. */
-static void gen(float *g, size_t n, uint64_t seed, int call, int w)
+static void gen(float *g, size_t n, uint64_t seed, int call, int w, int range)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++) {
 		uint64_t r = mix(seed * 1000003u + (uint64_t)call * 7919u + (uint64_t)w * 104729u + i * 31u + 1);
 
-		g[i] = (r % 3 == 0) ? 0.0f : (float)((int)((r >> 8) % 101) - 50);
+		g[i] = (r % 3 == 0) ? 0.0f : (float)((int)((r >> 8) % (2 * (unsigned)range + 1)) - range);
 	}
 }
 
 struct cfg {
 	int algo, teams, sag, srs, average, residual, sparse;
+	int range; /* data in [-range, range]; 0 means 50 */
 	size_t n;
 	double density;
 	int calls;
@@ -132,7 +133,7 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 		const float *lres;
 
 		for (w = 0; w < size; w++)
-			gen(g[w], c->n, seed, call, w);
+			gen(g[w], c->n, seed, call, w, c->range ? c->range : 50);
 		memcpy(mine, g[rank], c->n * sizeof(float));
 		ret = spardl_plan_residual(plan, &lresv);
 		lres = lresv;
@@ -276,6 +277,23 @@ int main(int argc, char **argv)
 							continue;
 						run(comm, &c, seed + (uint64_t)ci);
 					}
+				}
+			}
+		}
+		/* Blocks long enough for the sampled selection paths (candidates
+		 * gathered during accumulation), with wide and tie-heavy data. */
+		if (size <= 4 && !quick) {
+			struct cfg c = { .algo = a, .teams = 1, .average = 0, .residual = 1, .n = 600000,
+					 .density = 0.01, .calls = 3, .range = 100000 };
+
+			if (a != SPARDL_ALGO_GTOPK || is_pow2(size)) {
+				run(comm, &c, seed + 77);
+				c.range = 50;
+				run(comm, &c, seed + 78);
+				if (size == 4 && a == SPARDL_ALGO_SPARDL) {
+					c.teams = 2;
+					c.sag = 1;
+					run(comm, &c, seed + 79);
 				}
 			}
 		}

@@ -602,6 +602,7 @@ static void check_cands(int _i, int mode)
 	float *g = malloc((len ? len : 1) * sizeof(float)), *a = malloc((len ? len : 1) * sizeof(float));
 	float *want = malloc((len ? len : 1) * sizeof(float)), *before = malloc((len ? len : 1) * sizeof(float));
 	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), *lists[2], lcount[2] = { 0, 0 };
+	float *cval = malloc(ccap * sizeof(float));
 	uint32_t *idx = malloc((cap + 1) * sizeof(uint32_t));
 	float *val = malloc((cap + 1) * sizeof(float));
 	struct ent *sel = malloc((cap + 1) * sizeof(*sel));
@@ -619,14 +620,14 @@ static void check_cands(int _i, int mode)
 	}
 	lo = spardl_topk_bound(g, a, len, m);
 	if (lo) {
-		nc = spardl_topk_acc_gather(a, g, len, 1, lo, cand, ccap);
+		nc = spardl_topk_acc_gather(a, g, len, 1, lo, cand, cval, ccap);
 		if (nc != SIZE_MAX) {
 			size_t k = 0;
 
 			for (i = 0; i < len; i++)
 				if (spardl_key(want[i]) >= lo) {
-					REQUIRE(k < nc && cand[k] == i, "case %d (%s): candidate %zu is not %zu",
-						_i, c->name, k, i);
+					REQUIRE(k < nc && cand[k] == i && bits(cval[k]) == bits(want[i]),
+						"case %d (%s): candidate %zu is not %zu", _i, c->name, k, i);
 					k++;
 				}
 			REQUIRE(k == nc, "case %d (%s): %zu candidates, expected %zu", _i, c->name, nc, k);
@@ -656,7 +657,7 @@ static void check_cands(int _i, int mode)
 	exp_n = naive_topk(before, len, m, sel);
 	n = SIZE_MAX;
 	if (nc != SIZE_MAX)
-		n = spardl_topk_from_cands(a, m, lo, cand, nc, (const uint32_t *const *)lists, lcount, 2, idx,
+		n = spardl_topk_from_cands(a, m, lo, cand, cval, nc, (const uint32_t *const *)lists, lcount, 2, idx,
 					   val, &ws);
 	if (n == SIZE_MAX) {
 		for (i = 0; i < len; i++)
@@ -683,6 +684,7 @@ static void check_cands(int _i, int mode)
 	free(want);
 	free(before);
 	free(cand);
+	free(cval);
 	free(idx);
 	free(val);
 	free(sel);

@@ -331,16 +331,16 @@ static int mode_allreduce(const struct opts *o)
 	       size, spardl_comm_transport(comm), o->count, o->density, o->teams, o->iters, o->warmup,
 	       tunables());
 	printf("# time per call = slowest rank; split = rank 0's time per call in each part\n");
-	printf("%-8s %10s %10s %10s %9s | %8s %8s %8s %8s %8s | %s\n", "algo", "median_ms", "min_ms", "max_ms",
-	       "vs_dense", "accum", "select", "reduce", "wait", "output", "check");
+	printf("%-8s %10s %10s %10s %9s | %8s %8s %8s %8s %8s %6s | %s\n", "algo", "median_ms", "min_ms", "max_ms",
+	       "vs_dense", "accum", "select", "reduce", "wait", "output", "scans", "check");
 	for (i = 0; i < nres; i++) {
 		const struct spardl_plan_stats *st = &res[i].st;
 		double c = st->calls ? (double)st->calls : 1;
 
-		printf("%-8s %10.3f %10.3f %10.3f %8.2fx | %8.3f %8.3f %8.3f %8.3f %8.3f | %s\n", res[i].algo,
+		printf("%-8s %10.3f %10.3f %10.3f %8.2fx | %8.3f %8.3f %8.3f %8.3f %8.3f %6.2f | %s\n", res[i].algo,
 		       res[i].med, res[i].min, res[i].max, res[i].med > 0 ? dense_med / res[i].med : 0,
 		       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->wait / c * 1e3,
-		       st->output / c * 1e3, res[i].check);
+		       st->output / c * 1e3, (double)st->scans / c, res[i].check);
 	}
 out:
 	if (ret)
@@ -367,9 +367,10 @@ static int mode_topk(const struct opts *o)
 	uint64_t s = o->seed * 2654435761u + 7;
 	size_t got = 0, ccap = spardl_topk_cand_cap(m), nc;
 	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), lo;
+	float *cval = malloc(ccap * sizeof(float));
 	int it, fallbacks = 0;
 
-	if (!g || !r || !acc || !dst || !val || !idx || !tc || !ts || !cand || spardl_topk_ws_init(&ws, m, 0)) {
+	if (!g || !r || !acc || !dst || !val || !idx || !tc || !ts || !cand || !cval || spardl_topk_ws_init(&ws, m, 0)) {
 		fprintf(stderr, "spardl-bench: out of memory\n");
 		return 1;
 	}
@@ -388,6 +389,7 @@ static int mode_topk(const struct opts *o)
 	memset(acc, 0, n * sizeof(float));
 	memset(dst, 0, n * sizeof(float));
 	memset(cand, 0, ccap * sizeof(uint32_t));
+	memset(cval, 0, ccap * sizeof(float));
 	for (it = -o->warmup; it < o->iters; it++) {
 		double t0 = now(), t1;
 		float *a = acc;
@@ -399,12 +401,12 @@ static int mode_topk(const struct opts *o)
 		/* What a plan's call does: acc += g while gathering candidates,
 		 * then the exact selection from them (a scan when they fail). */
 		lo = spardl_topk_bound(gg, a, n, m);
-		nc = lo ? spardl_topk_acc_gather(a, gg, n, 1, lo, cand, ccap) : SIZE_MAX;
+		nc = lo ? spardl_topk_acc_gather(a, gg, n, 1, lo, cand, cval, ccap) : SIZE_MAX;
 		if (!lo)
 			for (i = 0; i < n; i++)
 				a[i] += gg[i];
 		got = nc == SIZE_MAX ? SIZE_MAX :
-				       spardl_topk_from_cands(acc, m, lo, cand, nc, NULL, NULL, 0, idx, val, &ws);
+				       spardl_topk_from_cands(acc, m, lo, cand, cval, nc, NULL, NULL, 0, idx, val, &ws);
 		if (got == SIZE_MAX) {
 			got = spardl_topk_block(acc, n, m, idx, val, &ws);
 			fallbacks++;
@@ -433,6 +435,7 @@ static int mode_topk(const struct opts *o)
 	}
 	spardl_topk_ws_fini(&ws);
 	free(cand);
+	free(cval);
 	free(g);
 	free(r);
 	free(acc);

@@ -210,6 +210,7 @@ struct spardl_plan_stats {
 	double reduce;    /* scatter-add, union, merge of received data */
 	double wait;      /* waiting for peers' writes (communication) */
 	double output;    /* writing the result and the residual */
+	uint64_t scans;   /* selections that had to rescan their block */
 };
 SPARDL_API int spardl_plan_stats(const struct spardl_plan *plan,
 				 struct spardl_plan_stats *stats_out);
