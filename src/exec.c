@@ -570,7 +570,7 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 		}
 		ret = p->ops->write(p->ep, w->peer, mr, off, p->rmr[w->peer],
 				    (size_t)c->parity * p->peer_half[w->peer] + w->roff, len,
-				    spardl_imm(c->parity, w->phase, w->round, w->rslot));
+				    spardl_imm(c->parity, w->phase, w->round, w->rslot), w->last ? SPARDL_TP_WRITE_LAST : 0);
 		if (ret)
 			return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
 						 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round, c->step);

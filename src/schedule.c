@@ -495,6 +495,11 @@ static int collect_peers(struct spardl_sched *s)
 
 	if (!mark)
 		return -ENOMEM;
+	for (i = (int)s->nwrites; i-- > 0;) {
+		s->writes[i].last = !mark[s->writes[i].peer];
+		mark[s->writes[i].peer] = 1;
+	}
+	memset(mark, 0, (size_t)s->p.size * sizeof(*mark));
 	for (i = 0; i < (int)s->nwrites; i++)
 		mark[s->writes[i].peer] = 1;
 	for (i = 0; i < (int)s->nrslots; i++)

@@ -85,6 +85,7 @@ struct spardl_write {
 	uint8_t phase, round;
 	uint16_t seq;
 	uint32_t sslot;
+	uint8_t last; /* the schedule's last write to this peer */
 	/* Filled by spardl_sched_link() from the peer's schedule. */
 	uint32_t rslot;
 	uint64_t roff;

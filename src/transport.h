@@ -27,6 +27,10 @@ enum spardl_access {
 	SPARDL_ACCESS_REMOTE_WRITE = 1 << 1, /* target of peers' writes */
 };
 
+enum spardl_write_flags {
+	SPARDL_TP_WRITE_LAST = 1 << 0,
+};
+
 /* Fixed size of an exported memory key, for every transport. */
 #define SPARDL_TP_RKEY_SIZE 64
 
@@ -88,9 +92,11 @@ struct spardl_tp_ops {
 			  struct spardl_tp_rmr **rmr_out);
 	void (*rmr_release)(struct spardl_tp_ep *ep, struct spardl_tp_rmr *rmr);
 	/* Write len bytes from lmr+loff to rmr+roff, then notify the peer with
-	 * imm. The source must stay unchanged until quiesce returns. */
+	 * imm. The source must stay unchanged until quiesce returns. flags:
+	 * SPARDL_TP_WRITE_LAST marks the last write to this peer before the
+	 * next quiesce (a transport with selective signaling signals it). */
 	int (*write)(struct spardl_tp_ep *ep, int peer, struct spardl_tp_mr *lmr, size_t loff,
-		     struct spardl_tp_rmr *rmr, size_t roff, size_t len, uint32_t imm);
+		     struct spardl_tp_rmr *rmr, size_t roff, size_t len, uint32_t imm, unsigned flags);
 	/* Up to max notifications; waits up to timeout_ms for the first. */
 	int (*poll)(struct spardl_tp_ep *ep, struct spardl_tp_event *ev, int max, int timeout_ms);
 	/* Wait until every write posted so far has left its source buffer. */

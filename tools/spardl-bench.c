@@ -517,7 +517,8 @@ static int mode_write_bw(const struct opts *o)
 		if (rank == 0) {
 			/* WINDOW writes, then wait for the one-slot ack. */
 			for (i = 0; i < WINDOW; i++) {
-				ret = ops->write(ep, peer, src, i * sz, rmr, i * sz, sz, (uint32_t)i);
+				ret = ops->write(ep, peer, src, i * sz, rmr, i * sz, sz, (uint32_t)i,
+						 i + 1 == WINDOW ? SPARDL_TP_WRITE_LAST : 0);
 				if (ret)
 					goto out;
 			}
@@ -539,7 +540,7 @@ static int mode_write_bw(const struct opts *o)
 				}
 				got += total;
 			}
-			ret = ops->write(ep, peer, src, 0, rmr, 0, 8, 0);
+			ret = ops->write(ep, peer, src, 0, rmr, 0, 8, 0, SPARDL_TP_WRITE_LAST);
 			if (!ret)
 				ret = ops->quiesce(ep, comm->timeout_ms);
 		}

@@ -441,7 +441,7 @@ static void shm_rmr_release(struct spardl_tp_ep *ep, struct spardl_tp_rmr *base)
 }
 
 static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *lmr, size_t loff,
-		     struct spardl_tp_rmr *rbase, size_t roff, size_t len, uint32_t imm)
+		     struct spardl_tp_rmr *rbase, size_t roff, size_t len, uint32_t imm, unsigned flags)
 {
 	struct shm_ep *ep = (struct shm_ep *)base;
 	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
