@@ -1439,6 +1439,11 @@ int spardl_bootstrap_rank(const struct spardl_bootstrap *bs)
 	return bs ? bs->rank : -1;
 }
 
+uint64_t spardl_bootstrap_job_hash(const struct spardl_bootstrap *bs)
+{
+	return bs->key_hash;
+}
+
 int spardl_bootstrap_size(const struct spardl_bootstrap *bs)
 {
 	return bs ? bs->size : -1;

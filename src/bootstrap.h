@@ -34,6 +34,8 @@ int spardl_bootstrap_allgather(struct spardl_bootstrap *bs, const void *send, vo
 int spardl_bootstrap_barrier(struct spardl_bootstrap *bs);
 
 int spardl_bootstrap_rank(const struct spardl_bootstrap *bs);
+/* A hash of the job key, for transports to refuse other jobs' connections. */
+uint64_t spardl_bootstrap_job_hash(const struct spardl_bootstrap *bs);
 int spardl_bootstrap_size(const struct spardl_bootstrap *bs);
 
 #endif

@@ -77,6 +77,7 @@ struct spardl_plan {
 	uint32_t max_lists;
 	struct spardl_tp_event *events;
 
+	char *gone; /* per rank: the transport reported it exited or disconnected */
 	uint64_t calls;
 	int failed;
 	struct spardl_plan_stats stats;

@@ -64,6 +64,12 @@ static int accept_event(struct call *c, const struct spardl_tp_event *ev)
 	const struct spardl_rslot *rs = slot < s->nrslots ? &s->rslots[slot] : NULL;
 	uint64_t *a;
 
+	if (ev->type == SPARDL_TP_EV_PEER_GONE) {
+		if (ev->peer >= 0 && ev->peer < s->p.size)
+			c->plan->gone[ev->peer] = 1;
+		SPARDL_DEBUG("rank %d exited or disconnected", ev->peer);
+		return 0;
+	}
 	if (!rs || rs->peer != ev->peer || rs->phase != phase || (rs->round & 31) != round)
 		return spardl_error(-SPARDL_ERR_PROTOCOL,
 				    "rank %d: unexpected write from rank %d (immediate 0x%08x: %s round %u slot %u) that this plan's schedule does not name; do all ranks run the same plans in the same order?",
@@ -89,6 +95,11 @@ static int wait_slot(struct call *c, uint32_t slot)
 	double t0 = now_s(), waited = 0;
 
 	while (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED) {
+		if (p->gone[rs->peer])
+			return spardl_error(-ECONNRESET,
+					    "rank %d: waiting for rank %d (%s round %u, step %u of call %llu): rank %d exited or disconnected before its write arrived",
+					    c->s->p.rank, rs->peer, spardl_phase_name(rs->phase), rs->round, c->step,
+					    (unsigned long long)p->calls, rs->peer);
 		n = p->ops->poll(p->ep, p->events, MAX_EVENTS, timeout - (int)(waited * 1000));
 		if (n < 0)
 			return spardl_error_wrap(n, "rank %d: waiting for rank %d (%s round %u, step %u of call %llu)",

@@ -321,6 +321,7 @@ static int alloc_local(struct spardl_plan *plan)
 	ALLOC(plan->useg, s->res_mode == SPARDL_RES_GRC ? s->undo_runs : 0);
 	ALLOC(plan->rmr, plan->comm->size);
 	ALLOC(plan->peer_half, plan->comm->size);
+	ALLOC(plan->gone, plan->comm->size);
 	ALLOC(plan->events, 64);
 	if (!plan->res) {
 		/* Candidate lists per block, and room for the lists each block
@@ -430,6 +431,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_nl);
 	free(plan->rmr);
 	free(plan->peer_half);
+	free(plan->gone);
 	free(plan->events);
 	spardl_sched_free(plan->sched);
 	free(plan);

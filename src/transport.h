@@ -59,8 +59,15 @@ struct spardl_tp_rmr {
 	size_t len;
 };
 
-/* A notification: peer `peer` wrote `len` bytes with immediate `imm`. */
+enum spardl_tp_event_type {
+	SPARDL_TP_EV_NOTIFY = 0,    /* peer wrote len bytes with immediate imm */
+	SPARDL_TP_EV_PEER_GONE = 1, /* peer exited or disconnected (reported once) */
+};
+
+/* What poll returns. A vanished peer is an event, not an error: only the
+ * executor knows whether it still needed that peer. */
 struct spardl_tp_event {
+	int type;
 	int peer;
 	uint32_t imm;
 	uint64_t len;
@@ -97,7 +104,7 @@ struct spardl_tp_ops {
 	 * next quiesce (a transport with selective signaling signals it). */
 	int (*write)(struct spardl_tp_ep *ep, int peer, struct spardl_tp_mr *lmr, size_t loff,
 		     struct spardl_tp_rmr *rmr, size_t roff, size_t len, uint32_t imm, unsigned flags);
-	/* Up to max notifications; waits up to timeout_ms for the first. */
+	/* Up to max events; waits up to timeout_ms for the first (0: none). */
 	int (*poll)(struct spardl_tp_ep *ep, struct spardl_tp_event *ev, int max, int timeout_ms);
 	/* Wait until every write posted so far has left its source buffer. */
 	int (*quiesce)(struct spardl_tp_ep *ep, int timeout_ms);

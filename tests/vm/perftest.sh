@@ -11,7 +11,8 @@
 # 192.0.2.1 that the harness puts on dummy0 beside 2001:db8::1.
 # Environment: PERFTEST_DEV (rxe0), PERFTEST_ADDR (192.0.2.1),
 # PERFTEST_BW_SIZES ("65536 262144 1048576 4194304"), PERFTEST_BW_BYTES
-# (bytes moved per size, 33554432), PERFTEST_LAT_ITERS (1000).
+# (bytes moved per size, 33554432), PERFTEST_LAT_ITERS (1000), PERFTEST_PIN
+# (1: server on CPU 1, client on CPU 0).
 set -eu
 
 dev=${PERFTEST_DEV:-rxe0}
@@ -20,6 +21,14 @@ bw_sizes=${PERFTEST_BW_SIZES:-65536 262144 1048576 4194304}
 bw_bytes=${PERFTEST_BW_BYTES:-33554432}
 lat_iters=${PERFTEST_LAT_ITERS:-1000}
 port=18515
+
+# Both sides busy-poll. Left to the scheduler they sometimes share a vCPU and
+# results swing by 2x (bw) or to the 4 ms tick (lat); pin them apart.
+srv_pin= cli_pin=
+if [ "${PERFTEST_PIN:-1}" = 1 ] && command -v taskset >/dev/null 2>&1 &&
+	[ "$(nproc 2>/dev/null || echo 1)" -ge 2 ]; then
+	srv_pin="taskset -c 1" cli_pin="taskset -c 0"
+fi
 
 for t in ib_write_bw ib_write_lat ibv_devices; do
 	command -v "$t" >/dev/null 2>&1 || { echo "SKIP: $t not found (install perftest ibverbs-utils)"; exit 77; }
@@ -36,11 +45,11 @@ pair() {
 	tool=$1
 	shift
 	port=$((port + 1))
-	"$tool" -R -d "$dev" -p "$port" -F "$@" >"$tmp/server" 2>&1 &
+	$srv_pin "$tool" -R -d "$dev" -p "$port" -F "$@" >"$tmp/server" 2>&1 &
 	srv=$!
 	sleep 0.3
 	i=0
-	until "$tool" -R -d "$dev" -p "$port" -F "$@" "$addr" >"$tmp/client" 2>&1; do
+	until $cli_pin "$tool" -R -d "$dev" -p "$port" -F "$@" "$addr" >"$tmp/client" 2>&1; do
 		i=$((i + 1))
 		if [ $i -ge 10 ] || ! kill -0 "$srv" 2>/dev/null; then
 			echo "perftest: $tool $* failed; client then server output:" >&2

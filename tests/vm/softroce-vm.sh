@@ -163,7 +163,7 @@ newest_cached() {
 # Downloads the kernel package and extracts vmlinuz plus the module closure
 # into $workdir/kernels/VERSION (called with the lock held).
 prepare_kernel() {
-	local pkg=$1 ver=$2 t root m line path name kdir
+	local pkg=$1 ver=$2 t root m verb path name kdir
 	kdir=$workdir/kernels/$ver
 	t=$(mktemp -d "$workdir/prep.XXXXXX")
 	tmp_paths+=("$t")
@@ -189,10 +189,8 @@ prepare_kernel() {
 			say "module $m not found in $pkg"
 			return 1
 		}
-		while read -r line; do
-			set -- $line
-			[ "$1" = insmod ] || continue # "builtin NAME": nothing to load
-			path=$2
+		while read -r verb path _; do
+			[ "$verb" = insmod ] || continue # "builtin NAME": nothing to load
 			name=${path##*/}
 			case $name in
 			*.ko) cp "$path" "$t/out/modules/$name" ;;
@@ -224,12 +222,14 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/null >/dev/console 2>&1
+# Plain \n line ends on the host, as if the command had run there.
+stty -F /dev/console -onlcr 2>/dev/null
 # Keep kernel chatter off the console the command's output goes to.
 dmesg -n 1
 run_ok=0
 fail() {
 	echo "spardl-vm: guest setup failed: $*"
-	if [ "$run_ok" = 1 ]; then echo 125 >/run9/status; fi
+	if [ "$run_ok" = 1 ]; then echo "$*" >/run9/setup-failed; echo 125 >/run9/status; fi
 	sync
 	poweroff -f
 }
@@ -300,12 +300,11 @@ chroot /newroot /usr/bin/env -i /bin/sh /tmp/.spardl-vm/cmd.sh
 rc=$?
 if [ $rc -ne 0 ]; then
 	echo "spardl-vm: command exited with status $rc; RDMA state follows"
-	# Every port query logs "dummy0 speed is unknown"; drop that noise.
-	for d in "rdma link" "ibv_devinfo -v | head -80" "rdma res show" \
-		"dmesg | grep -v 'speed is unknown' | tail -50"; do
-		echo "--- $d"
-		c timeout 20 sh -c "$d"
-	done
+	# One shell for all of it (execs are slow here). Every port query logs
+	# "dummy0 speed is unknown"; drop that noise.
+	c timeout 60 sh -c 'for d in "rdma link" "ibv_devinfo -v | head -80" \
+		"rdma res show" "dmesg | grep -v \"speed is unknown\" | tail -50"; do
+		echo "--- $d"; eval "$d"; done'
 fi
 echo $rc >/run9/status.tmp && mv /run9/status.tmp /run9/status
 sync
@@ -371,6 +370,8 @@ fi
 
 # --- one run ------------------------------------------------------------------
 
+# Run dirs of runs killed with SIGKILL (whose VMs the watchdog ended).
+find "$workdir/runs" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 run=$(mktemp -d "$workdir/runs/run.XXXXXX")
 tmp_paths+=("$run")
 chmod 755 "$run"
@@ -442,7 +443,12 @@ fi
 if [ ! -s "$run/status" ]; then
 	die "the VM reported no exit status (qemu status $qrc after ${elapsed}s); see the console output above"
 fi
+[ ! -e "$run/setup-failed" ] || die "VM setup failed: $(cat "$run/setup-failed")"
 rc=$(cat "$run/status")
 is_uint "$rc" || die "bad status from VM: $rc"
-[ "$rc" -eq 0 ] || say "command exited with status $rc (VM run ${elapsed}s)"
+if [ "$rc" -eq 124 ]; then
+	say "command timed out in the VM after ${gt}s (VM run ${elapsed}s)"
+elif [ "$rc" -ne 0 ]; then
+	say "command exited with status $rc (VM run ${elapsed}s)"
+fi
 exit "$rc"

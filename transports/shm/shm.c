@@ -86,6 +86,7 @@ struct shm_ep {
 	struct ring **rings; /* per rank; mapped for listed peers only */
 	size_t *ring_len;
 	int *pidfds;         /* per listed peer, -1 when unavailable */
+	char *gone;          /* per listed peer: its exit was reported */
 	struct timespec last_check;
 };
 
@@ -322,6 +323,7 @@ static void shm_ep_destroy(struct spardl_tp_ep *base)
 	free(ep->rings);
 	free(ep->ring_len);
 	free(ep->pidfds);
+	free(ep->gone);
 	free(ep->peers);
 	free(ep);
 }
@@ -345,10 +347,11 @@ static int shm_ep_create(struct spardl_tp *base, const int *peers, int npeers, u
 	ep->npeers = npeers;
 	ep->peers = calloc((size_t)(npeers ? npeers : 1), sizeof(int));
 	ep->pidfds = calloc((size_t)(npeers ? npeers : 1), sizeof(int));
+	ep->gone = calloc((size_t)(npeers ? npeers : 1), 1);
 	ep->rings = calloc((size_t)base->size, sizeof(*ep->rings));
 	ep->ring_len = calloc((size_t)base->size, sizeof(*ep->ring_len));
 	all = calloc((size_t)base->size, sizeof(*all));
-	if (!ep->peers || !ep->pidfds || !ep->rings || !ep->ring_len || !all) {
+	if (!ep->peers || !ep->pidfds || !ep->gone || !ep->rings || !ep->ring_len || !all) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -473,14 +476,17 @@ static int64_t elapsed_us(const struct timespec *a, const struct timespec *b)
 	return (int64_t)(b->tv_sec - a->tv_sec) * 1000000 + (b->tv_nsec - a->tv_nsec) / 1000;
 }
 
-static int check_peers(struct shm_ep *ep)
+/* Peers that exited since the last look become PEER_GONE events. */
+static int check_peers(struct shm_ep *ep, struct spardl_tp_event *ev, int max)
 {
 	struct shm_tp *tp = tp_of(ep->base.tp);
-	int i;
+	int i, n = 0;
 
-	for (i = 0; i < ep->npeers; i++) {
+	for (i = 0; i < ep->npeers && n < max; i++) {
 		int p = ep->peers[i], dead;
 
+		if (ep->gone[i])
+			continue;
 		if (ep->pidfds[i] >= 0) {
 			struct pollfd pfd = { .fd = ep->pidfds[i], .events = POLLIN };
 
@@ -488,11 +494,16 @@ static int check_peers(struct shm_ep *ep)
 		} else {
 			dead = kill(tp->pids[p], 0) && errno == ESRCH;
 		}
-		if (dead)
-			return spardl_error_quiet(-ECONNRESET, "rank %d (pid %d) has exited", p,
-						  (int)tp->pids[p]);
+		if (dead) {
+			ep->gone[i] = 1;
+			ev[n].type = SPARDL_TP_EV_PEER_GONE;
+			ev[n].peer = p;
+			ev[n].imm = 0;
+			ev[n].len = 0;
+			n++;
+		}
 	}
-	return 0;
+	return n;
 }
 
 static int drain(struct shm_ep *ep, struct spardl_tp_event *ev, int max)
@@ -506,6 +517,7 @@ static int drain(struct shm_ep *ep, struct spardl_tp_event *ev, int max)
 
 		if (atomic_load_explicit(&e->seq, memory_order_acquire) != head + 1)
 			break;
+		ev[n].type = SPARDL_TP_EV_NOTIFY;
 		ev[n].imm = e->imm;
 		ev[n].peer = e->peer;
 		ev[n].len = e->len;
@@ -522,7 +534,7 @@ static int shm_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int m
 	struct shm_tp *tp = tp_of(base->tp);
 	struct ring *r = ep->own;
 	struct timespec start, now;
-	int n, spins = 0, ret;
+	int n, spins = 0;
 
 
 	n = drain(ep, ev, max);
@@ -574,9 +586,9 @@ static int shm_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int m
 			n = drain(ep, ev, max);
 			if (n)
 				return n;
-			ret = check_peers(ep);
-			if (ret)
-				return ret;
+			n = check_peers(ep, ev, max);
+			if (n)
+				return n;
 		}
 		if (elapsed_us(&start, &now) >= (int64_t)timeout_ms * 1000)
 			return 0;
