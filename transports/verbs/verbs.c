@@ -1,0 +1,1046 @@
+/* RDMA verbs transport: RC QPs connected with rdma_cm, RDMA WRITE WITH IMM into memory registered once. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "env.h"
+#include "log.h"
+#include "transport.h"
+#include "verbs.h"
+
+#define RKEY_MAGIC 0x7672626bu /* "vrbk" */
+#define CONN_MAGIC 0x7370646cu /* "spdl" */
+#define CQ_BATCH 32
+#define SLICE_MS 100
+#define HUGE_THRESHOLD (4u << 20)
+/* Work request ids: receives carry their QP index; writes set SEND_BIT,
+ * the QP index from bit 40 and the write's sequence number below. */
+#define SEND_BIT (1ULL << 63)
+#define SEQ_MASK ((1ULL << 40) - 1)
+#define WR_QP(id) ((size_t)(((id) & ~SEND_BIT) >> 40))
+
+struct verbs_tp {
+	struct spardl_tp base;
+	struct spardl_verbs_choice ch;
+	struct ibv_pd *pd;
+	struct ibv_device_attr da;
+	long qp_timeout, retry_cnt, spin_us;
+	uint64_t job_hash;
+};
+
+struct verbs_mr {
+	struct spardl_tp_mr base;
+	struct ibv_mr *mr;
+	size_t map_len;
+};
+
+struct verbs_rkey {
+	uint32_t magic;
+	uint32_t rkey;
+	uint64_t addr;
+	uint64_t len;
+};
+
+struct verbs_rmr {
+	struct spardl_tp_rmr base;
+	uint64_t addr;
+	uint32_t rkey;
+};
+
+/* What a connecting rank tells the one it connects to. */
+struct conn_data {
+	uint32_t magic;
+	int32_t rank;
+	uint64_t job_hash;
+	uint64_t ep_seq; /* which plan's endpoints, so a late stray is refused */
+};
+
+struct vqp {
+	int peer;
+	int active; /* this rank connects (lower rank), the peer accepts */
+	int connected;
+	int gone; /* reported as PEER_GONE */
+	struct rdma_cm_id *id;
+	struct ibv_qp *qp;
+	uint64_t posted, completed, last_signaled;
+	unsigned since_signal;
+	uint64_t last_raddr;
+	uint32_t last_rkey;
+};
+
+struct verbs_ep {
+	struct spardl_tp_ep base;
+	uint64_t seq;
+	struct rdma_event_channel *ech;
+	struct rdma_cm_id *listen;
+	struct ibv_comp_channel *cch;
+	struct ibv_cq *cq;
+	unsigned unacked;
+	struct vqp *qps;
+	int nqp;
+	int *qp_of; /* per rank: index in qps, -1 when not a peer */
+	int sq_depth, rq_depth, max_inline;
+	struct spardl_tp_event *stash;
+	int nstash, stash_cap;
+	int failed;
+};
+
+static uint64_t ep_counter;
+
+static struct verbs_tp *vtp(struct spardl_tp *tp)
+{
+	return (struct verbs_tp *)tp;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+static const char *addr_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%u", ip, ntohs(in->sin_port));
+	} else {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+	}
+	return buf;
+}
+
+static int verbs_available(void)
+{
+	return spardl_verbs_available();
+}
+
+/* The bootstrap's address family steers the GID choice. */
+static int bootstrap_family(void)
+{
+	const char *b = spardl_env_str("SPARDL_BOOTSTRAP");
+
+	if (!b || !strncmp(b, "unix:", 5))
+		return AF_UNSPEC;
+	return b[0] == '[' ? AF_INET6 : AF_INET;
+}
+
+static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl_tp **tp_out)
+{
+	struct verbs_tp *tp = calloc(1, sizeof(*tp));
+	char a[80];
+	int ret, fork_state;
+
+	if (!tp)
+		return -ENOMEM;
+	ret = spardl_env_long("SPARDL_VERBS_TIMEOUT", 18, 1, 31, &tp->qp_timeout);
+	if (!ret)
+		ret = spardl_env_long("SPARDL_VERBS_RETRY_CNT", 7, 0, 7, &tp->retry_cnt);
+	if (!ret)
+		ret = spardl_env_long("SPARDL_VERBS_SPIN", 20, 0, 1000000, &tp->spin_us);
+	if (!ret)
+		ret = spardl_verbs_choose(bootstrap_family(), &tp->ch);
+	if (ret)
+		goto err;
+	if (ibv_query_device(tp->ch.ctx, &tp->da)) {
+		ret = spardl_error(-errno, "verbs: ibv_query_device(%s) failed: %s", tp->ch.dev, strerror(errno));
+		goto err;
+	}
+	tp->pd = ibv_alloc_pd(tp->ch.ctx);
+	if (!tp->pd) {
+		ret = spardl_error(-(errno ? errno : ENOMEM), "verbs: ibv_alloc_pd(%s) failed: %s", tp->ch.dev,
+				   strerror(errno));
+		goto err;
+	}
+	ret = set_nonblock(tp->ch.ctx->async_fd);
+	if (ret) {
+		ret = spardl_error(ret, "verbs: cannot make %s's async event fd non-blocking", tp->ch.dev);
+		goto err_pd;
+	}
+	/* Memory registered for RDMA must not be copied-on-write into a
+	 * forked child. Kernels since 5.13 keep it safe on their own. */
+	fork_state = ibv_is_fork_initialized();
+	if (fork_state == IBV_FORK_DISABLED)
+		SPARDL_INFO("verbs: this kernel needs RDMAV_FORK_SAFE=1 (or ibv_fork_init before any verbs call) if the process forks after creating plans");
+	tp->job_hash = spardl_bootstrap_job_hash(bs);
+	tp->base.bs = bs;
+	tp->base.rank = spardl_bootstrap_rank(bs);
+	tp->base.size = spardl_bootstrap_size(bs);
+	tp->base.timeout_ms = timeout_ms;
+	SPARDL_INFO("verbs: %s port %d, %s, address %s, MTU %d: %s", tp->ch.dev, tp->ch.port,
+		    tp->ch.link_layer == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand",
+		    addr_str(&tp->ch.addr, a, sizeof(a)), tp->ch.mtu, tp->ch.why);
+	*tp_out = &tp->base;
+	return 0;
+
+err_pd:
+	ibv_dealloc_pd(tp->pd);
+err:
+	free(tp);
+	return ret;
+}
+
+static void verbs_close(struct spardl_tp *base)
+{
+	struct verbs_tp *tp = vtp(base);
+
+	if (!tp)
+		return;
+	if (tp->pd)
+		ibv_dealloc_pd(tp->pd);
+	free(tp);
+}
+
+static int reg_error(struct verbs_tp *tp, size_t len, int err)
+{
+	struct rlimit rl;
+
+	if ((err == ENOMEM || err == EPERM || err == EAGAIN) && !getrlimit(RLIMIT_MEMLOCK, &rl) &&
+	    rl.rlim_cur != RLIM_INFINITY)
+		return spardl_error(-ENOMEM,
+				    "verbs: registering %zu bytes on %s failed (%s): the locked-memory limit is %llu KiB; raise it (`ulimit -l unlimited`, memlock in /etc/security/limits.conf, LimitMEMLOCK=infinity for systemd, --ulimit memlock=-1 for docker)",
+				    len, tp->ch.dev, strerror(err), (unsigned long long)rl.rlim_cur / 1024);
+	return spardl_error(-err, "verbs: ibv_reg_mr of %zu bytes on %s failed: %s", len, tp->ch.dev, strerror(err));
+}
+
+static int verbs_mem_alloc(struct spardl_tp *base, size_t len, enum spardl_mem_type type, unsigned access,
+			   struct spardl_tp_mr **mr_out)
+{
+	struct verbs_tp *tp = vtp(base);
+	struct verbs_mr *mr;
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	int flags = 0, ret;
+
+	if (type != SPARDL_MEM_HOST)
+		return spardl_tp_no_mem_alloc(base, len, type, access, mr_out);
+	mr = calloc(1, sizeof(*mr));
+	if (!mr)
+		return -ENOMEM;
+	mr->map_len = len ? (len + pg - 1) / pg * pg : pg;
+	mr->base.addr = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mr->base.addr == MAP_FAILED) {
+		ret = spardl_error(-errno, "verbs: cannot map %zu bytes: %s", mr->map_len, strerror(errno));
+		free(mr);
+		return ret;
+	}
+	if (mr->map_len >= HUGE_THRESHOLD)
+		(void)madvise(mr->base.addr, mr->map_len, MADV_HUGEPAGE);
+	/* Touch before registering: pinning and first-touch both happen now,
+	 * never in a call. */
+	memset(mr->base.addr, 0, mr->map_len);
+	if (access & SPARDL_ACCESS_REMOTE_WRITE)
+		flags |= IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	mr->mr = ibv_reg_mr(tp->pd, mr->base.addr, mr->map_len, flags);
+	if (!mr->mr) {
+		ret = reg_error(tp, mr->map_len, errno ? errno : ENOMEM);
+		munmap(mr->base.addr, mr->map_len);
+		free(mr);
+		return ret;
+	}
+	mr->base.len = len;
+	mr->base.mem_type = type;
+	mr->base.access = access;
+	*mr_out = &mr->base;
+	return 0;
+}
+
+static void verbs_mem_free(struct spardl_tp *tp, struct spardl_tp_mr *base)
+{
+	struct verbs_mr *mr = (struct verbs_mr *)base;
+
+	if (!mr)
+		return;
+	if (mr->mr && ibv_dereg_mr(mr->mr))
+		SPARDL_WARN("verbs: ibv_dereg_mr failed: %s", strerror(errno));
+	munmap(mr->base.addr, mr->map_len);
+	free(mr);
+}
+
+static int verbs_mr_export(struct spardl_tp *tp, struct spardl_tp_mr *base, void *rkey)
+{
+	struct verbs_mr *mr = (struct verbs_mr *)base;
+	struct verbs_rkey k = { .magic = RKEY_MAGIC, .rkey = mr->mr->rkey,
+				.addr = (uint64_t)(uintptr_t)mr->base.addr, .len = mr->map_len };
+
+	memset(rkey, 0, SPARDL_TP_RKEY_SIZE);
+	memcpy(rkey, &k, sizeof(k));
+	return 0;
+}
+
+static int verbs_rmr_import(struct spardl_tp_ep *ep, int peer, const void *rkey, struct spardl_tp_rmr **rmr_out)
+{
+	struct verbs_rkey k;
+	struct verbs_rmr *rmr;
+
+	memcpy(&k, rkey, sizeof(k));
+	if (k.magic != RKEY_MAGIC)
+		return spardl_error(-EPROTO, "verbs: rank %d sent a memory key of another transport", peer);
+	rmr = calloc(1, sizeof(*rmr));
+	if (!rmr)
+		return -ENOMEM;
+	rmr->base.peer = peer;
+	rmr->base.len = k.len;
+	rmr->addr = k.addr;
+	rmr->rkey = k.rkey;
+	*rmr_out = &rmr->base;
+	return 0;
+}
+
+static void verbs_rmr_release(struct spardl_tp_ep *ep, struct spardl_tp_rmr *rmr)
+{
+	free(rmr);
+}
+
+/* ------------------------------------------------------------------ */
+/* Endpoints: one RC QP per peer the plan names                        */
+/* ------------------------------------------------------------------ */
+
+static struct verbs_ep *vep(struct spardl_tp_ep *ep)
+{
+	return (struct verbs_ep *)ep;
+}
+
+static int post_recvs(struct verbs_ep *ep, struct vqp *q, int n)
+{
+	struct ibv_recv_wr wr = { 0 }, *bad;
+	int i, err;
+
+	/* Zero-length receives: a WRITE WITH IMM only needs one to deliver
+	 * its immediate; the data lands by RDMA. */
+	wr.wr_id = (uint64_t)(q - ep->qps);
+	for (i = 0; i < n; i++) {
+		err = ibv_post_recv(q->qp, &wr, &bad);
+		if (err)
+			return spardl_error_quiet(-err, "verbs: ibv_post_recv on the QP to rank %d failed: %s", q->peer,
+						  strerror(err));
+	}
+	return 0;
+}
+
+static int make_qp(struct verbs_ep *ep, struct vqp *q, struct rdma_cm_id *id)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+	struct ibv_qp_init_attr at;
+	int ret;
+
+	memset(&at, 0, sizeof(at));
+	at.qp_type = IBV_QPT_RC;
+	at.send_cq = ep->cq;
+	at.recv_cq = ep->cq;
+	at.cap.max_send_wr = (uint32_t)ep->sq_depth;
+	at.cap.max_recv_wr = (uint32_t)ep->rq_depth;
+	at.cap.max_send_sge = 1;
+	at.cap.max_recv_sge = 1;
+	at.cap.max_inline_data = (uint32_t)ep->max_inline;
+	at.sq_sig_all = 0;
+	if (rdma_create_qp(id, tp->pd, &at)) {
+		/* Some devices take no inline data: try again without. */
+		at.cap.max_inline_data = 0;
+		if (rdma_create_qp(id, tp->pd, &at))
+			return spardl_error(-errno, "verbs: creating the QP to rank %d on %s failed: %s (send %d, recv %d WRs)",
+					    q->peer, tp->ch.dev, strerror(errno), ep->sq_depth, ep->rq_depth);
+	}
+	if ((int)at.cap.max_inline_data < ep->max_inline)
+		ep->max_inline = (int)at.cap.max_inline_data;
+	q->id = id;
+	q->qp = id->qp;
+	id->context = q;
+	ret = post_recvs(ep, q, ep->rq_depth);
+	if (ret)
+		return spardl_error(ret, "%s", spardl_last_error());
+	return 0;
+}
+
+static struct rdma_conn_param conn_param(struct verbs_tp *tp, const struct conn_data *cd)
+{
+	struct rdma_conn_param p;
+
+	memset(&p, 0, sizeof(p));
+	p.private_data = cd;
+	p.private_data_len = cd ? sizeof(*cd) : 0;
+	p.responder_resources = 1;
+	p.initiator_depth = 1;
+	p.retry_count = (uint8_t)tp->retry_cnt;
+	p.rnr_retry_count = 7; /* receives are always posted ahead; 7 = retry forever */
+	return p;
+}
+
+static struct vqp *qp_by_peer(struct verbs_ep *ep, int peer)
+{
+	return peer >= 0 && peer < ep->base.tp->size && ep->qp_of[peer] >= 0 ? &ep->qps[ep->qp_of[peer]] : NULL;
+}
+
+static int connected_count(struct verbs_ep *ep)
+{
+	int i, n = 0;
+
+	for (i = 0; i < ep->nqp; i++)
+		n += ep->qps[i].connected;
+	return n;
+}
+
+static const char *cm_event_hint(enum rdma_cm_event_type t)
+{
+	switch (t) {
+	case RDMA_CM_EVENT_ADDR_ERROR:
+		return "the peer's address is not reachable from this device; check the IP configuration of the RDMA ports (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX)";
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+		return "no route to the peer over this device";
+	case RDMA_CM_EVENT_UNREACHABLE:
+	case RDMA_CM_EVENT_CONNECT_ERROR:
+		return "the peer did not answer the connection; is it alive, and on the same fabric?";
+	case RDMA_CM_EVENT_REJECTED:
+		return "the peer refused the connection";
+	default:
+		return "";
+	}
+}
+
+/* Handle one rdma_cm event during connection setup. */
+static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev, const struct sockaddr_storage *addrs)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+	struct vqp *q = ev->id->context;
+	struct conn_data me = { CONN_MAGIC, tp->base.rank, tp->job_hash, ep->seq };
+	struct rdma_conn_param cp;
+	char a[80];
+	int ret;
+
+	switch (ev->event) {
+	case RDMA_CM_EVENT_ADDR_RESOLVED: {
+		uint8_t t = (uint8_t)tp->qp_timeout;
+
+		if (rdma_set_option(ev->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &t, sizeof(t)))
+			SPARDL_DEBUG("verbs: cannot set the ACK timeout: %s", strerror(errno));
+		if (rdma_resolve_route(ev->id, 2000))
+			return spardl_error(-errno, "verbs: rdma_resolve_route to rank %d failed: %s", q->peer,
+					    strerror(errno));
+		return 0;
+	}
+	case RDMA_CM_EVENT_ROUTE_RESOLVED:
+		ret = make_qp(ep, q, ev->id);
+		if (ret)
+			return ret;
+		cp = conn_param(tp, &me);
+		if (rdma_connect(ev->id, &cp))
+			return spardl_error(-errno, "verbs: rdma_connect to rank %d failed: %s", q->peer, strerror(errno));
+		return 0;
+	case RDMA_CM_EVENT_CONNECT_REQUEST: {
+		const struct conn_data *cd = ev->param.conn.private_data;
+		struct vqp *from = NULL;
+		const char *why = NULL;
+
+		if (!cd || ev->param.conn.private_data_len < sizeof(*cd) || cd->magic != CONN_MAGIC)
+			why = "not a spardl connection";
+		else if (cd->job_hash != tp->job_hash)
+			why = "another job (different job key)";
+		else if (cd->ep_seq != ep->seq)
+			why = "another plan";
+		else if (!(from = qp_by_peer(ep, cd->rank)) || from->active || from->qp)
+			why = "a rank this plan does not expect";
+		if (why) {
+			SPARDL_WARN("verbs: refused a connection from %s: %s",
+				    addr_str((struct sockaddr_storage *)rdma_get_peer_addr(ev->id), a, sizeof(a)), why);
+			rdma_reject(ev->id, why, (uint8_t)(strlen(why) + 1));
+			return 1; /* destroy the id once the event is acked */
+		}
+		ret = make_qp(ep, from, ev->id);
+		if (ret)
+			return ret;
+		cp = conn_param(tp, NULL);
+		if (rdma_accept(ev->id, &cp))
+			return spardl_error(-errno, "verbs: rdma_accept from rank %d failed: %s", from->peer,
+					    strerror(errno));
+		return 0;
+	}
+	case RDMA_CM_EVENT_ESTABLISHED:
+		q->connected = 1;
+		return 0;
+	case RDMA_CM_EVENT_REJECTED: {
+		const char *why = ev->param.conn.private_data_len ? ev->param.conn.private_data : NULL;
+
+		return spardl_error(-ECONNREFUSED, "verbs: rank %d at %s refused the connection%s%.100s", q->peer,
+				    addr_str(&addrs[q->peer], a, sizeof(a)), why ? ": " : " (status ", why ? why : "");
+	}
+	case RDMA_CM_EVENT_ADDR_ERROR:
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+	case RDMA_CM_EVENT_UNREACHABLE:
+	case RDMA_CM_EVENT_CONNECT_ERROR:
+		return spardl_error(-EHOSTUNREACH, "verbs: connecting to rank %d at %s: %s (status %d); %s",
+				    q ? q->peer : -1, q ? addr_str(&addrs[q->peer], a, sizeof(a)) : "?",
+				    rdma_event_str(ev->event), ev->status, cm_event_hint(ev->event));
+	case RDMA_CM_EVENT_DISCONNECTED:
+	case RDMA_CM_EVENT_DEVICE_REMOVAL:
+		return spardl_error(-ECONNRESET, "verbs: %s from rank %d during connection setup",
+				    rdma_event_str(ev->event), q ? q->peer : -1);
+	default:
+		SPARDL_DEBUG("verbs: rdma_cm event %s ignored during setup", rdma_event_str(ev->event));
+		return 0;
+	}
+}
+
+static void verbs_ep_destroy(struct spardl_tp_ep *base)
+{
+	struct verbs_ep *ep = vep(base);
+	int i;
+
+	if (!ep)
+		return;
+	for (i = 0; ep->qps && i < ep->nqp; i++) {
+		struct vqp *q = &ep->qps[i];
+
+		if (q->connected)
+			rdma_disconnect(q->id);
+		if (q->qp)
+			rdma_destroy_qp(q->id);
+		if (q->id)
+			rdma_destroy_id(q->id);
+	}
+	if (ep->listen)
+		rdma_destroy_id(ep->listen);
+	if (ep->cq) {
+		if (ep->unacked)
+			ibv_ack_cq_events(ep->cq, ep->unacked);
+		if (ibv_destroy_cq(ep->cq))
+			SPARDL_WARN("verbs: ibv_destroy_cq failed: %s", strerror(errno));
+	}
+	if (ep->cch)
+		ibv_destroy_comp_channel(ep->cch);
+	if (ep->ech)
+		rdma_destroy_event_channel(ep->ech);
+	free(ep->qps);
+	free(ep->qp_of);
+	free(ep->stash);
+	free(ep);
+}
+
+struct ep_addr {
+	struct sockaddr_storage addr;
+};
+
+static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers, uint32_t max_notify,
+			   struct spardl_tp_ep **ep_out)
+{
+	struct verbs_tp *tp = vtp(base);
+	struct verbs_ep *ep = calloc(1, sizeof(*ep));
+	struct sockaddr_storage mine, *all = NULL;
+	uint64_t deadline;
+	int ret, i, cqe;
+
+	if (!ep)
+		return -ENOMEM;
+	ep->base.tp = base;
+	/* Plans are created collectively in the same order on every rank. */
+	ep->seq = ++ep_counter;
+	ep->nqp = npeers;
+	ep->qps = calloc((size_t)(npeers ? npeers : 1), sizeof(*ep->qps));
+	ep->qp_of = malloc((size_t)base->size * sizeof(int));
+	ep->rq_depth = (int)(max_notify + 8 < (uint32_t)tp->da.max_qp_wr ? max_notify + 8 : (uint32_t)tp->da.max_qp_wr);
+	ep->sq_depth = tp->da.max_qp_wr < 256 ? tp->da.max_qp_wr : 256;
+	ep->max_inline = 64;
+	ep->stash_cap = (int)max_notify + CQ_BATCH + 8;
+	ep->stash = calloc((size_t)ep->stash_cap, sizeof(*ep->stash));
+	all = calloc((size_t)base->size, sizeof(*all));
+	if (!ep->qps || !ep->qp_of || !ep->stash || !all) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	for (i = 0; i < base->size; i++)
+		ep->qp_of[i] = -1;
+	for (i = 0; i < npeers; i++) {
+		ep->qps[i].peer = peers[i];
+		ep->qps[i].active = base->rank < peers[i];
+		ep->qp_of[peers[i]] = i;
+	}
+	ep->ech = rdma_create_event_channel();
+	if (!ep->ech) {
+		ret = spardl_error(-errno, "verbs: rdma_create_event_channel failed: %s (is the rdma_ucm module loaded?)",
+				   strerror(errno));
+		goto err;
+	}
+	ep->cch = ibv_create_comp_channel(tp->ch.ctx);
+	if (!ep->cch) {
+		ret = spardl_error(-errno, "verbs: ibv_create_comp_channel failed: %s", strerror(errno));
+		goto err;
+	}
+	if ((ret = set_nonblock(ep->ech->fd)) || (ret = set_nonblock(ep->cch->fd))) {
+		ret = spardl_error(ret, "verbs: cannot make event channels non-blocking");
+		goto err;
+	}
+	cqe = npeers * (ep->sq_depth + ep->rq_depth) + 16;
+	if (cqe > tp->da.max_cqe)
+		cqe = tp->da.max_cqe;
+	ep->cq = ibv_create_cq(tp->ch.ctx, cqe, NULL, ep->cch, 0);
+	if (!ep->cq) {
+		ret = spardl_error(-errno, "verbs: ibv_create_cq(%d) on %s failed: %s", cqe, tp->ch.dev, strerror(errno));
+		goto err;
+	}
+	/* A listener on an ephemeral port of the chosen address; everyone
+	 * publishes theirs, then the lower rank of each pair connects. */
+	if (rdma_create_id(ep->ech, &ep->listen, NULL, RDMA_PS_TCP)) {
+		ret = spardl_error(-errno, "verbs: rdma_create_id failed: %s", strerror(errno));
+		goto err;
+	}
+	mine = tp->ch.addr;
+	if (rdma_bind_addr(ep->listen, (struct sockaddr *)&mine) || rdma_listen(ep->listen, 64)) {
+		char a[80];
+
+		ret = spardl_error(-errno, "verbs: cannot listen on %s (%s): %s", addr_str(&mine, a, sizeof(a)), tp->ch.dev,
+				   strerror(errno));
+		goto err;
+	}
+	if (mine.ss_family == AF_INET)
+		((struct sockaddr_in *)&mine)->sin_port = rdma_get_src_port(ep->listen);
+	else
+		((struct sockaddr_in6 *)&mine)->sin6_port = rdma_get_src_port(ep->listen);
+	ret = spardl_bootstrap_allgather(base->bs, &mine, all, sizeof(mine));
+	if (ret)
+		goto err;
+	for (i = 0; i < npeers; i++) {
+		struct vqp *q = &ep->qps[i];
+		struct sockaddr_storage src = tp->ch.addr;
+
+		if (!q->active)
+			continue;
+		if (rdma_create_id(ep->ech, &q->id, q, RDMA_PS_TCP) ||
+		    rdma_resolve_addr(q->id, (struct sockaddr *)&src, (struct sockaddr *)&all[q->peer], 2000)) {
+			ret = spardl_error(-errno, "verbs: resolving rank %d's address failed: %s", q->peer, strerror(errno));
+			goto err;
+		}
+	}
+	deadline = now_ms() + (uint64_t)base->timeout_ms;
+	while (connected_count(ep) < npeers) {
+		struct pollfd pfd = { .fd = ep->ech->fd, .events = POLLIN };
+		struct rdma_cm_event *ev;
+		int64_t left = (int64_t)(deadline - now_ms());
+
+		if (left <= 0) {
+			char missing[256] = "";
+
+			for (i = 0; i < npeers; i++)
+				if (!ep->qps[i].connected)
+					snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), " %d",
+						 ep->qps[i].peer);
+			ret = spardl_error(-ETIMEDOUT, "verbs: connections to ranks%s not established within %.1f s",
+					   missing, base->timeout_ms / 1000.0);
+			goto err;
+		}
+		if (poll(&pfd, 1, (int)(left < SLICE_MS ? left : SLICE_MS)) < 0 && errno != EINTR) {
+			ret = spardl_error(-errno, "verbs: poll failed: %s", strerror(errno));
+			goto err;
+		}
+		while (!rdma_get_cm_event(ep->ech, &ev)) {
+			struct rdma_cm_id *id = ev->id;
+
+			ret = setup_event(ep, ev, all);
+			rdma_ack_cm_event(ev);
+			if (ret == 1) {
+				rdma_destroy_id(id);
+				ret = 0;
+			}
+			if (ret)
+				goto err;
+		}
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			ret = spardl_error(-errno, "verbs: rdma_get_cm_event failed: %s", strerror(errno));
+			goto err;
+		}
+	}
+	if (ibv_req_notify_cq(ep->cq, 0)) {
+		ret = spardl_error(-errno, "verbs: ibv_req_notify_cq failed: %s", strerror(errno));
+		goto err;
+	}
+	free(all);
+	SPARDL_DEBUG("verbs: %d QPs up (send %d, receive %d WRs, inline %d B)", npeers, ep->sq_depth, ep->rq_depth,
+		     ep->max_inline);
+	*ep_out = &ep->base;
+	return 0;
+
+err:
+	free(all);
+	verbs_ep_destroy(&ep->base);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Data path                                                           */
+/* ------------------------------------------------------------------ */
+
+static const char *wc_hint(enum ibv_wc_status s)
+{
+	switch (s) {
+	case IBV_WC_RETRY_EXC_ERR:
+		return "the peer stopped answering: it probably died, or the path broke (SPARDL_VERBS_TIMEOUT and SPARDL_VERBS_RETRY_CNT set how long to try)";
+	case IBV_WC_RNR_RETRY_EXC_ERR:
+		return "the peer had no receive posted";
+	case IBV_WC_REM_ACCESS_ERR:
+		return "the peer rejected the remote address or key: do all ranks run the same plans?";
+	case IBV_WC_WR_FLUSH_ERR:
+		return "the QP had already failed (an earlier error or a disconnect)";
+	case IBV_WC_LOC_PROT_ERR:
+	case IBV_WC_LOC_LEN_ERR:
+		return "a local buffer was not registered as expected (internal error)";
+	default:
+		return "see the device's documentation for the vendor error";
+	}
+}
+
+static int wc_error(struct verbs_ep *ep, const struct ibv_wc *wc)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+	int recv = !(wc->wr_id & SEND_BIT);
+	uint64_t qi = recv ? wc->wr_id : WR_QP(wc->wr_id);
+	int peer = qi < (uint64_t)ep->nqp ? ep->qps[qi].peer : -1;
+	ep->failed = 1;
+	return spardl_error_quiet(wc->status == IBV_WC_WR_FLUSH_ERR || wc->status == IBV_WC_RETRY_EXC_ERR ?
+					  -ECONNRESET :
+					  -EIO,
+				  "verbs: %s with rank %d failed on %s port %d, QP %u: %s (vendor error 0x%x); %s",
+				  recv ? "receive" : "write", peer, tp->ch.dev, tp->ch.port,
+				  wc->qp_num, ibv_wc_status_str(wc->status), wc->vendor_err, wc_hint(wc->status));
+}
+
+static int stash_push(struct verbs_ep *ep, const struct spardl_tp_event *e)
+{
+	if (ep->nstash == ep->stash_cap)
+		return spardl_error_quiet(-EOVERFLOW, "verbs: more notifications in flight than planned (%d)",
+					  ep->stash_cap);
+	ep->stash[ep->nstash++] = *e;
+	return 0;
+}
+
+/* A peer's QP is gone (disconnected, or flushed after it vanished): report
+ * it once; the executor decides whether that peer was still needed. */
+static int peer_gone(struct verbs_ep *ep, struct vqp *q)
+{
+	struct spardl_tp_event e = { .type = SPARDL_TP_EV_PEER_GONE, .peer = q->peer };
+
+	if (q->gone)
+		return 0;
+	q->gone = 1;
+	return stash_push(ep, &e);
+}
+
+/* Reap completions: notifications go to ev (up to max) or the stash, send
+ * completions advance their QP's count. Returns notifications put in ev. */
+static int reap(struct verbs_ep *ep, struct spardl_tp_event *ev, int max)
+{
+	struct ibv_wc wc[CQ_BATCH];
+	int n, i, got = 0, ret;
+
+	n = ibv_poll_cq(ep->cq, CQ_BATCH, wc);
+	if (n < 0)
+		return spardl_error_quiet(-EIO, "verbs: ibv_poll_cq failed");
+	for (i = 0; i < n; i++) {
+		int recv = !(wc[i].wr_id & SEND_BIT);
+
+		if (wc[i].status != IBV_WC_SUCCESS) {
+			/* Flushed receives: the QP died with its peer. */
+			if (recv && wc[i].status == IBV_WC_WR_FLUSH_ERR) {
+				ret = peer_gone(ep, &ep->qps[wc[i].wr_id]);
+				if (ret)
+					return ret;
+				continue;
+			}
+			return wc_error(ep, &wc[i]);
+		}
+		if (wc[i].opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+			struct vqp *q = &ep->qps[wc[i].wr_id];
+			struct spardl_tp_event e = { .type = SPARDL_TP_EV_NOTIFY, .peer = q->peer,
+						     .imm = ntohl(wc[i].imm_data), .len = wc[i].byte_len };
+
+			ret = post_recvs(ep, q, 1);
+			if (ret)
+				return ret;
+			if (got < max) {
+				ev[got++] = e;
+			} else {
+				ret = stash_push(ep, &e);
+				if (ret)
+					return ret;
+			}
+		} else if (!recv) {
+			struct vqp *q = &ep->qps[WR_QP(wc[i].wr_id)];
+
+			q->completed = wc[i].wr_id & SEQ_MASK;
+		}
+	}
+	return got;
+}
+
+static int take_stash(struct verbs_ep *ep, struct spardl_tp_event *ev, int max)
+{
+	int n = ep->nstash < max ? ep->nstash : max;
+
+	if (!n)
+		return 0;
+	memcpy(ev, ep->stash, (size_t)n * sizeof(*ev));
+	memmove(ep->stash, ep->stash + n, (size_t)(ep->nstash - n) * sizeof(*ev));
+	ep->nstash -= n;
+	return n;
+}
+
+/* Events besides completions: a disconnect becomes a PEER_GONE event;
+ * fatal async errors fail the endpoint. */
+static int side_events(struct verbs_ep *ep)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+	struct rdma_cm_event *cev;
+	struct ibv_async_event aev;
+	int ret;
+
+	while (!rdma_get_cm_event(ep->ech, &cev)) {
+		struct vqp *q = cev->id->context;
+		enum rdma_cm_event_type t = cev->event;
+
+		rdma_ack_cm_event(cev);
+		SPARDL_DEBUG("verbs: rdma_cm %s from rank %d", rdma_event_str(t), q ? q->peer : -1);
+		if (q && (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL)) {
+			ret = peer_gone(ep, q);
+			if (ret)
+				return ret;
+		}
+	}
+	while (!ibv_get_async_event(tp->ch.ctx, &aev)) {
+		enum ibv_event_type t = aev.event_type;
+
+		ibv_ack_async_event(&aev);
+		SPARDL_WARN("verbs: async event on %s: %s", tp->ch.dev, ibv_event_type_str(t));
+		if (t == IBV_EVENT_CQ_ERR || t == IBV_EVENT_DEVICE_FATAL || t == IBV_EVENT_PORT_ERR) {
+			ep->failed = 1;
+			return spardl_error_quiet(-EIO, "verbs: %s on %s port %d", ibv_event_type_str(t), tp->ch.dev,
+						  tp->ch.port);
+		}
+	}
+	return 0;
+}
+
+/* Wait for completions or events for up to ms milliseconds. */
+static int wait_events(struct verbs_ep *ep, int ms)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+	struct pollfd pfd[3] = {
+		{ .fd = ep->cch->fd, .events = POLLIN },
+		{ .fd = ep->ech->fd, .events = POLLIN },
+		{ .fd = tp->ch.ctx->async_fd, .events = POLLIN },
+	};
+	struct ibv_cq *cq;
+	void *ctx;
+	int ret;
+
+	if (poll(pfd, 3, ms) < 0 && errno != EINTR)
+		return spardl_error_quiet(-errno, "verbs: poll failed: %s", strerror(errno));
+	if (pfd[0].revents & POLLIN) {
+		if (!ibv_get_cq_event(ep->cch, &cq, &ctx)) {
+			if (++ep->unacked >= 64) {
+				ibv_ack_cq_events(ep->cq, ep->unacked);
+				ep->unacked = 0;
+			}
+		}
+		if (ibv_req_notify_cq(ep->cq, 0))
+			return spardl_error_quiet(-EIO, "verbs: ibv_req_notify_cq failed");
+	}
+	ret = side_events(ep);
+	return ret;
+}
+
+static int verbs_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int max, int timeout_ms)
+{
+	struct verbs_ep *ep = vep(base);
+	struct verbs_tp *tp = vtp(base->tp);
+	uint64_t start = now_ms(), spin_until;
+	struct timespec t0, t1;
+	int n;
+
+	n = take_stash(ep, ev, max);
+	if (n)
+		return n;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	spin_until = (uint64_t)t0.tv_sec * 1000000 + (uint64_t)t0.tv_nsec / 1000 + (uint64_t)tp->spin_us;
+	for (;;) {
+		n = reap(ep, ev, max);
+		if (n)
+			return n;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if ((uint64_t)t1.tv_sec * 1000000 + (uint64_t)t1.tv_nsec / 1000 >= spin_until)
+			break;
+	}
+	for (;;) {
+		int64_t left = (int64_t)timeout_ms - (int64_t)(now_ms() - start);
+
+		/* The CQ is armed; completions since the last reap are caught
+		 * by reaping once more before sleeping. */
+		n = reap(ep, ev, max);
+		if (n)
+			return n;
+		if (left <= 0)
+			return 0;
+		n = wait_events(ep, (int)(left < SLICE_MS ? left : SLICE_MS));
+		if (n < 0)
+			return n;
+	}
+}
+
+/* Make room in q's send queue: wait for signaled writes to complete. */
+static int sq_room(struct verbs_ep *ep, struct vqp *q, int timeout_ms)
+{
+	uint64_t start = now_ms();
+	int ret;
+
+	while (q->posted - q->completed >= (uint64_t)ep->sq_depth - 1) {
+		ret = reap(ep, ep->stash + ep->nstash, 0);
+		if (ret < 0)
+			return ret;
+		if (q->posted - q->completed < (uint64_t)ep->sq_depth - 1)
+			break;
+		if ((int64_t)(now_ms() - start) > timeout_ms)
+			return spardl_error_quiet(-ETIMEDOUT, "verbs: writes to rank %d did not complete within %d ms",
+						  q->peer, timeout_ms);
+		ret = wait_events(ep, SLICE_MS);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int post_write(struct verbs_ep *ep, struct vqp *q, uint64_t laddr, uint32_t lkey, size_t len, uint64_t raddr,
+		      uint32_t rkey, int with_imm, uint32_t imm, int signal)
+{
+	struct ibv_sge sge = { .addr = laddr, .length = (uint32_t)len, .lkey = lkey };
+	struct ibv_send_wr wr, *bad;
+	int err;
+
+	memset(&wr, 0, sizeof(wr));
+	wr.wr_id = SEND_BIT | ((uint64_t)(q - ep->qps) << 40) | (q->posted + 1);
+	wr.sg_list = len ? &sge : NULL;
+	wr.num_sge = len ? 1 : 0;
+	wr.opcode = with_imm ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
+	wr.imm_data = htonl(imm);
+	wr.send_flags = signal ? IBV_SEND_SIGNALED : 0;
+	if (len && len <= (size_t)ep->max_inline)
+		wr.send_flags |= IBV_SEND_INLINE;
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	err = ibv_post_send(q->qp, &wr, &bad);
+	if (err)
+		return spardl_error_quiet(-err, "verbs: ibv_post_send to rank %d (QP %u) failed: %s", q->peer,
+					  q->qp->qp_num, strerror(err));
+	q->posted++;
+	q->since_signal++;
+	if (signal) {
+		q->last_signaled = q->posted;
+		q->since_signal = 0;
+	}
+	q->last_raddr = raddr;
+	q->last_rkey = rkey;
+	return 0;
+}
+
+static int verbs_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *lbase, size_t loff,
+		       struct spardl_tp_rmr *rbase, size_t roff, size_t len, uint32_t imm, unsigned flags)
+{
+	struct verbs_ep *ep = vep(base);
+	struct verbs_mr *lmr = (struct verbs_mr *)lbase;
+	struct verbs_rmr *rmr = (struct verbs_rmr *)rbase;
+	struct vqp *q = qp_by_peer(ep, peer);
+	int ret, signal;
+
+	if (ep->failed)
+		return spardl_error_quiet(-ECONNRESET, "verbs: the endpoint failed earlier");
+	if (!q || rmr->base.peer != peer || loff + len > lmr->map_len || roff + len > rmr->base.len)
+		return spardl_error_quiet(-EINVAL, "verbs: internal: write of %zu bytes to rank %d out of bounds", len,
+					  peer);
+	ret = sq_room(ep, q, base->tp->timeout_ms);
+	if (ret)
+		return ret;
+	/* Selective signaling: the last write before a quiesce, and one in
+	 * every half send queue so there is always room to reap. */
+	signal = (flags & SPARDL_TP_WRITE_LAST) || q->since_signal + 1 >= (unsigned)ep->sq_depth / 2;
+	return post_write(ep, q, (uint64_t)(uintptr_t)lmr->base.addr + loff, lmr->mr->lkey, len, rmr->addr + roff,
+			  rmr->rkey, 1, imm, signal);
+}
+
+static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
+{
+	struct verbs_ep *ep = vep(base);
+	uint64_t start = now_ms();
+	int i, ret, busy;
+
+	for (i = 0; i < ep->nqp; i++) {
+		struct vqp *q = &ep->qps[i];
+
+		/* A completion covers the WRs before it on its QP: make sure
+		 * the newest one asks for one. */
+		if (q->posted > q->last_signaled) {
+			ret = sq_room(ep, q, timeout_ms);
+			if (!ret)
+				ret = post_write(ep, q, 0, 0, 0, q->last_raddr, q->last_rkey, 0, 0, 1);
+			if (ret)
+				return ret;
+		}
+	}
+	for (;;) {
+		busy = 0;
+		for (i = 0; i < ep->nqp; i++)
+			busy |= ep->qps[i].completed < ep->qps[i].posted;
+		if (!busy)
+			return 0;
+		ret = reap(ep, ep->stash + ep->nstash, 0);
+		if (ret < 0)
+			return ret;
+		if ((int64_t)(now_ms() - start) > timeout_ms)
+			return spardl_error_quiet(-ETIMEDOUT, "verbs: writes did not complete within %d ms", timeout_ms);
+		ret = wait_events(ep, 1);
+		if (ret)
+			return ret;
+	}
+}
+
+const struct spardl_tp_ops spardl_tp_verbs_ops = {
+	.version = SPARDL_TP_OPS_VERSION,
+	.size = sizeof(struct spardl_tp_ops),
+	.name = "verbs",
+	.available = verbs_available,
+	.open = verbs_open,
+	.close = verbs_close,
+	.mem_alloc = verbs_mem_alloc,
+	.mem_free = verbs_mem_free,
+	.mr_export = verbs_mr_export,
+	.ep_create = verbs_ep_create,
+	.ep_destroy = verbs_ep_destroy,
+	.rmr_import = verbs_rmr_import,
+	.rmr_release = verbs_rmr_release,
+	.write = verbs_write,
+	.poll = verbs_poll,
+	.quiesce = verbs_quiesce,
+};
