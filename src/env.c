@@ -46,5 +46,11 @@ SPARDL_API const char *spardl_env_help(void)
 		"SPARDL_TRANSPORT       auto     shm, verbs or auto (verbs when an active RDMA device exists, else shm)\n"
 		"SPARDL_TIMEOUT         60       seconds any wait may last before it fails with a timeout error\n"
 		"SPARDL_DEBUG           warn     log level: none, warn, info or debug\n"
-		"SPARDL_SHM_SPIN        20       microseconds the shm transport spins before it sleeps on a futex\n";
+		"SPARDL_SHM_SPIN        20       microseconds the shm transport spins before it sleeps on a futex\n"
+		"SPARDL_VERBS_DEVICE    (all)    RDMA devices to use: dev[:port],... or ^dev,... to exclude (first ACTIVE port wins;\n"
+		"                                with hwloc, the one on this process's NUMA node)\n"
+		"SPARDL_VERBS_GID_INDEX (auto)   RoCE GID index; auto picks RoCE v2, the bootstrap's address family, not link-local\n"
+		"SPARDL_VERBS_TIMEOUT   18       QP ACK timeout exponent: 4.096 us * 2^value per retry\n"
+		"SPARDL_VERBS_RETRY_CNT 7        QP retransmissions before a write fails (0..7)\n"
+		"SPARDL_VERBS_SPIN      100      microseconds the verbs transport polls its CQ before it sleeps on the channel\n";
 }

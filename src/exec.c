@@ -91,10 +91,25 @@ static int wait_slot(struct call *c, uint32_t slot)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_rslot *rs = &c->s->rslots[slot];
-	int timeout = p->comm->timeout_ms, ret, i, n;
+	int timeout = p->comm->timeout_ms, ret, i, n, drained = 0;
 	double t0 = now_s(), waited = 0;
 
 	while (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED) {
+		/* A peer that wrote and then left: its notification may still be
+		 * queued behind the news that it left, so drain first. */
+		if (p->gone[rs->peer] && !drained) {
+			drained = 1;
+			n = p->ops->poll(p->ep, p->events, MAX_EVENTS, 0);
+			for (i = 0; i < n; i++) {
+				ret = accept_event(c, &p->events[i]);
+				if (ret)
+					return ret;
+			}
+			if (n != 0) {
+				drained = n < 0 ? 1 : 0;
+				continue;
+			}
+		}
 		if (p->gone[rs->peer])
 			return spardl_error(-ECONNRESET,
 					    "rank %d: waiting for rank %d (%s round %u, step %u of call %llu): rank %d exited or disconnected before its write arrived",

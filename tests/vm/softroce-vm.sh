@@ -38,6 +38,7 @@ options:
   --env NAME=VALUE    set NAME in COMMAND's environment (repeatable)
   --mem MIB           guest memory (default $mem; env SPARDL_VM_MEM)
   --smp N             guest CPUs (default $smp; env SPARDL_VM_SMP)
+Also: SPARDL_VM_ACCEL (tcg|kvm; default probes KVM), SPARDL_VM_APPEND (kernel args).
 Exit status: COMMAND's; 124 timeout; 125 VM/setup failure; 77 cannot run here (skip).
 EOF
 }
@@ -115,7 +116,7 @@ busybox=$(command -v busybox)
 # The non-static busybox package installs the same path; a dynamic one
 # cannot run in the initrd.
 case $(LC_ALL=C ldd "$busybox" 2>&1 || true) in
-*'not a dynamic executable'*) ;;
+*'not a dynamic executable'* | *'statically linked'*) ;;
 *) skip "$busybox is dynamically linked; install busybox-static" ;;
 esac
 
@@ -146,7 +147,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'say "interrupted"; cleanup; trap - EXIT; exit 130' INT
-trap 'say "terminated"; cleanup; trap - EXIT; exit 143' TERM HUP
+trap 'say "terminated"; cleanup; trap - EXIT; exit 143' TERM
+trap 'say "hangup"; cleanup; trap - EXIT; exit 129' HUP
 
 # Newest kernel already prepared in the cache, if any.
 newest_cached() {
@@ -161,7 +163,8 @@ newest_cached() {
 }
 
 # Downloads the kernel package and extracts vmlinuz plus the module closure
-# into $workdir/kernels/VERSION (called with the lock held).
+# into $workdir/kernels/VERSION (called with the lock held). Called as a
+# condition, so set -e is off in here: every step checks for itself.
 prepare_kernel() {
 	local pkg=$1 ver=$2 t root m verb path name kdir
 	kdir=$workdir/kernels/$ver
@@ -180,8 +183,7 @@ prepare_kernel() {
 	}
 	# The .deb ships no modules.dep.
 	depmod -b "$root" "$ver" || return 1
-	mkdir -p "$t/out/modules"
-	: >"$t/out/modules/order"
+	mkdir -p "$t/out/modules" && : >"$t/out/modules/order" || return 1
 	for m in $modules_wanted; do
 		# -C /dev/null: the host's modprobe.d must not leak in (systemd's
 		# "options dummy numdummies=0" would leave no dummy0).
@@ -197,17 +199,17 @@ prepare_kernel() {
 			*.ko.xz) name=${name%.xz}; xz -dc "$path" >"$t/out/modules/$name" ;;
 			*.ko.zst) name=${name%.zst}; zstd -qdc "$path" >"$t/out/modules/$name" ;;
 			*.ko.gz) name=${name%.gz}; gzip -dc "$path" >"$t/out/modules/$name" ;;
-			*) say "unexpected module file $path"; return 1 ;;
-			esac
-			grep -qxF "$name" "$t/out/modules/order" || echo "$name" >>"$t/out/modules/order"
+			*) say "unexpected module file $path"; false ;;
+			esac || return 1
+			grep -qxF "$name" "$t/out/modules/order" || echo "$name" >>"$t/out/modules/order" ||
+				return 1
 		done <"$t/deps"
 	done
-	cp "$root/boot/vmlinuz-$ver" "$t/out/vmlinuz"
-	echo "$pkg" >"$t/out/package"
-	touch "$t/out/ready"
-	mkdir -p "$workdir/kernels"
-	rm -rf "$kdir"
-	mv "$t/out" "$kdir"
+	cp "$root/boot/vmlinuz-$ver" "$t/out/vmlinuz" &&
+		echo "$pkg" >"$t/out/package" &&
+		touch "$t/out/ready" &&
+		rm -rf "$kdir" &&
+		mv "$t/out" "$kdir" || return 1
 	rm -rf "$t"
 }
 
@@ -312,9 +314,10 @@ poweroff -f
 EOF
 }
 
-# Builds (or reuses) the initrd for kernel dir $1; prints its path.
+# Builds (or reuses) the initrd for kernel dir $1 and sets $initrd. Called
+# as a condition too: every step checks for itself.
 prepare_initrd() {
-	local kdir=$1 t key initrd f
+	local kdir=$1 t key
 	key=$({
 		guest_init
 		cat "$kdir/modules/order"
@@ -322,23 +325,24 @@ prepare_initrd() {
 	} | sha256sum | cut -c1-16)
 	initrd=$kdir/initrd-$key.gz
 	if [ ! -s "$initrd" ]; then
-		t=$(mktemp -d "$workdir/prep.XXXXXX")
+		t=$(mktemp -d "$workdir/prep.XXXXXX") || return 1
 		tmp_paths+=("$t")
-		mkdir -p "$t/root/bin" "$t/root/modules"
-		(cd "$t/root" && mkdir -p proc sys dev tmp newroot run9 hosttmp)
-		cp "$busybox" "$t/root/bin/busybox"
-		cp "$kdir/modules/"* "$t/root/modules/"
-		guest_init >"$t/root/init"
-		chmod 755 "$t/root/init" "$t/root/bin/busybox"
+		(cd "$t" && mkdir -p root/bin root/modules &&
+			cd root && mkdir -p proc sys dev tmp newroot run9 hosttmp) &&
+			cp "$busybox" "$t/root/bin/busybox" &&
+			cp "$kdir/modules/"* "$t/root/modules/" &&
+			guest_init >"$t/root/init" &&
+			chmod 755 "$t/root/init" "$t/root/bin/busybox" || return 1
 		# /dev/console comes from the kernel's built-in initramfs, so no
 		# device node (and no root) is needed here.
 		(cd "$t/root" && find . -print | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
-			gzip -6 >"$t/initrd.gz"
-		for f in "$kdir"/initrd-*.gz; do [ -e "$f" ] && rm -f -- "$f"; done
-		mv "$t/initrd.gz" "$initrd"
+			gzip -6 >"$t/initrd.gz" || return 1
+		mv "$t/initrd.gz" "$initrd" || return 1
 		rm -rf "$t"
 	fi
-	printf '%s\n' "$initrd"
+	# Initrds of other script versions, once no run can still be using them.
+	find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mmin +1440 \
+		-exec rm -f {} + 2>/dev/null || true
 }
 
 mkdir -p "$workdir/kernels" "$workdir/runs"
@@ -359,7 +363,7 @@ else
 	[ -n "$ver" ] || skip "apt-cache cannot resolve linux-image-amd64 (run apt-get update; needs Debian amd64 archives)"
 fi
 kdir=$workdir/kernels/$ver
-initrd=$(prepare_initrd "$kdir") || die "could not build the initrd"
+prepare_initrd "$kdir" || die "could not build the initrd"
 flock -u 9
 exec 9>&-
 
@@ -425,7 +429,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-machine "q35$accel" -cpu max -smp "$smp" -m "$mem" \
 	-nodefaults -display none -serial stdio -monitor none -no-reboot \
 	-kernel "$kdir/vmlinuz" -initrd "$(esc "$initrd")" \
-	-append "console=ttyS0 quiet panic=-1" \
+	-append "console=ttyS0 quiet panic=-1 ${SPARDL_VM_APPEND:-}" \
 	-nic none \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=$secmodel,id=hostroot,multidevs=remap" \
 	-virtfs "local,path=$(esc "$run"),mount_tag=spardlrun,security_model=$secmodel,id=spardlrun" \

@@ -449,7 +449,8 @@ int spardl_verbs_describe(FILE *f, int family)
 
 	list = ibv_get_device_list(&n);
 	if (!list)
-		return spardl_error(-errno, "verbs: ibv_get_device_list failed: %s", strerror(errno));
+		return spardl_error(-errno, "verbs: ibv_get_device_list failed: %s%s", strerror(errno),
+				    errno == ENOSYS ? " (this kernel has no RDMA support: no ib_uverbs)" : "");
 	if (n == 0)
 		fprintf(f, "no RDMA devices\n");
 	for (i = 0; i < n; i++) {

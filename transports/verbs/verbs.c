@@ -105,6 +105,14 @@ static struct verbs_tp *vtp(struct spardl_tp *tp)
 	return (struct verbs_tp *)tp;
 }
 
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -167,7 +175,7 @@ static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl
 	if (!ret)
 		ret = spardl_env_long("SPARDL_VERBS_RETRY_CNT", 7, 0, 7, &tp->retry_cnt);
 	if (!ret)
-		ret = spardl_env_long("SPARDL_VERBS_SPIN", 20, 0, 1000000, &tp->spin_us);
+		ret = spardl_env_long("SPARDL_VERBS_SPIN", 100, 0, 100000000, &tp->spin_us);
 	if (!ret)
 		ret = spardl_verbs_choose(bootstrap_family(), &tp->ch);
 	if (ret)
@@ -197,7 +205,7 @@ static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl
 	tp->base.rank = spardl_bootstrap_rank(bs);
 	tp->base.size = spardl_bootstrap_size(bs);
 	tp->base.timeout_ms = timeout_ms;
-	SPARDL_INFO("verbs: %s port %d, %s, address %s, MTU %d: %s", tp->ch.dev, tp->ch.port,
+	spardl_log(tp->base.rank == 0 ? SPARDL_LOG_INFO : SPARDL_LOG_DEBUG, "verbs: %s port %d, %s, address %s, MTU %d: %s", tp->ch.dev, tp->ch.port,
 		    tp->ch.link_layer == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand",
 		    addr_str(&tp->ch.addr, a, sizeof(a)), tp->ch.mtu, tp->ch.why);
 	*tp_out = &tp->base;
@@ -879,20 +887,20 @@ static int verbs_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int
 	struct verbs_ep *ep = vep(base);
 	struct verbs_tp *tp = vtp(base->tp);
 	uint64_t start = now_ms(), spin_until;
-	struct timespec t0, t1;
 	int n;
 
 	n = take_stash(ep, ev, max);
 	if (n)
 		return n;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	spin_until = (uint64_t)t0.tv_sec * 1000000 + (uint64_t)t0.tv_nsec / 1000 + (uint64_t)tp->spin_us;
+	spin_until = now_us() + (uint64_t)tp->spin_us;
 	for (;;) {
 		n = reap(ep, ev, max);
 		if (n)
 			return n;
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		if ((uint64_t)t1.tv_sec * 1000000 + (uint64_t)t1.tv_nsec / 1000 >= spin_until)
+		n = take_stash(ep, ev, max);
+		if (n)
+			return n;
+		if (now_us() >= spin_until)
 			break;
 	}
 	for (;;) {
@@ -907,6 +915,9 @@ static int verbs_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int
 			return 0;
 		n = wait_events(ep, (int)(left < SLICE_MS ? left : SLICE_MS));
 		if (n < 0)
+			return n;
+		n = take_stash(ep, ev, max);
+		if (n)
 			return n;
 	}
 }
@@ -993,7 +1004,7 @@ static int verbs_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr 
 static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 {
 	struct verbs_ep *ep = vep(base);
-	uint64_t start = now_ms();
+	uint64_t start = now_ms(), spin_until;
 	int i, ret, busy;
 
 	for (i = 0; i < ep->nqp; i++) {
@@ -1009,6 +1020,7 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 				return ret;
 		}
 	}
+	spin_until = now_us() + (uint64_t)vtp(base->tp)->spin_us;
 	for (;;) {
 		busy = 0;
 		for (i = 0; i < ep->nqp; i++)
@@ -1020,7 +1032,10 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 			return ret;
 		if ((int64_t)(now_ms() - start) > timeout_ms)
 			return spardl_error_quiet(-ETIMEDOUT, "verbs: writes did not complete within %d ms", timeout_ms);
-		ret = wait_events(ep, 1);
+		/* Spin first: completions come within a round trip. */
+		if (now_us() < spin_until)
+			continue;
+		ret = wait_events(ep, SLICE_MS);
 		if (ret)
 			return ret;
 	}
