@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing spardl needs on Debian 12 (run as root or with sudo).
+# Installs what building and testing spardl needs on Debian 12 (run as root or with sudo):
+# the compilers and libraries, Open MPI for the mpirun suite, qemu and SoftRoCE tools for the verbs suite.
 set -euo pipefail
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -8,5 +9,6 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends \
 	build-essential meson ninja-build pkg-config python3 \
 	check libhwloc-dev libibverbs-dev librdmacm-dev rdma-core ibverbs-providers \
-	openmpi-bin libopenmpi-dev >/dev/null
+	openmpi-bin libopenmpi-dev valgrind \
+	qemu-system-x86 busybox-static kmod cpio iproute2 ibverbs-utils rdmacm-utils perftest >/dev/null
 echo "install-deps: done"
