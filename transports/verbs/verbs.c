@@ -39,6 +39,7 @@ struct verbs_tp {
 	struct ibv_device_attr da;
 	long qp_timeout, retry_cnt, spin_us;
 	uint64_t job_hash;
+	uint64_t ep_count; /* endpoints made: the same sequence on every rank */
 };
 
 struct verbs_mr {
@@ -97,8 +98,6 @@ struct verbs_ep {
 	int nstash, stash_cap;
 	int failed;
 };
-
-static uint64_t ep_counter;
 
 static struct verbs_tp *vtp(struct spardl_tp *tp)
 {
@@ -569,7 +568,7 @@ static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers,
 		return -ENOMEM;
 	ep->base.tp = base;
 	/* Plans are created collectively in the same order on every rank. */
-	ep->seq = ++ep_counter;
+	ep->seq = ++tp->ep_count;
 	ep->nqp = npeers;
 	ep->qps = calloc((size_t)(npeers ? npeers : 1), sizeof(*ep->qps));
 	ep->qp_of = malloc((size_t)base->size * sizeof(int));
