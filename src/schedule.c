@@ -274,6 +274,38 @@ static void finish(struct builder *b, const uint32_t *regs, uint32_t n, uint64_t
 	begin(b, mkop(SPARDL_OP_OUTPUT, 0, 0));
 }
 
+/*
+ * One round of a pairwise exchange with re-selection (R-SAG, gTopk): send
+ * list cur to partner, receive its list (block id `block`), keep topk(m) of
+ * the sum; dropped values go back to acc in shares 2^-(round+1). Returns the
+ * register of the kept list.
+ */
+static uint32_t pairwise_round(struct builder *b, int phase, int round, int partner, uint32_t cur,
+			       uint32_t block, uint64_t m)
+{
+	struct spardl_sched *s = b->s;
+	uint64_t blk = spardl_wire_bytes(m);
+	uint32_t ss = sslot(b, SPARDL_REG_SEND, 0, 0, blk), pair[2];
+	struct spardl_op op = mkop(SPARDL_OP_SEND_LISTS, phase, round);
+
+	op.slot = ss;
+	op.rl0 = reglist(b, &cur, 1);
+	op.nrl = 1;
+	begin(b, op);
+	write_to(b, partner, phase, round, 0, ss);
+	op = mkop(SPARDL_OP_RECV_LISTS, phase, round);
+	op.r0 = s->nregs++;
+	op.nrl = 1;
+	op.b0 = block;
+	begin(b, op);
+	if (step(b))
+		step(b)->op.slot = wait_slot(b, partner, phase, round, 0, blk);
+	pair[0] = cur;
+	pair[1] = op.r0;
+	/* List buffers 1 and 2 alternate; buffer 0 holds the first selection. */
+	return reduce(b, phase, round, pair, 2, m, 1 + (uint32_t)(round & 1), (uint32_t)round + 1, m);
+}
+
 static void compile_spardl(struct builder *b)
 {
 	struct spardl_sched *s = b->s;
@@ -338,28 +370,8 @@ static void compile_spardl(struct builder *b)
 		int rounds = ilog2_ceil(d), sidx;
 		uint32_t cur = held[0];
 
-		for (sidx = 0; sidx < rounds; sidx++) {
-			int partner = grank(s, t ^ (1 << sidx), r);
-			uint32_t ss = sslot(b, SPARDL_REG_SEND, 0, 0, blk), pair[2];
-			struct spardl_op op = mkop(SPARDL_OP_SEND_LISTS, SPARDL_PH_SAG, sidx);
-
-			op.slot = ss;
-			op.rl0 = reglist(b, &cur, 1);
-			op.nrl = 1;
-			begin(b, op);
-			write_to(b, partner, SPARDL_PH_SAG, sidx, 0, ss);
-			op = mkop(SPARDL_OP_RECV_LISTS, SPARDL_PH_SAG, sidx);
-			op.r0 = s->nregs++;
-			op.nrl = 1;
-			op.b0 = (uint32_t)r;
-			begin(b, op);
-			if (step(b))
-				step(b)->op.slot = wait_slot(b, partner, SPARDL_PH_SAG, sidx, 0, blk);
-			pair[0] = cur;
-			pair[1] = op.r0;
-			cur = reduce(b, SPARDL_PH_SAG, sidx, pair, 2, kb, 1 + (uint32_t)(sidx & 1),
-				     (uint32_t)sidx + 1, kb);
-		}
+		for (sidx = 0; sidx < rounds; sidx++)
+			cur = pairwise_round(b, SPARDL_PH_SAG, sidx, grank(s, t ^ (1 << sidx), r), cur, (uint32_t)r, kb);
 		fin = cur;
 	}
 	/* All-gather of the final lists inside the team. */
@@ -406,32 +418,12 @@ static void compile_gtopk(struct builder *b)
 {
 	struct spardl_sched *s = b->s;
 	int P = s->p.size, w = s->p.rank, rounds = ilog2_ceil(P), i;
-	uint64_t blk = spardl_wire_bytes(s->kb);
 	uint32_t cur;
 
 	s->buf_pairs = s->kb;
 	cur = select_to_reg(b, 0, s->kb, 0);
-	for (i = 0; i < rounds; i++) {
-		int partner = w ^ (1 << i);
-		uint32_t ss = sslot(b, SPARDL_REG_SEND, 0, 0, blk), pair[2];
-		struct spardl_op op = mkop(SPARDL_OP_SEND_LISTS, SPARDL_PH_MERGE, i);
-
-		op.slot = ss;
-		op.rl0 = reglist(b, &cur, 1);
-		op.nrl = 1;
-		begin(b, op);
-		write_to(b, partner, SPARDL_PH_MERGE, i, 0, ss);
-		op = mkop(SPARDL_OP_RECV_LISTS, SPARDL_PH_MERGE, i);
-		op.r0 = s->nregs++;
-		op.nrl = 1;
-		begin(b, op);
-		if (step(b))
-			step(b)->op.slot = wait_slot(b, partner, SPARDL_PH_MERGE, i, 0, blk);
-		pair[0] = cur;
-		pair[1] = op.r0;
-		cur = reduce(b, SPARDL_PH_MERGE, i, pair, 2, s->kb, 1 + (uint32_t)(i & 1),
-			     (uint32_t)i + 1, s->kb);
-	}
+	for (i = 0; i < rounds; i++)
+		cur = pairwise_round(b, SPARDL_PH_MERGE, i, w ^ (1 << i), cur, 0, s->kb);
 	finish(b, &cur, 1, s->kb);
 }
 

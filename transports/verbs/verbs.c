@@ -24,6 +24,8 @@
 #define RKEY_MAGIC 0x7672626bu /* "vrbk" */
 #define CONN_MAGIC 0x7370646cu /* "spdl" */
 #define CQ_BATCH 32
+/* Receives are re-posted in batches of this many, off the critical path. */
+#define REPOST_BATCH 16
 #define SLICE_MS 100
 #define HUGE_THRESHOLD (4u << 20)
 /* Work request ids: receives carry their QP index; writes set SEND_BIT,
@@ -77,6 +79,7 @@ struct vqp {
 	struct rdma_cm_id *id;
 	struct ibv_qp *qp;
 	uint64_t posted, completed, last_signaled;
+	int owed; /* receives consumed and not yet re-posted */
 	unsigned since_signal;
 	uint64_t last_raddr;
 	uint32_t last_rkey;
@@ -572,7 +575,9 @@ static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers,
 	ep->nqp = npeers;
 	ep->qps = calloc((size_t)(npeers ? npeers : 1), sizeof(*ep->qps));
 	ep->qp_of = malloc((size_t)base->size * sizeof(int));
-	ep->rq_depth = (int)(max_notify + 8 < (uint32_t)tp->da.max_qp_wr ? max_notify + 8 : (uint32_t)tp->da.max_qp_wr);
+	ep->rq_depth = (int)(max_notify + 8 + REPOST_BATCH < (uint32_t)tp->da.max_qp_wr ?
+				     max_notify + 8 + REPOST_BATCH :
+				     (uint32_t)tp->da.max_qp_wr);
 	ep->sq_depth = tp->da.max_qp_wr < 256 ? tp->da.max_qp_wr : 256;
 	ep->max_inline = 64;
 	ep->stash_cap = (int)max_notify + CQ_BATCH + 8;
@@ -786,9 +791,12 @@ static int reap(struct verbs_ep *ep, struct spardl_tp_event *ev, int max)
 			struct spardl_tp_event e = { .type = SPARDL_TP_EV_NOTIFY, .peer = q->peer,
 						     .imm = ntohl(wc[i].imm_data), .len = wc[i].byte_len };
 
-			ret = post_recvs(ep, q, 1);
-			if (ret)
-				return ret;
+			if (++q->owed >= REPOST_BATCH) {
+				ret = post_recvs(ep, q, q->owed);
+				if (ret)
+					return ret;
+				q->owed = 0;
+			}
 			if (got < max) {
 				ev[got++] = e;
 			} else {
@@ -886,16 +894,21 @@ static int verbs_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int
 	struct verbs_ep *ep = vep(base);
 	struct verbs_tp *tp = vtp(base->tp);
 	uint64_t start = now_ms(), spin_until;
+	unsigned spins;
 	int n;
 
 	n = take_stash(ep, ev, max);
 	if (n)
 		return n;
 	spin_until = now_us() + (uint64_t)tp->spin_us;
-	for (;;) {
+	for (spins = 1;; spins++) {
 		n = reap(ep, ev, max);
 		if (n)
 			return n;
+		/* The clock and the stash (filled only by reap or side
+		 * events) are looked at now and then, not every spin. */
+		if (spins % 64)
+			continue;
 		n = take_stash(ep, ev, max);
 		if (n)
 			return n;
