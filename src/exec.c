@@ -647,11 +647,18 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 			ret = wait_slot(&c, s->waits[st->wait0 + j]);
 		if (!ret)
 			ret = run_op(&c, &st->op);
-		if (!ret)
+		if (!ret && st->nwrite) {
+			double tp = now_s();
+
 			ret = post_writes(&c, st);
+			plan->stats.post += now_s() - tp;
+		}
 	}
 	if (!ret) {
+		double tq = now_s();
+
 		ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+		plan->stats.post += now_s() - tq;
 		if (ret)
 			spardl_error_wrap(ret, "rank %d: completing the writes of call %llu", s->p.rank,
 					  (unsigned long long)plan->calls);

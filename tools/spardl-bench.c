@@ -318,11 +318,11 @@ static int mode_allreduce(const struct opts *o)
 			const struct spardl_plan_stats *st = &res[i].st;
 			double c = st->calls ? (double)st->calls : 1;
 
-			printf("%s{\"algo\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"speedup_vs_dense\": %.3f, \"check\": \"%s\", \"rank0_split_ms\": {\"accumulate\": %.3f, \"select\": %.3f, \"reduce\": %.3f, \"wait\": %.3f, \"output\": %.3f}}",
+			printf("%s{\"algo\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"speedup_vs_dense\": %.3f, \"check\": \"%s\", \"rank0_split_ms\": {\"accumulate\": %.3f, \"select\": %.3f, \"reduce\": %.3f, \"post\": %.3f, \"wait\": %.3f, \"output\": %.3f}}",
 			       i ? ", " : "", res[i].algo, res[i].med, res[i].min, res[i].max,
 			       res[i].med > 0 ? dense_med / res[i].med : 0, res[i].check,
 			       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3,
-			       st->wait / c * 1e3, st->output / c * 1e3);
+			       st->post / c * 1e3, st->wait / c * 1e3, st->output / c * 1e3);
 		}
 		printf("]}\n");
 		goto out;
@@ -331,16 +331,16 @@ static int mode_allreduce(const struct opts *o)
 	       size, spardl_comm_transport(comm), o->count, o->density, o->teams, o->iters, o->warmup,
 	       tunables());
 	printf("# time per call = slowest rank; split = rank 0's time per call in each part\n");
-	printf("%-8s %10s %10s %10s %9s | %8s %8s %8s %8s %8s %6s | %s\n", "algo", "median_ms", "min_ms", "max_ms",
-	       "vs_dense", "accum", "select", "reduce", "wait", "output", "scans", "check");
+	printf("%-8s %10s %10s %10s %9s | %8s %8s %8s %8s %8s %8s %6s | %s\n", "algo", "median_ms", "min_ms",
+	       "max_ms", "vs_dense", "accum", "select", "reduce", "post", "wait", "output", "scans", "check");
 	for (i = 0; i < nres; i++) {
 		const struct spardl_plan_stats *st = &res[i].st;
 		double c = st->calls ? (double)st->calls : 1;
 
-		printf("%-8s %10.3f %10.3f %10.3f %8.2fx | %8.3f %8.3f %8.3f %8.3f %8.3f %6.2f | %s\n", res[i].algo,
-		       res[i].med, res[i].min, res[i].max, res[i].med > 0 ? dense_med / res[i].med : 0,
-		       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->wait / c * 1e3,
-		       st->output / c * 1e3, (double)st->scans / c, res[i].check);
+		printf("%-8s %10.3f %10.3f %10.3f %8.2fx | %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %6.2f | %s\n",
+		       res[i].algo, res[i].med, res[i].min, res[i].max, res[i].med > 0 ? dense_med / res[i].med : 0,
+		       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
+		       st->wait / c * 1e3, st->output / c * 1e3, (double)st->scans / c, res[i].check);
 	}
 out:
 	if (ret)

@@ -209,6 +209,7 @@ struct spardl_plan_stats {
 	double select;    /* top-k selection and packing */
 	double reduce;    /* scatter-add, union, merge of received data */
 	double wait;      /* waiting for peers' writes (communication) */
+	double post;      /* posting writes and waiting for their local completion */
 	double output;    /* writing the result and the residual */
 	uint64_t scans;   /* selections that had to rescan their block */
 };

@@ -893,28 +893,34 @@ static int verbs_poll(struct spardl_tp_ep *base, struct spardl_tp_event *ev, int
 {
 	struct verbs_ep *ep = vep(base);
 	struct verbs_tp *tp = vtp(base->tp);
-	uint64_t start = now_ms(), spin_until;
+	uint64_t start = 0, spin_until = 0;
 	unsigned spins;
 	int n;
 
 	n = take_stash(ep, ev, max);
 	if (n)
 		return n;
-	spin_until = now_us() + (uint64_t)tp->spin_us;
+	/* The clock is read only after a first round of spins: a notification
+	 * usually comes sooner, and reading the clock is not free everywhere
+	 * (a syscall on VMs without a usable TSC). */
 	for (spins = 1;; spins++) {
 		n = reap(ep, ev, max);
 		if (n)
 			return n;
-		/* The clock and the stash (filled only by reap or side
-		 * events) are looked at now and then, not every spin. */
 		if (spins % 64)
 			continue;
 		n = take_stash(ep, ev, max);
 		if (n)
 			return n;
-		if (now_us() >= spin_until)
+		if (!start) {
+			start = now_ms();
+			spin_until = now_us() + (uint64_t)tp->spin_us;
+		} else if (now_us() >= spin_until) {
 			break;
+		}
 	}
+	if (!start)
+		start = now_ms();
 	for (;;) {
 		int64_t left = (int64_t)timeout_ms - (int64_t)(now_ms() - start);
 
@@ -1017,6 +1023,7 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 {
 	struct verbs_ep *ep = vep(base);
 	uint64_t start = now_ms(), spin_until;
+	unsigned spins;
 	int i, ret, busy;
 
 	for (i = 0; i < ep->nqp; i++) {
@@ -1032,8 +1039,8 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 				return ret;
 		}
 	}
-	spin_until = now_us() + (uint64_t)vtp(base->tp)->spin_us;
-	for (;;) {
+	spin_until = 0;
+	for (spins = 1;; spins++) {
 		busy = 0;
 		for (i = 0; i < ep->nqp; i++)
 			busy |= ep->qps[i].completed < ep->qps[i].posted;
@@ -1042,9 +1049,14 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 		ret = reap(ep, ep->stash + ep->nstash, 0);
 		if (ret < 0)
 			return ret;
+		/* Spin first: completions come within a round trip. The clock
+		 * is looked at only every 64 spins. */
+		if (spins % 64)
+			continue;
+		if (!spin_until)
+			spin_until = now_us() + (uint64_t)vtp(base->tp)->spin_us;
 		if ((int64_t)(now_ms() - start) > timeout_ms)
 			return spardl_error_quiet(-ETIMEDOUT, "verbs: writes did not complete within %d ms", timeout_ms);
-		/* Spin first: completions come within a round trip. */
 		if (now_us() < spin_until)
 			continue;
 		ret = wait_events(ep, SLICE_MS);
