@@ -529,25 +529,26 @@ static void verbs_ep_destroy(struct spardl_tp_ep *base)
 	for (i = 0; ep->qps && i < ep->nqp; i++) {
 		struct vqp *q = &ep->qps[i];
 
-		if (q->connected)
-			rdma_disconnect(q->id);
+		/* Teardown goes on whatever fails; failures are logged. */
+		if (q->connected && rdma_disconnect(q->id) && errno != EINVAL)
+			SPARDL_DEBUG("verbs: rdma_disconnect from rank %d: %s", q->peer, strerror(errno));
 		if (q->qp)
 			rdma_destroy_qp(q->id);
-		if (q->id)
-			rdma_destroy_id(q->id);
+		if (q->id && rdma_destroy_id(q->id))
+			SPARDL_WARN("verbs: rdma_destroy_id for rank %d failed: %s", q->peer, strerror(errno));
 	}
-	if (ep->listen)
-		rdma_destroy_id(ep->listen);
+	if (ep->listen && rdma_destroy_id(ep->listen))
+		SPARDL_WARN("verbs: rdma_destroy_id of the listener failed: %s", strerror(errno));
 	if (ep->cq) {
 		if (ep->unacked)
 			ibv_ack_cq_events(ep->cq, ep->unacked);
 		if (ibv_destroy_cq(ep->cq))
 			SPARDL_WARN("verbs: ibv_destroy_cq failed: %s", strerror(errno));
 	}
-	if (ep->cch)
-		ibv_destroy_comp_channel(ep->cch);
+	if (ep->cch && ibv_destroy_comp_channel(ep->cch))
+		SPARDL_WARN("verbs: ibv_destroy_comp_channel failed: %s", strerror(errno));
 	if (ep->ech)
-		rdma_destroy_event_channel(ep->ech);
+		rdma_destroy_event_channel(ep->ech); /* returns nothing to check */
 	free(ep->qps);
 	free(ep->qp_of);
 	free(ep->stash);
@@ -675,7 +676,8 @@ static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers,
 			struct rdma_cm_id *id = ev->id;
 
 			ret = setup_event(ep, ev, all);
-			rdma_ack_cm_event(ev);
+			if (rdma_ack_cm_event(ev))
+				SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
 			if (ret == 1) {
 				rdma_destroy_id(id);
 				ret = 0;
@@ -838,7 +840,8 @@ static int side_events(struct verbs_ep *ep)
 		struct vqp *q = cev->id->context;
 		enum rdma_cm_event_type t = cev->event;
 
-		rdma_ack_cm_event(cev);
+		if (rdma_ack_cm_event(cev))
+			SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
 		SPARDL_DEBUG("verbs: rdma_cm %s from rank %d", rdma_event_str(t), q ? q->peer : -1);
 		if (q && (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL)) {
 			ret = peer_gone(ep, q);
