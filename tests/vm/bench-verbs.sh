@@ -3,11 +3,16 @@
 # ib_write_bw/ib_write_lat, rounds interleaved in one boot, medians; then SparDL vs dense over verbs.
 #
 #   tests/vm/softroce-vm.sh --timeout 1500 -- tests/vm/bench-verbs.sh BUILD_DIR [ROUNDS]
+#   tests/vm/softroce-vm.sh --timeout 900 -- tests/vm/bench-verbs.sh BUILD_DIR ROUNDS lat
+#
+# With "lat", only latency: ROUNDS interleaved pairs of ib_write_lat and
+# spardl-verbs lat, 2000 iterations each, nothing else running in between.
 #
 # perftest reports MB/s in units of 2^20 bytes, as spardl-verbs does (MiB/s).
 set -eu
-build=${1:?usage: bench-verbs.sh BUILD_DIR [ROUNDS]}
+build=${1:?usage: bench-verbs.sh BUILD_DIR [ROUNDS] [lat]}
 rounds=${2:-5}
+only=${3:-all}
 here=$(cd "$(dirname "$0")" && pwd)
 sizes="65536 262144 1048576 4194304"
 bytes=33554432
@@ -16,6 +21,28 @@ trap 'rm -rf "$tmp"' EXIT
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 json_num() { tr ',{}' '\n\n\n' | awk -F': ' -v k="\"$1\"" '$1 ~ k { print $2; exit }'; }
+
+if [ "$only" = lat ]; then
+	r=1
+	while [ "$r" -le "$rounds" ]; do
+		port=$((19000 + r))
+		ib_write_lat -R -d rxe0 -p "$port" -F -s 8 -n 2000 >/dev/null 2>&1 &
+		sleep 0.5
+		ib_write_lat -R -d rxe0 -p "$port" -F -s 8 -n 2000 192.0.2.1 2>&1 | awk '$1 == 8 { print $5 }' >>"$tmp/ib_lat"
+		wait
+		"$build/tools/spardl-run" -n 2 --no-prefix "$build/tools/spardl-verbs" lat -s 8 -n 2000 --json >"$tmp/sl" 2>&1 || true
+		json_num t_typical_us <"$tmp/sl" >>"$tmp/sp_lat"
+		r=$((r + 1))
+	done
+	echo "# latency, 8 B, typical: $rounds interleaved pairs of 2000 iterations in one boot"
+	echo "ib_write_lat: $(tr '\n' ' ' <"$tmp/ib_lat")"
+	echo "spardl-verbs: $(tr '\n' ' ' <"$tmp/sp_lat")"
+	a=$(median <"$tmp/ib_lat")
+	b=$(median <"$tmp/sp_lat")
+	printf 'medians: ib_write_lat %s us, spardl-verbs lat %s us, ratio %.2f\n' "$a" "$b" \
+		"$(echo "$b $a" | awk '{ print ($2 > 0) ? $1 / $2 : 0 }')"
+	exit 0
+fi
 
 r=1
 while [ "$r" -le "$rounds" ]; do
