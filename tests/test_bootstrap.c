@@ -1,6 +1,8 @@
 /* Tests of the bootstrap: rendezvous, allgather and failure reports between forked ranks. */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "unit.h"
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -729,14 +731,5 @@ static Suite *bootstrap_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(bootstrap_suite());
-	int failed;
-
-	/* Expected failures would flood stderr; SPARDL_DEBUG=warn shows them. */
-	setenv("SPARDL_DEBUG", "none", 0);
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_unit_suite(bootstrap_suite());
 }

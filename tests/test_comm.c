@@ -1,6 +1,8 @@
 /* Tests of spardl_comm_create()'s environment handling and of single-process plans: every error path returns a clear message quickly. */
 #define _GNU_SOURCE
 #include <check.h>
+
+#include "unit.h"
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -872,14 +874,5 @@ static Suite *comm_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(comm_suite());
-	int failed;
-
-	/* Expected failures would flood stderr; SPARDL_DEBUG=warn shows them. */
-	setenv("SPARDL_DEBUG", "none", 0);
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_unit_suite(comm_suite());
 }

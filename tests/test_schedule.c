@@ -1,5 +1,7 @@
 /* Tests of the compiled schedules (SPEC sections 4 and 6): linking, SRS rounds, peers, sizes. */
 #include <check.h>
+
+#include "unit.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -842,14 +844,5 @@ static Suite *schedule_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(schedule_suite());
-	int failed;
-
-	/* Expected failures (link mismatches) would log warnings. */
-	setenv("SPARDL_DEBUG", "none", 0);
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_unit_suite(schedule_suite());
 }

@@ -1,5 +1,7 @@
 /* Tests of the top-k selection (SPEC section 3) against a naive sort-based reference. */
 #include <check.h>
+
+#include "unit.h"
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -853,12 +855,5 @@ static Suite *topk_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(topk_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_unit_suite(topk_suite());
 }

@@ -1,5 +1,7 @@
 /* Tests of the wire layout of sparse blocks and of the k-way list merge. */
 #include <check.h>
+
+#include "unit.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -597,12 +599,5 @@ static Suite *wire_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(wire_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_unit_suite(wire_suite());
 }
