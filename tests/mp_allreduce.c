@@ -9,6 +9,8 @@
 
 #include <spardl/spardl.h>
 
+#include "mp_common.h"
+
 #include "reference.h"
 
 static int rank, size;
@@ -21,16 +23,6 @@ static int failures, checks;
 		fputc('\n', stderr);                                \
 		failures++;                                         \
 	} while (0)
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
 
 /* Integer-valued data in [-50, 50], about a third zeros: every sum is exact,
  * so results must match the reference bit for bit. */
@@ -225,11 +217,6 @@ out:
 	free(dense_out);
 	free(sidx);
 	free(sval);
-}
-
-static int is_pow2(int x)
-{
-	return x > 0 && !(x & (x - 1));
 }
 
 int main(int argc, char **argv)

@@ -12,6 +12,8 @@
 
 #include <spardl/spardl.h>
 
+#include "mp_common.h"
+
 /* Seconds; set before the communicator exists, so every wait is bounded. */
 #define TIMEOUT_S 3
 /* What any single case may take: one timeout each way plus slack. */
@@ -46,21 +48,6 @@ static void result(const char *tag, int ok, const char *fmt, ...)
 		printf("rank %d: FAIL %s: %s\n", rank, tag, why);
 	}
 	fflush(stdout);
-}
-
-static int is_pow2(int x)
-{
-	return x > 0 && !(x & (x - 1));
-}
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
 }
 
 /* Integer values in [-50, 50]: every sum over ranks is exact in float. */

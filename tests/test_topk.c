@@ -109,40 +109,7 @@ static uint32_t ref_key(float v)
 	return u & 0x7fffffffu;
 }
 
-static uint32_t bits(float v)
-{
-	uint32_t u;
-
-	memcpy(&u, &v, sizeof(u));
-	return u;
-}
-
-static float from_bits(uint32_t u)
-{
-	float v;
-
-	memcpy(&v, &u, sizeof(v));
-	return v;
-}
-
 /* ---- data generators ---- */
-
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
-{
-	rng_state = s * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e5ull;
-}
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* Uniform in [0, 1). */
 static double rng_unif(void)

@@ -11,33 +11,6 @@
 #include "lists.h"
 #include "wire.h"
 
-static uint32_t bits(float v)
-{
-	uint32_t u;
-
-	memcpy(&u, &v, sizeof(u));
-	return u;
-}
-
-static float from_bits(uint32_t u)
-{
-	float v;
-
-	memcpy(&v, &u, sizeof(v));
-	return v;
-}
-
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* ---- wire ---- */
 
 START_TEST(test_wire_bytes)
@@ -498,7 +471,7 @@ START_TEST(test_merge_random)
 	struct spardl_list l[MAXL];
 	int round;
 
-	rng_state = 12345;
+	rng_seed(12345);
 	for (round = 0; round < 400; round++) {
 		size_t nl = 1 + (size_t)(rng_next() % MAXL), i;
 		uint64_t bs = 1 + rng_next() % 700;
