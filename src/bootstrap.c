@@ -1,4 +1,5 @@
-/* Bootstrap: rank 0 listens and every other rank connects; allgathers are a star through rank 0. */
+/* SPDX-License-Identifier: MIT */
+/* Bootstrap: rank 0 listens and every other rank connects (authenticated by the job key when there is one); allgathers are a star through rank 0. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -17,37 +19,33 @@
 #include <unistd.h>
 
 #include "bootstrap.h"
+#include "bootstrap_msg.h"
 #include "log.h"
 
-#define BS_MAGIC 0x53504442u /* "SPDB" */
-#define BS_VERSION 1u
-#define HELLO_LEN 32
-#define HDR_LEN 24
-#define TEXT_MAX 1000
+#define HDR_LEN SPARDL_BS_HDR_LEN
+#define HELLO_LEN SPARDL_BS_HELLO_LEN
+#define TEXT_MAX SPARDL_BS_TEXT_MAX
 #define MAX_LISTED 16
+/* Connections that have not yet proved they belong to the job: at most
+ * this many are held at once (the oldest is dropped for a new one), and
+ * each gets HANDSHAKE_MS to finish its hello and response. */
+#define MAX_PENDING 64
+#define HANDSHAKE_MS 5000
+/* Refusals logged per rendezvous before the rest are only counted. */
+#define MAX_REFUSALS_LOGGED 10
+/* Text of a failed rank's report in spardl_bootstrap_exchange(). */
+#define STATUS_TEXT 512
 
-enum msg_type {
-	MSG_HELLO = 1,
-	MSG_OK = 2,      /* rendezvous complete */
-	MSG_REFUSED = 3, /* hello carried another job's key */
-	MSG_ERROR = 4,   /* code + text: the exchange failed on rank 0 */
-	MSG_DATA = 5,    /* a rank's allgather contribution */
-	MSG_RESULT = 6,  /* the gathered size * len bytes */
-};
-
-struct msg {
-	uint32_t type;
-	uint32_t seq;
-	uint32_t code;
-	uint64_t len;
-};
+/* Labels of the two proofs: distinct, so one cannot be reflected as the other. */
+static const char label_server[] = "spardl bootstrap v2 rank 0";
+static const char label_client[] = "spardl bootstrap v2 rank";
 
 /* Rank 0's view of one peer during a gather. */
 struct peer_state {
 	uint8_t hdr[HDR_LEN];
 	size_t hdr_got;
 	uint64_t body_got;
-	struct msg m;
+	struct spardl_bs_hdr m;
 	int st;
 };
 
@@ -59,7 +57,11 @@ struct spardl_bootstrap {
 	int timeout_ms;
 	spardl_oob_allgather_fn oob;
 	void *oob_ctx;
-	uint64_t key_hash;
+	uint8_t *key;      /* the job's secret, or NULL */
+	size_t key_len;
+	uint8_t tag[32];   /* without a key: digest of the job identifier */
+	uid_t *uids;       /* unix sockets: admitted uids besides our own */
+	int nuids, any_uid;
 	char *address;
 	int fd;       /* ranks > 0: the connection to rank 0 */
 	int *peers;   /* rank 0: peers[r] is rank r's connection (r >= 1) */
@@ -69,6 +71,10 @@ struct spardl_bootstrap {
 	size_t *off;
 	char *todo;
 	uint32_t seq;
+	/* Rank 0 during the rendezvous: refusals so far, and whether it ran
+	 * out of file descriptors (named in a later timeout). */
+	int refusals;
+	int fd_exhausted;
 	/* A failed exchange leaves the streams out of step, so later calls
 	 * repeat its error instead of reading garbage. */
 	int failed;
@@ -114,60 +120,11 @@ static int grace_ms(int timeout_ms)
 	return g > 5000 ? 5000 : g;
 }
 
-static uint64_t hash_key(const char *key)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (key = key ? key : ""; *key; key++) {
-		h ^= (unsigned char)*key;
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-/* The wire is big-endian so that ranks on different hosts agree. */
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
 static void make_hdr(uint8_t *h, uint32_t type, uint32_t seq, uint32_t code, uint64_t len)
 {
-	put32(h, BS_MAGIC);
-	put32(h + 4, type);
-	put32(h + 8, seq);
-	put32(h + 12, code);
-	put64(h + 16, len);
-}
+	struct spardl_bs_hdr m = { .type = type, .seq = seq, .code = code, .len = len };
 
-static int parse_hdr(const uint8_t *h, struct msg *m)
-{
-	if (get32(h) != BS_MAGIC)
-		return -1;
-	m->type = get32(h + 4);
-	m->seq = get32(h + 8);
-	m->code = get32(h + 12);
-	m->len = get64(h + 16);
-	return 0;
+	spardl_bs_hdr_encode(h, &m);
 }
 
 /* poll() until deadline: > 0 ready, 0 timed out, < 0 -errno. */
@@ -539,7 +496,7 @@ static void bcast_error(struct spardl_bootstrap *bs, int err, const char *text, 
 
 	if (len > TEXT_MAX)
 		len = TEXT_MAX;
-	make_hdr(hdr, MSG_ERROR, bs->seq, (uint32_t)-err, len);
+	make_hdr(hdr, SPARDL_BS_ERROR, bs->seq, (uint32_t)-err, len);
 	for (r = 1; r < bs->size; r++)
 		bs->todo[r] = bs->peers[r] >= 0 && r != skip;
 	rc = bcast(bs, hdr, text, len, now_ms() + wait, &bad);
@@ -570,10 +527,20 @@ static int list_ranks(char *buf, size_t sz, const char *flag, int size)
 	return n;
 }
 
+/* A connection that has not joined yet. */
+enum { PEND_HELLO, PEND_RESPONSE };
+
 struct pending {
 	int fd;
+	int st;
 	size_t got;
-	uint8_t buf[HELLO_LEN];
+	int64_t deadline;
+	uint8_t hello[HELLO_LEN];
+	uint8_t resp[SPARDL_BS_RESPONSE_LEN];
+	uint8_t nonce[SPARDL_BS_NONCE]; /* rank 0's, for this connection */
+	struct spardl_bs_hello h;
+	char who[96]; /* for the log: "uid 1000 pid 4242" or "192.0.2.7:51000" */
+	int family;
 };
 
 static void send_reply(int fd, uint32_t type, int err, const char *text)
@@ -591,71 +558,175 @@ static void send_reply(int fd, uint32_t type, int err, const char *text)
 		SPARDL_DEBUG("bootstrap: could not send a reply to a connecting rank: %s", errstr(rc));
 }
 
-/* Checks a complete hello; the connection is either adopted or closed. */
-static void take_hello(struct spardl_bootstrap *bs, struct pending *p)
+/* One line per refused connection, up to a limit, so a flood of hostile
+ * clients cannot flood the log. */
+static void refusal(struct spardl_bootstrap *bs, const struct pending *p, const char *why)
 {
-	const uint8_t *h = p->buf;
-	uint32_t version = get32(h + 8), rank = get32(h + 12), size = get32(h + 16);
-	uint64_t key = get64(h + 24);
+	bs->refusals++;
+	if (bs->refusals <= MAX_REFUSALS_LOGGED)
+		SPARDL_WARN("bootstrap at %s: refused a connection from %s: %s", bs->address, p->who, why);
+	if (bs->refusals == MAX_REFUSALS_LOGGED)
+		SPARDL_WARN("bootstrap at %s: further refused connections are not logged", bs->address);
+}
+
+static void drop(struct pending *p)
+{
+	close_fd(&p->fd);
+}
+
+/* The peer proved the key (or no key is in use): it joins as its rank. */
+static void adopt(struct spardl_bootstrap *bs, struct pending *p)
+{
+	uint32_t rank = p->h.rank;
 	char text[TEXT_MAX + 1];
 
-	if (get32(h) != BS_MAGIC || get32(h + 4) != MSG_HELLO) {
-		SPARDL_DEBUG("bootstrap at %s: dropped a connection that is not a spardl bootstrap peer", bs->address);
-		goto drop;
-	}
-	if (version != BS_VERSION) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: this rank speaks bootstrap protocol %u but rank 0 speaks %u; run the same "
-			 "spardl version on every rank",
-			 bs->address, version, BS_VERSION);
-		SPARDL_WARN("%s", text);
-		send_reply(p->fd, MSG_ERROR, -EPROTO, text);
-		goto drop;
-	}
-	if (key != bs->key_hash) {
-		SPARDL_WARN("bootstrap at %s: refused rank %u of another job (different job key)", bs->address, rank);
-		send_reply(p->fd, MSG_REFUSED, -ECONNREFUSED, NULL);
-		goto drop;
-	}
-	if (size != (uint32_t)bs->size) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: rank %u passed size %u but rank 0 has size %d; start every rank with the "
-			 "same SPARDL_SIZE",
-			 bs->address, rank, size, bs->size);
-		SPARDL_WARN("%s", text);
-		send_reply(p->fd, MSG_ERROR, -SPARDL_ERR_MISMATCH, text);
-		goto drop;
-	}
-	if (rank < 1 || rank >= size) {
-		snprintf(text, sizeof(text), "bootstrap at %s: a peer connected as rank %u, which is not in 1..%d",
-			 bs->address, rank, bs->size - 1);
-		SPARDL_WARN("%s", text);
-		send_reply(p->fd, MSG_ERROR, -EINVAL, text);
-		goto drop;
-	}
 	if (bs->peers[rank] >= 0) {
 		snprintf(text, sizeof(text),
 			 "bootstrap at %s: rank %u has already joined; two processes were started with the same "
 			 "SPARDL_RANK",
 			 bs->address, rank);
 		SPARDL_WARN("%s", text);
-		send_reply(p->fd, MSG_ERROR, -EEXIST, text);
-		goto drop;
+		send_reply(p->fd, SPARDL_BS_ERROR, -EEXIST, text);
+		drop(p);
+		return;
 	}
-	SPARDL_DEBUG("bootstrap at %s: rank %u joined", bs->address, rank);
+	SPARDL_DEBUG("bootstrap at %s: rank %u joined from %s", bs->address, rank, p->who);
 	bs->peers[rank] = p->fd;
 	p->fd = -1;
-	return;
-drop:
-	close_fd(&p->fd);
 }
 
-/* Reads what a pending connection sent; a complete hello is handled. */
+/* Checks a complete hello: the connection is dropped, challenged, or adopted. */
+static void take_hello(struct spardl_bootstrap *bs, struct pending *p)
+{
+	struct spardl_bs_hello *h = &p->h;
+	uint8_t body[SPARDL_BS_CHALLENGE_LEN], hdr[HDR_LEN];
+	char text[TEXT_MAX + 1];
+	int keyed, rc;
+
+	if (spardl_bs_hello_decode(p->hello, HELLO_LEN, h)) {
+		refusal(bs, p, "it is not a spardl rank (malformed hello)");
+		drop(p);
+		return;
+	}
+	if (h->version != SPARDL_BS_VERSION) {
+		snprintf(text, sizeof(text),
+			 "bootstrap at %s: this rank speaks bootstrap protocol %u but rank 0 speaks %u; run the same "
+			 "spardl version on every rank",
+			 bs->address, h->version, SPARDL_BS_VERSION);
+		refusal(bs, p, "another bootstrap protocol version");
+		send_reply(p->fd, SPARDL_BS_ERROR, -EPROTO, text);
+		drop(p);
+		return;
+	}
+	keyed = (h->flags & SPARDL_BS_HELLO_KEYED) != 0;
+	if (keyed != (bs->key != NULL)) {
+		snprintf(text, sizeof(text),
+			 "bootstrap at %s: %s; give every rank the same job key (SPARDL_JOB_KEY or "
+			 "SPARDL_JOB_KEY_FILE), or none to any",
+			 bs->address,
+			 keyed ? "this rank holds a job key but rank 0 has none" :
+				 "rank 0 requires the job key (authenticated rendezvous) but this rank has none");
+		refusal(bs, p, keyed ? "it holds a job key and rank 0 has none" : "it holds no job key");
+		send_reply(p->fd, SPARDL_BS_REFUSED, -EACCES, text);
+		drop(p);
+		return;
+	}
+	if (!keyed && !spardl_bs_equal(h->tag, bs->tag, sizeof(bs->tag))) {
+		snprintf(text, sizeof(text),
+			 "bootstrap at %s: rank 0 belongs to another job (different job identifier); give each job "
+			 "its own SPARDL_BOOTSTRAP address, or the same SPARDL_JOB_KEY to all its ranks",
+			 bs->address);
+		refusal(bs, p, "it belongs to another job");
+		send_reply(p->fd, SPARDL_BS_REFUSED, -ECONNREFUSED, text);
+		drop(p);
+		return;
+	}
+	if (h->size != (uint32_t)bs->size) {
+		snprintf(text, sizeof(text),
+			 "bootstrap at %s: rank %u passed size %u but rank 0 has size %d; start every rank with the "
+			 "same SPARDL_SIZE",
+			 bs->address, h->rank, h->size, bs->size);
+		refusal(bs, p, "another job size");
+		send_reply(p->fd, SPARDL_BS_ERROR, -SPARDL_ERR_MISMATCH, text);
+		drop(p);
+		return;
+	}
+	if (h->rank < 1 || h->rank >= h->size) {
+		snprintf(text, sizeof(text), "bootstrap at %s: a peer connected as rank %u, which is not in 1..%d",
+			 bs->address, h->rank, bs->size - 1);
+		refusal(bs, p, "a rank out of range");
+		send_reply(p->fd, SPARDL_BS_ERROR, -EINVAL, text);
+		drop(p);
+		return;
+	}
+	if (!keyed) {
+		adopt(bs, p);
+		return;
+	}
+	/* Prove the key to the peer over its nonce, and ask it to prove the
+	 * key over ours: a recorded handshake never matches a new nonce. */
+	rc = spardl_bs_random(p->nonce, sizeof(p->nonce));
+	if (!rc)
+		rc = spardl_bs_mac(bs->key, bs->key_len, label_server, p->hello, p->nonce, body + SPARDL_BS_NONCE);
+	if (rc) {
+		SPARDL_WARN("bootstrap at %s: cannot make a challenge (%s); dropping %s", bs->address, errstr(rc),
+			    p->who);
+		drop(p);
+		return;
+	}
+	memcpy(body, p->nonce, SPARDL_BS_NONCE);
+	make_hdr(hdr, SPARDL_BS_CHALLENGE, 0, 0, sizeof(body));
+	rc = send_full(p->fd, hdr, HDR_LEN, body, sizeof(body), now_ms() + 200, 0);
+	if (rc) {
+		SPARDL_DEBUG("bootstrap at %s: could not send the challenge to %s: %s", bs->address, p->who,
+			     errstr(rc));
+		drop(p);
+		return;
+	}
+	p->st = PEND_RESPONSE;
+	p->got = 0;
+}
+
+static void take_response(struct spardl_bootstrap *bs, struct pending *p)
+{
+	uint8_t got[SPARDL_BS_MAC], want[SPARDL_BS_MAC];
+	char text[TEXT_MAX + 1];
+
+	if (spardl_bs_response_decode(p->resp, sizeof(p->resp), got)) {
+		refusal(bs, p, "malformed response to the challenge");
+		drop(p);
+		return;
+	}
+	if (spardl_bs_mac(bs->key, bs->key_len, label_client, p->hello, p->nonce, want) ||
+	    !spardl_bs_equal(got, want, sizeof(got))) {
+		snprintf(text, sizeof(text),
+			 "bootstrap at %s: rank 0 refused this rank: its proof of the job key is wrong; it belongs "
+			 "to another job, or the ranks were given different job keys",
+			 bs->address);
+		refusal(bs, p, "wrong job key or a replayed handshake");
+		send_reply(p->fd, SPARDL_BS_REFUSED, -EACCES, text);
+		drop(p);
+		return;
+	}
+	adopt(bs, p);
+}
+
+/* Reads what a pending connection sent; complete messages are handled. */
 static void read_pending(struct spardl_bootstrap *bs, struct pending *p)
 {
-	while (p->fd >= 0 && p->got < HELLO_LEN) {
-		ssize_t r = recv(p->fd, p->buf + p->got, HELLO_LEN - p->got, MSG_DONTWAIT);
+	while (p->fd >= 0) {
+		uint8_t *buf = p->st == PEND_HELLO ? p->hello : p->resp;
+		size_t want = p->st == PEND_HELLO ? HELLO_LEN : sizeof(p->resp);
+		ssize_t r;
 
+		if (p->got == want) {
+			if (p->st == PEND_HELLO)
+				take_hello(bs, p);
+			else
+				take_response(bs, p);
+			return;
+		}
+		r = recv(p->fd, buf + p->got, want - p->got, MSG_DONTWAIT);
 		if (r > 0) {
 			p->got += (size_t)r;
 			continue;
@@ -664,11 +735,8 @@ static void read_pending(struct spardl_bootstrap *bs, struct pending *p)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		close_fd(&p->fd);
-		return;
+		drop(p);
 	}
-	if (p->fd >= 0)
-		take_hello(bs, p);
 }
 
 /* A joined rank says nothing until OK, so anything readable means it left. */
@@ -684,12 +752,68 @@ static void check_joined(struct spardl_bootstrap *bs, int r)
 	close_fd(&bs->peers[r]);
 }
 
-static int accept_new(struct spardl_bootstrap *bs, int lfd, struct pending **pend, int *npend, int *cap)
+static int uid_admitted(const struct spardl_bootstrap *bs, uid_t uid)
+{
+	int i;
+
+	if (uid == getuid() || bs->any_uid)
+		return 1;
+	for (i = 0; i < bs->nuids; i++)
+		if (bs->uids[i] == uid)
+			return 1;
+	return 0;
+}
+
+/* Who is at the other end, for the log; on a unix socket also whether the
+ * kernel-reported uid may join at all. Returns 0, or -EACCES. */
+static int identify_peer(struct spardl_bootstrap *bs, int fd, struct pending *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[64] = "?", serv[16] = "?";
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
+		snprintf(p->who, sizeof(p->who), "an unknown peer (%s)", errstr(errno));
+		p->family = AF_UNSPEC;
+		return 0;
+	}
+	p->family = ss.ss_family;
+	if (ss.ss_family == AF_UNIX) {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl)) {
+			snprintf(p->who, sizeof(p->who), "a local process of unknown uid");
+			return -EACCES;
+		}
+		snprintf(p->who, sizeof(p->who), "uid %u pid %d", (unsigned)cred.uid, (int)cred.pid);
+		return uid_admitted(bs, cred.uid) ? 0 : -EACCES;
+	}
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(host, sizeof(host), "?");
+	snprintf(p->who, sizeof(p->who), ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+	return 0;
+}
+
+static int open_files_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX)
+		return -1;
+	return (int)rl.rlim_cur;
+}
+
+/* Accepts what is queued. The connections that have not joined are bounded:
+ * beyond MAX_PENDING, or when file descriptors run out, the oldest is
+ * dropped (a real rank that was dropped connects again). Returns 0, or an
+ * error when rank 0 cannot go on at all. */
+static int accept_new(struct spardl_bootstrap *bs, int lfd, struct pending *pend, int *npend, int64_t *pause_until)
 {
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), rc;
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
+		struct pending *p;
 
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -697,53 +821,84 @@ static int accept_new(struct spardl_bootstrap *bs, int lfd, struct pending **pen
 			/* The peer gave up between SYN and accept: not our problem. */
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
 				continue;
-			return spardl_error(-errno, "bootstrap at %s: accept failed: %s%s", bs->address,
-					    errstr(errno),
-					    errno == EMFILE || errno == ENFILE ? "; raise the open file limit" : "");
-		}
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl)) {
-			rc = -errno;
-			close(fd);
-			return spardl_error(rc, "bootstrap at %s: getsockname failed: %s", bs->address, errstr(rc));
-		}
-		rc = set_nodelay(fd, ss.ss_family);
-		if (rc) {
-			close(fd);
-			return spardl_error(rc, "bootstrap at %s: setting TCP_NODELAY failed: %s", bs->address,
-					    errstr(rc));
-		}
-		if (*npend == *cap) {
-			int ncap = *cap ? *cap * 2 : 16;
-			struct pending *np = realloc(*pend, (size_t)ncap * sizeof(*np));
-
-			if (!np) {
-				close(fd);
-				return spardl_error(-ENOMEM, "bootstrap at %s: out of memory for %d connections",
-						    bs->address, ncap);
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				if (!bs->fd_exhausted)
+					SPARDL_WARN("bootstrap at %s: accept failed: %s (open file limit %d) while ranks "
+						    "connect; dropping connections that have not joined; raise the limit "
+						    "(ulimit -n)",
+						    bs->address, errstr(errno), open_files_limit());
+				bs->fd_exhausted = 1;
+				if (*npend > 0) {
+					drop(&pend[0]);
+					memmove(pend, pend + 1, (size_t)(*npend - 1) * sizeof(*pend));
+					(*npend)--;
+					continue;
+				}
+				/* Nothing to free: look at the listener again a little later. */
+				*pause_until = now_ms() + 50;
+				return 0;
 			}
-			*pend = np;
-			*cap = ncap;
+			return spardl_error(-errno, "bootstrap at %s: accept failed: %s", bs->address, errstr(errno));
 		}
-		(*pend)[*npend].fd = fd;
-		(*pend)[*npend].got = 0;
+		if (*npend == MAX_PENDING) {
+			bs->refusals++;
+			if (bs->refusals <= MAX_REFUSALS_LOGGED)
+				SPARDL_WARN("bootstrap at %s: %d connections have not joined yet; dropping the oldest (%s)",
+					    bs->address, MAX_PENDING, pend[0].who);
+			drop(&pend[0]);
+			memmove(pend, pend + 1, (size_t)(*npend - 1) * sizeof(*pend));
+			(*npend)--;
+		}
+		p = &pend[*npend];
+		memset(p, 0, sizeof(*p));
+		p->fd = fd;
+		p->st = PEND_HELLO;
+		p->deadline = now_ms() + (bs->timeout_ms < HANDSHAKE_MS ? bs->timeout_ms : HANDSHAKE_MS);
+		if (identify_peer(bs, fd, p)) {
+			char text[TEXT_MAX + 1];
+
+			snprintf(text, sizeof(text),
+				 "bootstrap at %s: rank 0 refused this process: it runs as another user; run all ranks "
+				 "as one user, or admit this uid with SPARDL_BOOTSTRAP_UIDS on rank 0",
+				 bs->address);
+			refusal(bs, p, "another user (set SPARDL_BOOTSTRAP_UIDS to admit it)");
+			send_reply(fd, SPARDL_BS_REFUSED, -EACCES, text);
+			drop(p);
+			continue;
+		}
+		rc = set_nodelay(fd, p->family);
+		if (rc) {
+			SPARDL_DEBUG("bootstrap at %s: setting TCP_NODELAY failed: %s", bs->address, errstr(rc));
+			drop(p);
+			continue;
+		}
 		(*npend)++;
 	}
 }
 
 static int rendezvous_root(struct spardl_bootstrap *bs, struct bs_addr *a, int64_t deadline)
 {
-	struct pending *pend = NULL;
-	struct pollfd *pfd = NULL;
-	int npend = 0, pcap = 0, lfd = -1, ret, i, r, bad = 0;
+	struct pending *pend;
+	struct pollfd *pfd;
+	int npend = 0, lfd = -1, ret, i, r, bad = 0;
+	int64_t pause_until = 0;
 	uint8_t hdr[HDR_LEN];
 	char who[512];
 
+	pend = calloc(MAX_PENDING, sizeof(*pend));
+	pfd = calloc((size_t)(1 + MAX_PENDING + bs->size), sizeof(*pfd));
+	if (!pend || !pfd) {
+		free(pend);
+		free(pfd);
+		return spardl_error(-ENOMEM, "bootstrap at %s: out of memory for %d ranks", bs->address, bs->size);
+	}
 	ret = listen_on(bs, a, &lfd);
 	if (ret)
-		return ret;
+		goto out;
 	SPARDL_DEBUG("bootstrap at %s: rank 0 waits for %d ranks", bs->address, bs->size - 1);
 	for (;;) {
-		int joined = 0, n = 0, rc;
+		int joined = 0, n = 0, rc, listening;
+		int64_t now = now_ms(), until = deadline;
 
 		for (r = 1; r < bs->size; r++) {
 			joined += bs->peers[r] >= 0;
@@ -751,28 +906,45 @@ static int rendezvous_root(struct spardl_bootstrap *bs, struct bs_addr *a, int64
 		}
 		if (joined == bs->size - 1)
 			break;
-		if (now_ms() >= deadline) {
+		if (now >= deadline) {
+			char extra[160] = "";
+
+			if (bs->fd_exhausted)
+				snprintf(extra, sizeof(extra),
+					 "; rank 0 ran out of file descriptors meanwhile (limit %d): raise ulimit -n",
+					 open_files_limit());
 			bs->todo[0] = 0;
 			list_ranks(who, sizeof(who), bs->todo, bs->size);
 			ret = spardl_error(-ETIMEDOUT,
 					   "bootstrap at %s: %s did not arrive within %g s; check that every rank was "
-					   "started with the same SPARDL_BOOTSTRAP and SPARDL_SIZE",
-					   bs->address, who, secs(bs->timeout_ms));
+					   "started with the same SPARDL_BOOTSTRAP and SPARDL_SIZE%s",
+					   bs->address, who, secs(bs->timeout_ms), extra);
 			bcast_error(bs, ret, spardl_last_error(), 0);
 			goto out;
 		}
-		free(pfd);
-		pfd = malloc((size_t)(1 + npend + bs->size) * sizeof(*pfd));
-		if (!pfd) {
-			ret = spardl_error(-ENOMEM, "bootstrap at %s: out of memory", bs->address);
-			goto out;
+		/* Connections that did not finish their handshake in time go. */
+		for (i = 0; i < npend; i++) {
+			if (pend[i].deadline <= now) {
+				refusal(bs, &pend[i], "it did not finish its handshake in time");
+				drop(&pend[i]);
+			} else if (pend[i].deadline < until) {
+				until = pend[i].deadline;
+			}
 		}
-		pfd[n++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		for (i = 0, n = 0; i < npend; i++)
+			if (pend[i].fd >= 0)
+				pend[n++] = pend[i];
+		npend = n;
+		n = 0;
+		listening = now >= pause_until;
+		if (!listening && pause_until < until)
+			until = pause_until;
+		pfd[n++] = (struct pollfd){ .fd = listening ? lfd : -1, .events = POLLIN };
 		for (i = 0; i < npend; i++)
 			pfd[n++] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
 		for (r = 1; r < bs->size; r++)
 			pfd[n++] = (struct pollfd){ .fd = bs->peers[r], .events = POLLIN };
-		rc = poll_until(pfd, (nfds_t)n, deadline);
+		rc = poll_until(pfd, (nfds_t)n, until);
 		if (rc < 0) {
 			ret = spardl_error(rc, "bootstrap at %s: poll failed: %s", bs->address, errstr(rc));
 			goto out;
@@ -791,12 +963,12 @@ static int rendezvous_root(struct spardl_bootstrap *bs, struct bs_addr *a, int64
 				pend[n++] = pend[i];
 		npend = n;
 		if (pfd[0].revents) {
-			ret = accept_new(bs, lfd, &pend, &npend, &pcap);
+			ret = accept_new(bs, lfd, pend, &npend, &pause_until);
 			if (ret)
 				goto out;
 		}
 	}
-	make_hdr(hdr, MSG_OK, 0, 0, 0);
+	make_hdr(hdr, SPARDL_BS_OK, 0, 0, 0);
 	for (r = 1; r < bs->size; r++)
 		bs->todo[r] = 1;
 	ret = bcast(bs, hdr, NULL, 0, deadline + bs->timeout_ms, &bad);
@@ -818,7 +990,7 @@ static int rendezvous_root(struct spardl_bootstrap *bs, struct bs_addr *a, int64
 		SPARDL_DEBUG("bootstrap at %s: all %d ranks arrived", bs->address, bs->size);
 out:
 	for (i = 0; i < npend; i++)
-		close_fd(&pend[i].fd);
+		drop(&pend[i]);
 	free(pend);
 	free(pfd);
 	close_fd(&lfd);
@@ -912,13 +1084,15 @@ static int connect_root(struct spardl_bootstrap *bs, struct bs_addr *a, int64_t 
 }
 
 #define LOCAL_TIMEOUT 1
+#define LOCAL_RESET 2
 
-/* Reads one message from rank 0. An ERROR message becomes this rank's
- * error, with rank 0's text (possibly -ETIMEDOUT naming missing ranks), so
- * our own timeout is the distinct LOCAL_TIMEOUT, for the caller to word. */
-static int read_msg(struct spardl_bootstrap *bs, int64_t deadline, const char *during, struct msg *m)
+/* Reads one message from rank 0. An ERROR or REFUSED message becomes this
+ * rank's error, with rank 0's text (possibly -ETIMEDOUT naming missing
+ * ranks), so our own timeout is the distinct LOCAL_TIMEOUT, and a closed
+ * connection LOCAL_RESET, for the caller to word. */
+static int read_msg(struct spardl_bootstrap *bs, int64_t deadline, const char *during, struct spardl_bs_hdr *m)
 {
-	uint8_t h[HDR_LEN];
+	uint8_t h[HDR_LEN], raw[TEXT_MAX];
 	char text[TEXT_MAX + 1];
 	int rc;
 
@@ -926,76 +1100,166 @@ static int read_msg(struct spardl_bootstrap *bs, int64_t deadline, const char *d
 	if (rc == -ETIMEDOUT)
 		return LOCAL_TIMEOUT;
 	if (is_reset(rc))
-		return spardl_error(-ECONNRESET,
-				    "rank 0 closed its bootstrap connection (%s) during %s: it probably exited; see "
-				    "its log",
-				    bs->address, during);
+		return LOCAL_RESET;
 	if (rc)
 		return spardl_error(rc, "bootstrap at %s: receiving from rank 0 failed during %s: %s", bs->address,
 				    during, errstr(rc));
-	if (parse_hdr(h, m))
+	if (spardl_bs_hdr_decode(h, sizeof(h), m))
 		return spardl_error(-EPROTO,
 				    "bootstrap at %s: rank 0 sent data that is not a spardl bootstrap message during "
 				    "%s; is another program listening there?",
 				    bs->address, during);
-	if (m->type != MSG_ERROR)
+	if (m->type != SPARDL_BS_ERROR && m->type != SPARDL_BS_REFUSED)
 		return 0;
-	if (m->len > TEXT_MAX || m->code == 0 || m->code >= 4096)
+	if (spardl_bs_error_check(m))
 		return spardl_error(-EPROTO, "bootstrap at %s: rank 0 sent a malformed error report during %s",
 				    bs->address, during);
-	rc = recv_full(bs->fd, text, (size_t)m->len, deadline);
+	rc = recv_full(bs->fd, raw, (size_t)m->len, deadline);
 	if (rc)
 		snprintf(text, sizeof(text), "rank 0 failed during %s (%s) but its report was lost", during,
 			 bs->address);
 	else
-		text[m->len] = '\0';
+		spardl_bs_text_copy(text, sizeof(text), raw, (size_t)m->len);
 	return spardl_error(-(int)m->code, "%s", text);
 }
 
-static int rendezvous_rank(struct spardl_bootstrap *bs, struct bs_addr *a, int64_t start)
+/* On a unix socket the kernel names the listener's uid: another user's
+ * process holding the name is not this job's rank 0. */
+static int check_listener(struct spardl_bootstrap *bs, int fd)
 {
-	int64_t deadline = start + bs->timeout_ms;
-	uint8_t hello[HELLO_LEN];
-	struct msg m;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) || ss.ss_family != AF_UNIX)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl))
+		return spardl_error(-errno, "bootstrap at %s: cannot learn who listens there: %s", bs->address,
+				    errstr(errno));
+	if (!uid_admitted(bs, cred.uid))
+		return spardl_error(-EACCES,
+				    "bootstrap at %s: the socket is held by uid %u (pid %d), not by this user: it is "
+				    "not this job's rank 0; choose another SPARDL_BOOTSTRAP (or admit that uid with "
+				    "SPARDL_BOOTSTRAP_UIDS)",
+				    bs->address, (unsigned)cred.uid, (int)cred.pid);
+	return 0;
+}
+
+/* One attempt: hello, then the challenge when there is a key, then OK.
+ * Returns 0, LOCAL_RESET when rank 0 closed the connection before it
+ * answered (it may have been busy: try again), or an error. */
+static int join_once(struct spardl_bootstrap *bs, int64_t deadline)
+{
+	struct spardl_bs_hello h = { .version = SPARDL_BS_VERSION };
+	uint8_t hello[HELLO_LEN], body[SPARDL_BS_CHALLENGE_LEN], resp[SPARDL_BS_RESPONSE_LEN];
+	uint8_t mac[SPARDL_BS_MAC];
+	struct spardl_bs_hdr m;
 	int ret;
 
-	ret = connect_root(bs, a, deadline, &bs->fd);
+	ret = check_listener(bs, bs->fd);
 	if (ret)
 		return ret;
-	put32(hello, BS_MAGIC);
-	put32(hello + 4, MSG_HELLO);
-	put32(hello + 8, BS_VERSION);
-	put32(hello + 12, (uint32_t)bs->rank);
-	put32(hello + 16, (uint32_t)bs->size);
-	put32(hello + 20, 0);
-	put64(hello + 24, bs->key_hash);
+	h.rank = (uint32_t)bs->rank;
+	h.size = (uint32_t)bs->size;
+	h.flags = bs->key ? SPARDL_BS_HELLO_KEYED : 0;
+	ret = spardl_bs_random(h.nonce, sizeof(h.nonce));
+	if (ret)
+		return spardl_error(ret, "bootstrap: no random bytes from the kernel: %s", errstr(ret));
+	if (!bs->key)
+		memcpy(h.tag, bs->tag, sizeof(h.tag));
+	spardl_bs_hello_encode(hello, &h);
 	ret = send_full(bs->fd, hello, HELLO_LEN, NULL, 0, deadline, 0);
 	if (ret == -ETIMEDOUT)
 		return spardl_error(ret, "bootstrap at %s: rank 0 did not take this rank's hello within %g s",
 				    bs->address, secs(bs->timeout_ms));
 	if (is_reset(ret))
-		return spardl_error(-ECONNRESET, "bootstrap at %s: rank 0 closed the connection during the rendezvous",
-				    bs->address);
+		return LOCAL_RESET;
 	if (ret)
 		return spardl_error(ret, "bootstrap at %s: sending the hello failed: %s", bs->address, errstr(ret));
 	ret = read_msg(bs, deadline + grace_ms(bs->timeout_ms), "the rendezvous", &m);
-	if (ret == LOCAL_TIMEOUT)
-		return spardl_error(-ETIMEDOUT,
-				    "bootstrap at %s: rank 0 was reached but did not complete the rendezvous within "
-				    "%g s; check that every rank was started with the same SPARDL_BOOTSTRAP and "
-				    "SPARDL_SIZE",
-				    bs->address, secs(bs->timeout_ms));
 	if (ret)
 		return ret;
-	if (m.type == MSG_REFUSED)
-		return spardl_error(-ECONNREFUSED,
-				    "the bootstrap at %s belongs to another job (different job key); give each job "
-				    "its own SPARDL_BOOTSTRAP address, or the same SPARDL_JOB_KEY on all its ranks",
+	if (m.type == SPARDL_BS_CHALLENGE) {
+		if (!bs->key)
+			return spardl_error(-EACCES,
+					    "bootstrap at %s: rank 0 requires the job key but this rank has none; give "
+					    "every rank the same SPARDL_JOB_KEY or SPARDL_JOB_KEY_FILE",
+					    bs->address);
+		if (m.len != sizeof(body))
+			return spardl_error(-EPROTO, "bootstrap at %s: rank 0 sent a malformed challenge", bs->address);
+		ret = recv_full(bs->fd, body, sizeof(body), deadline + grace_ms(bs->timeout_ms));
+		if (is_reset(ret))
+			return LOCAL_RESET;
+		if (ret)
+			return spardl_error(ret, "bootstrap at %s: receiving the challenge failed: %s", bs->address,
+					    errstr(ret));
+		if (spardl_bs_mac(bs->key, bs->key_len, label_server, hello, body, mac) ||
+		    !spardl_bs_equal(mac, body + SPARDL_BS_NONCE, sizeof(mac)))
+			return spardl_error(-EACCES,
+					    "bootstrap at %s: the process listening there did not prove it holds this "
+					    "job's key: it belongs to another job (or the ranks were given different job "
+					    "keys), or it is not a spardl rank 0",
+					    bs->address);
+		ret = spardl_bs_mac(bs->key, bs->key_len, label_client, hello, body, mac);
+		if (ret)
+			return spardl_error(ret, "bootstrap: computing the proof of the job key failed");
+		spardl_bs_response_encode(resp, mac);
+		ret = send_full(bs->fd, resp, sizeof(resp), NULL, 0, deadline, 0);
+		if (is_reset(ret))
+			return LOCAL_RESET;
+		if (ret)
+			return spardl_error(ret, "bootstrap at %s: sending the response failed: %s", bs->address,
+					    errstr(ret));
+		ret = read_msg(bs, deadline + grace_ms(bs->timeout_ms), "the rendezvous", &m);
+		if (ret)
+			return ret;
+	} else if (bs->key) {
+		/* Never trust a rank 0 that did not ask for the key we hold. */
+		return spardl_error(-EACCES,
+				    "bootstrap at %s: rank 0 did not ask for the job key: it runs without one, or "
+				    "it is not this job's rank 0; give every rank the same job key",
 				    bs->address);
-	if (m.type != MSG_OK || m.len)
-		return spardl_error(-EPROTO, "bootstrap at %s: rank 0 sent an unexpected message (type %u) during the rendezvous",
+	}
+	if (m.type != SPARDL_BS_OK || m.len)
+		return spardl_error(-EPROTO,
+				    "bootstrap at %s: rank 0 sent an unexpected message (type %u) during the rendezvous",
 				    bs->address, m.type);
 	return 0;
+}
+
+static int rendezvous_rank(struct spardl_bootstrap *bs, struct bs_addr *a, int64_t start)
+{
+	int64_t deadline = start + bs->timeout_ms;
+	int ret, attempt = 0;
+
+	for (;;) {
+		ret = connect_root(bs, a, deadline, &bs->fd);
+		if (ret)
+			return ret;
+		ret = join_once(bs, deadline);
+		if (ret == 0)
+			return 0;
+		if (ret == LOCAL_TIMEOUT)
+			return spardl_error(-ETIMEDOUT,
+					    "bootstrap at %s: rank 0 was reached but did not complete the rendezvous "
+					    "within %g s; check that every rank was started with the same "
+					    "SPARDL_BOOTSTRAP and SPARDL_SIZE",
+					    bs->address, secs(bs->timeout_ms));
+		if (ret != LOCAL_RESET)
+			return ret;
+		/* Rank 0 dropped the connection before answering: it may be
+		 * shedding load. Connect again while time is left. */
+		close_fd(&bs->fd);
+		if (now_ms() >= deadline)
+			return spardl_error(-ECONNRESET,
+					    "bootstrap at %s: rank 0 kept closing the connection during the "
+					    "rendezvous until the timeout",
+					    bs->address);
+		if (poll(NULL, 0, attempt < 4 ? 10 << attempt : 200) < 0 && errno != EINTR)
+			return spardl_error(-errno, "bootstrap: poll failed: %s", errstr(errno));
+		attempt++;
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1015,11 +1279,11 @@ static int gather_rank(struct spardl_bootstrap *bs, const void *send, void *recv
 	size_t total = (size_t)bs->size * len;
 	uint8_t hdr[HDR_LEN];
 	char during[64];
-	struct msg m;
+	struct spardl_bs_hdr m;
 	int ret;
 
 	snprintf(during, sizeof(during), "bootstrap allgather #%u", bs->seq);
-	make_hdr(hdr, MSG_DATA, bs->seq, 0, len);
+	make_hdr(hdr, SPARDL_BS_DATA, bs->seq, 0, len);
 	ret = send_full(bs->fd, hdr, HDR_LEN, send, len, deadline, 1);
 	if (ret == -ETIMEDOUT)
 		return spardl_error(ret,
@@ -1035,9 +1299,14 @@ static int gather_rank(struct spardl_bootstrap *bs, const void *send, void *recv
 				    "%s: rank 0 (%s) did not send the result within %g s; is every rank calling the "
 				    "same collective?",
 				    during, bs->address, secs(bs->timeout_ms));
+	if (ret == LOCAL_RESET)
+		return spardl_error(-ECONNRESET,
+				    "rank 0 closed its bootstrap connection (%s) during %s: it probably exited; see "
+				    "its log",
+				    bs->address, during);
 	if (ret)
 		return ret;
-	if (m.type != MSG_RESULT || m.seq != bs->seq || m.len != total)
+	if (m.type != SPARDL_BS_RESULT || m.seq != bs->seq || m.len != total)
 		return spardl_error(-SPARDL_ERR_PROTOCOL,
 				    "%s: rank 0 sent an unexpected reply (type %u, exchange #%u, %llu bytes; expected "
 				    "%zu bytes)",
@@ -1092,7 +1361,7 @@ static int gather_read(struct spardl_bootstrap *bs, int r, void *out, size_t len
 		p->hdr_got += (size_t)n;
 		if (p->hdr_got < HDR_LEN)
 			continue;
-		if (parse_hdr(p->hdr, &p->m) || p->m.type != MSG_DATA)
+		if (spardl_bs_hdr_decode(p->hdr, HDR_LEN, &p->m) || p->m.type != SPARDL_BS_DATA)
 			return -EPROTO;
 		if (p->m.seq != bs->seq || p->m.len != len)
 			p->st = PS_BAD;
@@ -1200,7 +1469,7 @@ static int gather_root(struct spardl_bootstrap *bs, const void *send, void *recv
 		bcast_error(bs, rc, spardl_last_error(), 0);
 		return rc;
 	}
-	make_hdr(hdr, MSG_RESULT, bs->seq, 0, total);
+	make_hdr(hdr, SPARDL_BS_RESULT, bs->seq, 0, total);
 	for (r = 1; r < bs->size; r++)
 		bs->todo[r] = 1;
 	rc = bcast(bs, hdr, recv, total, now_ms() + bs->timeout_ms, &bad);
@@ -1269,43 +1538,113 @@ int spardl_bootstrap_barrier(struct spardl_bootstrap *bs)
 	return ret;
 }
 
+/* After a failed step: every rank learns the text of the failed ones. */
+static int exchange_failure(struct spardl_bootstrap *bs, int status, const char *what, const uint8_t *all,
+			    size_t slot)
+{
+	char mine[STATUS_TEXT], *texts, text[STATUS_TEXT];
+	int ret, w, first = -1;
+
+	snprintf(mine, sizeof(mine), "%s", status ? spardl_last_error() : "");
+	texts = malloc((size_t)bs->size * STATUS_TEXT);
+	if (!texts)
+		return spardl_error(-ENOMEM, "bootstrap: out of memory for %d failure reports", bs->size);
+	ret = spardl_bootstrap_allgather(bs, mine, texts, STATUS_TEXT);
+	if (ret)
+		goto out;
+	if (status) {
+		/* This rank's own message stands; it was logged where it was decided. */
+		ret = spardl_error_quiet(status, "%s", mine);
+		goto out;
+	}
+	for (w = 0; w < bs->size && first < 0; w++)
+		if (spardl_bs_status_decode(all + (size_t)w * slot))
+			first = w;
+	spardl_bs_text_copy(text, sizeof(text), (const uint8_t *)texts + (size_t)first * STATUS_TEXT, STATUS_TEXT);
+	ret = spardl_error(spardl_bs_status_decode(all + (size_t)first * slot), "rank %d could not %s: %s", first,
+			   what, text);
+out:
+	free(texts);
+	return ret;
+}
+
+int spardl_bootstrap_exchange(struct spardl_bootstrap *bs, int status, const char *what, const void *send,
+			      void *recv, size_t len)
+{
+	size_t slot = 4 + len;
+	uint8_t *me, *all;
+	int ret, w, failed = 0;
+
+	if (!bs)
+		return spardl_error(-EINVAL, "bootstrap exchange: NULL bootstrap");
+	if (status > 0 || status < -4095)
+		status = -EPROTO;
+	me = calloc(1, slot);
+	all = malloc((size_t)bs->size * slot);
+	if (!me || !all) {
+		free(me);
+		free(all);
+		/* This rank cannot take part: the others time out on it. */
+		return spardl_error(-ENOMEM, "bootstrap: out of memory for an exchange of %d x %zu bytes", bs->size,
+				    slot);
+	}
+	spardl_bs_put32(me, (uint32_t)status);
+	if (!status && len)
+		memcpy(me + 4, send, len);
+	ret = spardl_bootstrap_allgather(bs, me, all, slot);
+	if (ret)
+		goto out;
+	for (w = 0; w < bs->size; w++)
+		failed |= spardl_bs_status_decode(all + (size_t)w * slot) != 0;
+	if (failed) {
+		ret = exchange_failure(bs, status, what, all, slot);
+		goto out;
+	}
+	for (w = 0; len && w < bs->size; w++)
+		memcpy((uint8_t *)recv + (size_t)w * len, all + (size_t)w * slot + 4, len);
+out:
+	free(me);
+	free(all);
+	return ret;
+}
+
 /* ------------------------------------------------------------------ */
 /* Create / destroy                                                    */
 /* ------------------------------------------------------------------ */
 
-/* Everybody gathers (rank, size, key) and checks that all agree. */
+/* Everybody gathers (rank, size, key tag) and checks that all agree. */
 static int rendezvous_oob(struct spardl_bootstrap *bs)
 {
-	uint8_t me[16], *all;
+	uint8_t me[8 + 32], *all;
 	int ret = 0, i;
 
 	all = malloc((size_t)bs->size * sizeof(me));
 	if (!all)
 		return spardl_error(-ENOMEM, "bootstrap: out of memory for %d ranks", bs->size);
-	put32(me, (uint32_t)bs->rank);
-	put32(me + 4, (uint32_t)bs->size);
-	put64(me + 8, bs->key_hash);
+	spardl_bs_put32(me, (uint32_t)bs->rank);
+	spardl_bs_put32(me + 4, (uint32_t)bs->size);
+	memcpy(me + 8, bs->tag, 32);
 	ret = oob_call(bs, me, all, sizeof(me));
 	if (ret)
 		goto out;
 	for (i = 0; i < bs->size; i++) {
 		const uint8_t *p = all + (size_t)i * sizeof(me);
 
-		if (get32(p + 4) != (uint32_t)bs->size) {
+		if (spardl_bs_get32(p + 4) != (uint32_t)bs->size) {
 			ret = spardl_error(-SPARDL_ERR_MISMATCH,
 					   "out-of-band bootstrap: rank %d passed size %u but rank %d passed size %d; "
 					   "every rank must pass the same size",
-					   i, get32(p + 4), bs->rank, bs->size);
+					   i, spardl_bs_get32(p + 4), bs->rank, bs->size);
 			goto out;
 		}
-		if (get32(p) != (uint32_t)i) {
+		if (spardl_bs_get32(p) != (uint32_t)i) {
 			ret = spardl_error(-SPARDL_ERR_MISMATCH,
 					   "out-of-band bootstrap: slot %d holds rank %u; the callback must put rank "
 					   "i's data at offset i * len, and every process needs a distinct rank",
-					   i, get32(p));
+					   i, spardl_bs_get32(p));
 			goto out;
 		}
-		if (get64(p + 8) != bs->key_hash) {
+		if (!spardl_bs_equal(p + 8, bs->tag, 32)) {
 			ret = spardl_error(-SPARDL_ERR_MISMATCH,
 					   "out-of-band bootstrap: rank %d passed a different job key than rank %d; "
 					   "every rank of one job must pass the same job key",
@@ -1333,6 +1672,41 @@ static int check_config(const struct spardl_bootstrap_config *cfg)
 				    "bootstrap: no rendezvous address for %d ranks; set SPARDL_BOOTSTRAP "
 				    "(host:port, [ipv6]:port or unix:NAME) or pass an out-of-band allgather",
 				    cfg->size);
+	if (cfg->key && (cfg->key_len == 0 || cfg->key_len > 4096))
+		return spardl_error(-EINVAL, "bootstrap: the job key is %zu bytes; it must be 1 to 4096 bytes",
+				    cfg->key_len);
+	return 0;
+}
+
+/* "1001,1002" or "any": the uids admitted besides our own. */
+static int parse_uids(struct spardl_bootstrap *bs, const char *s)
+{
+	const char *p = s;
+	int n = 1;
+
+	if (!s || !*s)
+		return 0;
+	if (!strcmp(s, "any")) {
+		bs->any_uid = 1;
+		return 0;
+	}
+	for (p = s; *p; p++)
+		n += *p == ',';
+	bs->uids = calloc((size_t)n, sizeof(*bs->uids));
+	if (!bs->uids)
+		return spardl_error(-ENOMEM, "bootstrap: out of memory");
+	for (p = s; *p;) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(p, &end, 10);
+		if (errno || end == p || (*end && *end != ',') || v > (uid_t)-2 || *p == '-' || *p == '+')
+			return spardl_error(-SPARDL_ERR_ENV,
+					    "SPARDL_BOOTSTRAP_UIDS=%s is not a comma-separated list of uids or 'any'", s);
+		bs->uids[bs->nuids++] = (uid_t)v;
+		p = *end ? end + 1 : end;
+	}
 	return 0;
 }
 
@@ -1353,8 +1727,21 @@ static int alloc_root(struct spardl_bootstrap *bs)
 	return 0;
 }
 
+/* What identifies the job in hellos (without a key) and in the out-of-band
+ * check: a digest, so the hello never carries the key or the identifier. */
+static int make_tag(struct spardl_bootstrap *bs, const struct spardl_bootstrap_config *cfg)
+{
+	static const uint8_t zero[SPARDL_BS_HELLO_LEN];
+	const char *id = cfg->job_id ? cfg->job_id : "";
+
+	if (bs->key)
+		return spardl_bs_mac(bs->key, bs->key_len, "spardl job tag", zero, zero, bs->tag);
+	return spardl_bs_digest("spardl job identifier", id, strlen(id), bs->tag);
+}
+
 int spardl_bootstrap_create(const struct spardl_bootstrap_config *cfg, struct spardl_bootstrap **bs_out)
 {
+	static int warned;
 	int64_t start = now_ms();
 	struct spardl_bootstrap *bs;
 	struct bs_addr a = { 0 };
@@ -1373,7 +1760,6 @@ int spardl_bootstrap_create(const struct spardl_bootstrap_config *cfg, struct sp
 	bs->timeout_ms = cfg->timeout_ms;
 	bs->oob = cfg->oob;
 	bs->oob_ctx = cfg->oob_ctx;
-	bs->key_hash = hash_key(cfg->job_key);
 	bs->fd = -1;
 	bs->address = strdup(cfg->oob ? "the out-of-band allgather" : cfg->address ? cfg->address : "(none)");
 	/* todo also serves list_ranks() on every rank. */
@@ -1382,6 +1768,23 @@ int spardl_bootstrap_create(const struct spardl_bootstrap_config *cfg, struct sp
 		ret = spardl_error(-ENOMEM, "bootstrap: out of memory");
 		goto err_bs;
 	}
+	if (cfg->key) {
+		bs->key = malloc(cfg->key_len);
+		if (!bs->key) {
+			ret = spardl_error(-ENOMEM, "bootstrap: out of memory");
+			goto err_bs;
+		}
+		memcpy(bs->key, cfg->key, cfg->key_len);
+		bs->key_len = cfg->key_len;
+	}
+	ret = make_tag(bs, cfg);
+	if (ret) {
+		ret = spardl_error(ret, "bootstrap: computing the job tag failed");
+		goto err_bs;
+	}
+	ret = parse_uids(bs, cfg->peer_uids);
+	if (ret)
+		goto err_bs;
 	if (bs->oob) {
 		ret = rendezvous_oob(bs);
 		if (ret)
@@ -1390,6 +1793,11 @@ int spardl_bootstrap_create(const struct spardl_bootstrap_config *cfg, struct sp
 	}
 	if (bs->size == 1)
 		goto done;
+	if (bs->rank == 0 && !bs->key && !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		SPARDL_WARN("the rendezvous at %s is not authenticated: any process that can reach it can join this "
+			    "job or pose as its rank 0; give every rank the same secret in SPARDL_JOB_KEY or "
+			    "SPARDL_JOB_KEY_FILE (spardl-run sets one itself)",
+			    cfg->address);
 	ret = parse_address(cfg->address, start + bs->timeout_ms, &a);
 	if (ret)
 		goto err_bs;
@@ -1424,6 +1832,11 @@ void spardl_bootstrap_destroy(struct spardl_bootstrap *bs)
 		for (r = 1; r < bs->size; r++)
 			close_fd(&bs->peers[r]);
 	close_fd(&bs->fd);
+	if (bs->key) {
+		explicit_bzero(bs->key, bs->key_len);
+		free(bs->key);
+	}
+	free(bs->uids);
 	free(bs->peers);
 	free(bs->ps);
 	free(bs->pfd);
@@ -1439,12 +1852,12 @@ int spardl_bootstrap_rank(const struct spardl_bootstrap *bs)
 	return bs ? bs->rank : -1;
 }
 
-uint64_t spardl_bootstrap_job_hash(const struct spardl_bootstrap *bs)
-{
-	return bs->key_hash;
-}
-
 int spardl_bootstrap_size(const struct spardl_bootstrap *bs)
 {
 	return bs ? bs->size : -1;
+}
+
+int spardl_bootstrap_authenticated(const struct spardl_bootstrap *bs)
+{
+	return bs && bs->key && !bs->oob;
 }

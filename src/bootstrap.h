@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Out-of-band bootstrap: rendezvous of all ranks and small allgathers (TCP, unix socket or a user callback). */
 #ifndef SPARDL_BOOTSTRAP_H
 #define SPARDL_BOOTSTRAP_H
@@ -15,9 +16,17 @@ struct spardl_bootstrap_config {
 	/* "host:port", "[v6]:port" or "unix:NAME" (Linux abstract socket);
 	 * rank 0 listens there, the others connect. Unused with oob. */
 	const char *address;
-	/* Every rank of one job passes the same key; a rank of another job
-	 * that reaches this rendezvous is refused. */
-	const char *job_key;
+	/* The job's secret. When set, every connection proves on both sides
+	 * that it holds it (HMAC-SHA256 challenge and response over fresh
+	 * nonces), so only the job's ranks can join or pose as rank 0. */
+	const void *key;
+	size_t key_len;
+	/* Without a key: a public job identifier that keeps two jobs apart
+	 * (not a defence against a hostile process). May be NULL. */
+	const char *job_id;
+	/* Unix sockets: uids admitted besides the process's own ("1001,1002"
+	 * or "any"); NULL admits only the own uid. */
+	const char *peer_uids;
 	int timeout_ms; /* bound on the rendezvous and on every exchange */
 	spardl_oob_allgather_fn oob; /* when set, all exchanges go through it */
 	void *oob_ctx;
@@ -33,9 +42,21 @@ void spardl_bootstrap_destroy(struct spardl_bootstrap *bs);
 int spardl_bootstrap_allgather(struct spardl_bootstrap *bs, const void *send, void *recv, size_t len);
 int spardl_bootstrap_barrier(struct spardl_bootstrap *bs);
 
+/*
+ * Collective step that may have failed locally: every rank calls it with
+ * its own status (0, or the negative error it met, its message recorded),
+ * whatever happened before, so the ranks stay in step. Returns 0 with the
+ * payloads gathered when every rank succeeded. Otherwise every rank returns
+ * an error: a failed rank its own, the others the first failed rank's code
+ * and message ("rank 2 could not <what>: <its message>"). send may be NULL
+ * when status is non-zero; recv may be NULL when len is 0.
+ */
+int spardl_bootstrap_exchange(struct spardl_bootstrap *bs, int status, const char *what, const void *send,
+			      void *recv, size_t len);
+
 int spardl_bootstrap_rank(const struct spardl_bootstrap *bs);
-/* A hash of the job key, for transports to refuse other jobs' connections. */
-uint64_t spardl_bootstrap_job_hash(const struct spardl_bootstrap *bs);
 int spardl_bootstrap_size(const struct spardl_bootstrap *bs);
+/* 1 when the rendezvous proved the job key (a key was configured). */
+int spardl_bootstrap_authenticated(const struct spardl_bootstrap *bs);
 
 #endif

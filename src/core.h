@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The communicator and plan objects shared by comm.c, plan.c and exec.c. */
 #ifndef SPARDL_CORE_H
 #define SPARDL_CORE_H
@@ -15,7 +16,10 @@
 struct spardl_comm {
 	int rank, size;
 	int timeout_ms;
-	char *job_key;
+	uint64_t max_write; /* largest single write, agreed by all ranks */
+	uint8_t *key;   /* the job's secret, or NULL */
+	size_t key_len;
+	char *job_id;   /* a public job identifier, or NULL */
 	struct spardl_bootstrap *bs;
 	const struct spardl_tp_ops *tp_ops;
 	struct spardl_tp *tp;
@@ -27,8 +31,10 @@ struct spardl_undo {
 	float old;
 };
 
-/* Marks a receive slot whose write has not arrived yet. */
+/* Marks a receive piece whose write has not arrived yet. */
 #define SPARDL_NOT_ARRIVED UINT64_MAX
+/* Events taken from the transport per poll. */
+#define SPARDL_MAX_EVENTS 64
 
 struct spardl_plan {
 	struct spardl_comm *comm;
@@ -45,11 +51,11 @@ struct spardl_plan {
 	struct spardl_tp_mr *res; /* dense only; NULL otherwise */
 	int res_dirty;            /* dense: res may be non-zero */
 	struct spardl_tp_mr *send, *recv;
-	struct spardl_tp_rmr **rmr; /* per rank: receive region of peers written to */
-	uint64_t *peer_half;        /* per rank: size of a peer's receive parity half */
+	uint64_t *peer_half;        /* per rank: a peer's receive parity half, from its schedule */
 
 	/* Per-call state. */
-	uint64_t *arrived[2];   /* per parity and receive slot: bytes, or SPARDL_NOT_ARRIVED */
+	uint64_t *arrived[2];   /* per parity and receive piece: bytes, or SPARDL_NOT_ARRIVED */
+	uint64_t *slot_len;     /* per receive slot: bytes of this call's message, once complete */
 	uint64_t *send_len;     /* per send slot: bytes packed this call */
 	struct spardl_list *regs;
 	uint8_t *lbuf;          /* nbufs list buffers of lbuf_bytes each */
@@ -59,9 +65,12 @@ struct spardl_plan {
 	size_t u_n;
 	struct spardl_list *mlists;   /* the lists of one merge, nregs */
 	struct spardl_merge_heap *heap; /* nregs */
-	struct spardl_undo *undo; /* GRC: every change to acc this call, with the value before */
+	/* The sparse algorithms log every change to acc in a call with the
+	 * value before: GRC undoes those outside the final set, and a failed
+	 * call undoes them all. */
+	struct spardl_undo *undo;
 	size_t nundo;
-	uint32_t *useg;           /* starts of the undo log's runs, each sorted by position */
+	size_t *useg;             /* starts of the undo log's runs, each sorted by position */
 	size_t nuseg;
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
@@ -77,14 +86,20 @@ struct spardl_plan {
 	uint32_t max_lists;
 	struct spardl_tp_event *events;
 
-	char *gone; /* per rank: the transport reported it exited or disconnected */
+	char *gone; /* per rank: 1 exited or disconnected, 2 aborted its call */
 	uint64_t calls;
 	int failed;
 	struct spardl_plan_stats stats;
+	size_t host_bytes;       /* everything the plan allocated */
+	size_t registered_bytes; /* of which registered or shared with peers */
 };
 
 /* Run one call: grad in; dense output to out (may be grad), or the sparse
- * result to indices/values when indices is non-NULL. */
+ * result to indices/values when indices is non-NULL. On failure grad and
+ * out are untouched and the residual holds old residual + grad. */
+/* Tests only (not exported): called before each step of every call. */
+extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out);
 

@@ -1,4 +1,5 @@
-/* The executor: runs a compiled schedule for one call, step by step. */
+/* SPDX-License-Identifier: MIT */
+/* The executor: runs a compiled schedule for one call, step by step, and undoes a failed one. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -6,9 +7,10 @@
 #include <time.h>
 
 #include "core.h"
+#include "fp.h"
 #include "log.h"
 
-#define MAX_EVENTS 64
+void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
 
 struct call {
 	struct spardl_plan *plan;
@@ -59,32 +61,73 @@ static int protocol_error(struct call *c, const char *what, uint32_t slot)
 static int accept_event(struct call *c, const struct spardl_tp_event *ev)
 {
 	const struct spardl_sched *s = c->s;
-	uint32_t slot = ev->imm & (SPARDL_IMM_MAX_SLOTS - 1), par = ev->imm >> 31;
-	unsigned phase = (ev->imm >> 28) & 7, round = (ev->imm >> 23) & 31;
-	const struct spardl_rslot *rs = slot < s->nrslots ? &s->rslots[slot] : NULL;
+	uint32_t piece, slot, par = ev->imm >> 31;
 	uint64_t *a;
+	int ret;
 
-	if (ev->type == SPARDL_TP_EV_PEER_GONE) {
-		if (ev->peer >= 0 && ev->peer < s->p.size)
-			c->plan->gone[ev->peer] = 1;
-		SPARDL_DEBUG("rank %d exited or disconnected", ev->peer);
+	if (ev->peer < 0 || ev->peer >= s->p.size || ev->peer == s->p.rank)
+		return spardl_error(-SPARDL_ERR_PROTOCOL, "rank %d: a notification names rank %d, not a peer",
+				    s->p.rank, ev->peer);
+	if (ev->type == SPARDL_TP_EV_PEER_GONE || ev->type == SPARDL_TP_EV_PEER_ABORT) {
+		c->plan->gone[ev->peer] = ev->type == SPARDL_TP_EV_PEER_ABORT ? 2 : 1;
+		SPARDL_DEBUG("rank %d %s", ev->peer,
+			     ev->type == SPARDL_TP_EV_PEER_ABORT ? "aborted its call" : "exited or disconnected");
 		return 0;
 	}
-	if (!rs || rs->peer != ev->peer || rs->phase != phase || (rs->round & 31) != round)
-		return spardl_error(-SPARDL_ERR_PROTOCOL,
-				    "rank %d: unexpected write from rank %d (immediate 0x%08x: %s round %u slot %u) that this plan's schedule does not name; do all ranks run the same plans in the same order?",
-				    s->p.rank, ev->peer, ev->imm, spardl_phase_name(phase), round, slot);
-	if (ev->len > rs->max)
-		return spardl_error(-SPARDL_ERR_PROTOCOL, "rank %d: rank %d wrote %llu bytes into slot %u of %llu bytes",
-				    s->p.rank, ev->peer, (unsigned long long)ev->len, slot,
-				    (unsigned long long)rs->max);
-	a = &c->plan->arrived[par][slot];
+	ret = spardl_sched_check_notify(s, ev->peer, ev->imm, ev->len, &piece, &slot);
+	if (ret)
+		return spardl_error_wrap(ret, "rank %d (step %u of call %llu)", s->p.rank, c->step,
+					 (unsigned long long)c->plan->calls);
+	a = &c->plan->arrived[par][piece];
 	if (*a != SPARDL_NOT_ARRIVED)
 		return spardl_error(-SPARDL_ERR_PROTOCOL,
-				    "rank %d: rank %d wrote slot %u (%s round %u) twice in one call",
-				    s->p.rank, ev->peer, slot, spardl_phase_name(phase), round);
+				    "rank %d: rank %d wrote piece %u of slot %u (%s round %u) twice in one call",
+				    s->p.rank, ev->peer, piece - s->rslots[slot].piece0, slot,
+				    spardl_phase_name(s->rslots[slot].phase), s->rslots[slot].round);
 	*a = ev->len;
 	return 0;
+}
+
+static int slot_arrived(struct call *c, uint32_t slot)
+{
+	const struct spardl_rslot *rs = &c->s->rslots[slot];
+	const uint64_t *a = c->plan->arrived[c->parity];
+	uint32_t i;
+
+	for (i = 0; i < rs->npieces; i++)
+		if (a[rs->piece0 + i] == SPARDL_NOT_ARRIVED)
+			return 0;
+	return 1;
+}
+
+/* All pieces are in: they must form one message (full pieces, then at most
+ * one short one, then empty ones), of exactly the slot's size where the
+ * schedule says so. */
+static int slot_complete(struct call *c, uint32_t slot)
+{
+	const struct spardl_rslot *rs = &c->s->rslots[slot];
+	const uint64_t *a = c->plan->arrived[c->parity];
+	uint64_t total = 0;
+	int ended = 0;
+	uint32_t i;
+
+	for (i = 0; i < rs->npieces; i++) {
+		uint64_t len = a[rs->piece0 + i];
+
+		if (ended && len)
+			return protocol_error(c, "a piece after the end of the message", slot);
+		ended = len < spardl_piece_max(rs->max, c->s->p.max_write, i);
+		total += len;
+	}
+	if (rs->exact && total != rs->max)
+		return protocol_error(c, "a dense chunk of the wrong length", slot);
+	c->plan->slot_len[slot] = total;
+	return 0;
+}
+
+static const char *gone_why(int g)
+{
+	return g == 2 ? "failed its own call and aborted the plan (see its log)" : "exited or disconnected";
 }
 
 static int wait_slot(struct call *c, uint32_t slot)
@@ -94,12 +137,12 @@ static int wait_slot(struct call *c, uint32_t slot)
 	int timeout = p->comm->timeout_ms, ret, i, n, drained = 0;
 	double t0 = now_s(), waited = 0;
 
-	while (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED) {
+	while (!slot_arrived(c, slot)) {
 		/* A peer that wrote and then left: its notification may still be
 		 * queued behind the news that it left, so drain first. */
 		if (p->gone[rs->peer] && !drained) {
 			drained = 1;
-			n = p->ops->poll(p->ep, p->events, MAX_EVENTS, 0);
+			n = p->ops->poll(p->ep, p->events, SPARDL_MAX_EVENTS, 0);
 			for (i = 0; i < n; i++) {
 				ret = accept_event(c, &p->events[i]);
 				if (ret)
@@ -112,10 +155,10 @@ static int wait_slot(struct call *c, uint32_t slot)
 		}
 		if (p->gone[rs->peer])
 			return spardl_error(-ECONNRESET,
-					    "rank %d: waiting for rank %d (%s round %u, step %u of call %llu): rank %d exited or disconnected before its write arrived",
+					    "rank %d: waiting for rank %d (%s round %u, step %u of call %llu): rank %d %s before its write arrived",
 					    c->s->p.rank, rs->peer, spardl_phase_name(rs->phase), rs->round, c->step,
-					    (unsigned long long)p->calls, rs->peer);
-		n = p->ops->poll(p->ep, p->events, MAX_EVENTS, timeout - (int)(waited * 1000));
+					    (unsigned long long)p->calls, rs->peer, gone_why(p->gone[rs->peer]));
+		n = p->ops->poll(p->ep, p->events, SPARDL_MAX_EVENTS, timeout - (int)(waited * 1000));
 		if (n < 0)
 			return spardl_error_wrap(n, "rank %d: waiting for rank %d (%s round %u, step %u of call %llu)",
 					    c->s->p.rank, rs->peer,
@@ -127,21 +170,27 @@ static int wait_slot(struct call *c, uint32_t slot)
 				return ret;
 		}
 		waited = now_s() - t0;
-		if (p->arrived[c->parity][slot] == SPARDL_NOT_ARRIVED && waited * 1000 >= timeout)
+		if (!slot_arrived(c, slot) && waited * 1000 >= timeout)
 			return spardl_error(-ETIMEDOUT,
 					    "rank %d: timed out after %.1f s waiting for rank %d (%s round %u, step %u of call %llu); the peer may have died or stalled, or ranks call different plans; raise SPARDL_TIMEOUT if it is only slow",
 					    c->s->p.rank, waited, rs->peer, spardl_phase_name(rs->phase), rs->round,
 					    c->step, (unsigned long long)p->calls);
 	}
 	p->stats.wait += now_s() - t0;
-	return 0;
+	return slot_complete(c, slot);
 }
 
 /* Changes are logged in runs (one per op and block) sorted by position, so
  * the residual update can test them against the sorted final set by merging. */
 static void undo_run(struct spardl_plan *p)
 {
-	p->useg[p->nuseg++] = (uint32_t)p->nundo;
+	p->useg[p->nuseg++] = p->nundo;
+}
+
+/* The sparse algorithms with a residual log every change to acc. */
+static int logging(const struct call *c)
+{
+	return c->s->res_mode == SPARDL_RES_GRC || c->s->res_mode == SPARDL_RES_LOCAL;
 }
 
 static void log_undo(struct spardl_plan *p, uint64_t j, float old)
@@ -171,7 +220,7 @@ static void op_acc_init(struct call *c)
 			const float *restrict r = res_of(p);
 
 			for (i = 0; i < n; i++)
-				acc[i] = g[i] + r[i];
+				acc[i] = spardl_add(g[i], r[i]);
 		}
 		return;
 	}
@@ -179,20 +228,23 @@ static void op_acc_init(struct call *c)
 		uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b);
 		float *restrict a = acc + off;
 		const float *restrict gb = g + off;
-		uint32_t lo = spardl_topk_bound(gb, add ? a : NULL, len, s->kb);
+		/* Candidates exist only where blocks are long enough to sample. */
+		uint32_t lo = p->cand ? spardl_topk_bound(gb, add ? a : NULL, len, s->kb) : 0;
 
-		p->blk_nl[b] = 0;
-		p->cand_lo[b] = lo;
+		if (p->cand) {
+			p->blk_nl[b] = 0;
+			p->cand_lo[b] = lo;
+			p->cand_n[b] = SIZE_MAX;
+		}
 		if (lo) {
 			p->cand_n[b] = spardl_topk_acc_gather(a, gb, len, add, lo, p->cand + b * p->cand_cap,
 							      p->cand_val + b * p->cand_cap, p->cand_cap);
 		} else {
-			p->cand_n[b] = SIZE_MAX;
 			if (!add)
 				memcpy(a, gb, len * sizeof(float));
 			else
 				for (i = 0; i < len; i++)
-					a[i] += gb[i];
+					a[i] = spardl_add(gb[i], a[i]);
 		}
 	}
 }
@@ -220,7 +272,7 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 		cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
 		p->stats.scans++;
 	}
-	if (s->res_mode == SPARDL_RES_GRC) {
+	if (logging(c)) {
 		undo_run(p);
 		for (i = 0; i < cnt; i++)
 			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
@@ -266,16 +318,11 @@ static int decode(struct call *c, uint32_t slot, uint8_t **pos, uint8_t *end, ui
 		  struct spardl_list *l)
 {
 	const struct spardl_sched *s = c->s;
-	uint64_t blen = spardl_block_len(s->p.n, s->block_size, want_block);
-	uint32_t i;
+	const char *bad = spardl_wire_check(*pos, (size_t)(end - *pos), s->kb, want_block,
+					    spardl_block_len(s->p.n, s->block_size, want_block), l);
 
-	if (spardl_wire_view(*pos, (size_t)(end - *pos), s->kb, l))
-		return protocol_error(c, "truncated block or count over budget", slot);
-	if (l->block != want_block)
-		return protocol_error(c, "unexpected block id", slot);
-	for (i = 0; i < l->count; i++)
-		if (l->idx[i] >= blen || (i && l->idx[i] <= l->idx[i - 1]))
-			return protocol_error(c, "index outside the block or out of order", slot);
+	if (bad)
+		return protocol_error(c, bad, slot);
 	*pos += spardl_wire_bytes(l->count);
 	return 0;
 }
@@ -284,7 +331,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
-	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->arrived[c->parity][op->slot];
+	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->slot_len[op->slot];
 	float *acc = acc_of(p);
 	uint32_t i, j;
 	int ret;
@@ -297,13 +344,13 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		if (s->res_mode == SPARDL_RES_GRC) {
+		if (logging(c)) {
 			undo_run(p);
 			for (j = 0; j < l.count; j++)
 				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], x[l.idx[j]]);
 		}
 		for (j = 0; j < l.count; j++)
-			x[l.idx[j]] += l.val[j];
+			x[l.idx[j]] = spardl_add(x[l.idx[j]], l.val[j]);
 		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
 			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
 
@@ -334,7 +381,7 @@ static int op_recv_lists(struct call *c, const struct spardl_op *op)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
-	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->arrived[c->parity][op->slot];
+	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->slot_len[op->slot];
 	uint32_t j;
 	int ret;
 
@@ -377,7 +424,7 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 
 	spardl_topk_threshold(p->u_val, n, op->m, &t);
 	ties = t.ties;
-	if (op->share_log2 && s->res_mode == SPARDL_RES_GRC)
+	if (op->share_log2 && logging(c))
 		undo_run(p);
 	for (i = 0; i < n; i++) {
 		uint32_t k = spardl_key(p->u_val[i]);
@@ -387,9 +434,9 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 			idx[cnt] = (uint32_t)(p->u_idx[i] - base);
 			p->u_val[cnt++] = p->u_val[i];
 		} else if (op->share_log2) {
-			if (s->res_mode == SPARDL_RES_GRC)
+			if (logging(c))
 				log_undo(p, p->u_idx[i], acc[p->u_idx[i]]);
-			acc[p->u_idx[i]] += p->u_val[i] * share;
+			acc[p->u_idx[i]] = spardl_add(acc[p->u_idx[i]], p->u_val[i] * share);
 		}
 	}
 	val = spardl_wire_val(dst, (uint32_t)cnt);
@@ -472,14 +519,15 @@ static void op_output(struct call *c)
 	c->nnz = p->u_n;
 }
 
+/* Reduce into the receive slot, so acc stays grad + residual all call. */
 static void op_dense_add(struct call *c, const struct spardl_op *op)
 {
-	float *restrict acc = acc_of(c->plan) + op->off;
-	const float *restrict in = (const float *)recv_slot(c, op->slot);
+	const float *restrict acc = acc_of(c->plan) + op->off;
+	float *restrict in = (float *)recv_slot(c, op->slot);
 	uint64_t i;
 
 	for (i = 0; i < op->len; i++)
-		acc[i] += in[i];
+		in[i] = acc[i] + in[i];
 }
 
 static void op_dense_out(struct call *c, const struct spardl_op *op)
@@ -496,15 +544,6 @@ static void op_dense_out(struct call *c, const struct spardl_op *op)
 			out[i] = in[i] / div;
 	else
 		memcpy(out, in, op->len * sizeof(float));
-}
-
-static int check_len(struct call *c, const struct spardl_op *op)
-{
-	uint64_t got = c->plan->arrived[c->parity][op->slot];
-
-	if (got != op->len * sizeof(float))
-		return protocol_error(c, "dense chunk of the wrong length", op->slot);
-	return 0;
 }
 
 static int run_op(struct call *c, const struct spardl_op *op)
@@ -549,14 +588,10 @@ static int run_op(struct call *c, const struct spardl_op *op)
 		bucket = &st->output;
 		break;
 	case SPARDL_OP_DENSE_ADD:
-		ret = check_len(c, op);
-		if (!ret)
-			op_dense_add(c, op);
+		op_dense_add(c, op);
 		break;
 	case SPARDL_OP_DENSE_OUT:
-		ret = op->slot == UINT32_MAX ? 0 : check_len(c, op);
-		if (!ret)
-			op_dense_out(c, op);
+		op_dense_out(c, op);
 		bucket = &st->output;
 		break;
 	default:
@@ -566,18 +601,21 @@ static int run_op(struct call *c, const struct spardl_op *op)
 	return ret;
 }
 
+/* Post a step's writes; a message longer than the largest write goes as
+ * its pieces, the ones past its end empty (the receiver counts them). */
 static int post_writes(struct call *c, const struct spardl_step *st)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
-	uint32_t i;
+	uint64_t wmax = s->p.max_write;
+	uint32_t i, j;
 	int ret;
 
 	for (i = 0; i < st->nwrite; i++) {
 		const struct spardl_write *w = &s->writes[st->write0 + i];
 		const struct spardl_sslot *ss = &s->sslots[w->sslot];
+		uint64_t off = ss->off, len, roff = (uint64_t)c->parity * p->peer_half[w->peer] + w->roff;
 		struct spardl_tp_mr *mr;
-		uint64_t off = ss->off, len;
 
 		switch (ss->region) {
 		case SPARDL_REG_SEND:
@@ -591,15 +629,22 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 		default:
 			mr = p->recv;
 			off = (uint64_t)c->parity * s->recv_bytes + s->rslots[ss->rslot].off;
-			len = p->arrived[c->parity][ss->rslot];
+			len = p->slot_len[ss->rslot];
 			break;
 		}
-		ret = p->ops->write(p->ep, w->peer, mr, off, p->rmr[w->peer],
-				    (size_t)c->parity * p->peer_half[w->peer] + w->roff, len,
-				    spardl_imm(c->parity, w->phase, w->round, w->rslot), w->last ? SPARDL_TP_WRITE_LAST : 0);
-		if (ret)
-			return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
-						 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round, c->step);
+		for (j = 0; j < w->npieces; j++) {
+			uint64_t po = wmax ? (uint64_t)j * wmax : 0, plen = 0;
+
+			if (len > po)
+				plen = wmax && len - po > wmax ? wmax : len - po;
+			ret = p->ops->write(p->ep, w->peer, mr, off + po, p->ep->remote[w->peer], roff + po, plen,
+					    spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j),
+					    w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0);
+			if (ret)
+				return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
+							 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round,
+							 c->step);
+		}
 	}
 	return 0;
 }
@@ -622,6 +667,70 @@ static void extract_dense(struct call *c)
 	c->nnz = k;
 }
 
+/* After a failure: acc (or, dense, the residual) becomes exactly
+ * grad + old residual again (SPEC's acc), whatever step the call stopped at. */
+static void rollback(struct call *c)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	float *acc = acc_of(p);
+	size_t i, n = s->p.n;
+
+	switch (s->res_mode) {
+	case SPARDL_RES_GRC:
+	case SPARDL_RES_LOCAL:
+		/* Newest first: every logged change, back to acc = old + grad. */
+		for (i = p->nundo; i-- > 0;)
+			acc[p->undo[i].pos] = p->undo[i].old;
+		break;
+	case SPARDL_RES_ZERO: {
+		/* Dense: acc = old + grad was never changed in the call. Without
+		 * a residual set, acc holds grad itself: adding the zero
+		 * residual still rounds -0 to +0, as old + grad would. */
+		float *res = res_of(p);
+
+		if (p->res_dirty)
+			memcpy(res, acc, n * sizeof(float));
+		else
+			for (i = 0; i < n; i++)
+				res[i] = acc[i] + 0.0f;
+		p->res_dirty = 1;
+		break;
+	}
+	case SPARDL_RES_OFF:
+		/* Nothing is kept: the residual stays zero. */
+		memset(acc, 0, n * sizeof(float));
+		break;
+	}
+}
+
+/* A call on a failed plan keeps its gradient too, so that nothing is lost
+ * between the failure and the plan that replaces this one. */
+static void absorb(struct spardl_plan *plan, const float *grad)
+{
+	const struct spardl_sched *s = plan->sched;
+	size_t i, n = s->p.n;
+	float *acc = acc_of(plan);
+
+	switch (s->res_mode) {
+	case SPARDL_RES_GRC:
+	case SPARDL_RES_LOCAL:
+		for (i = 0; i < n; i++)
+			acc[i] = spardl_add(grad[i], acc[i]);
+		break;
+	case SPARDL_RES_ZERO: {
+		float *res = res_of(plan);
+
+		for (i = 0; i < n; i++)
+			res[i] = spardl_add(grad[i], res[i]);
+		plan->res_dirty = 1;
+		break;
+	}
+	case SPARDL_RES_OFF:
+		break;
+	}
+}
+
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out)
 {
@@ -632,10 +741,12 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	uint32_t i, j;
 	int ret = 0;
 
-	if (plan->failed)
+	if (plan->failed) {
+		absorb(plan, grad);
 		return spardl_error(-SPARDL_ERR_PLAN_FAILED,
-				    "rank %d: an earlier call on this plan failed (%s); destroy the plan (and the communicator) and create them again",
+				    "rank %d: an earlier call on this plan failed (%s); its gradient was added to the residual: save the residual, destroy the plan (and the communicator, if a peer died) and create them again",
 				    s->p.rank, spardl_strerror(plan->failed));
+	}
 	plan->nundo = 0;
 	plan->nuseg = 0;
 	plan->u_n = 0;
@@ -643,6 +754,21 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		const struct spardl_step *st = &s->steps[i];
 
 		c.step = i;
+		if (spardl_exec_step_hook)
+			spardl_exec_step_hook(plan, plan->calls, i);
+		/* Past the last communication, complete every write: what
+		 * follows only computes, so the call can no longer fail. */
+		if (i == s->quiesce_step) {
+			double tq = now_s();
+
+			ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+			plan->stats.post += now_s() - tq;
+			if (ret) {
+				spardl_error_wrap(ret, "rank %d: completing the writes of call %llu", s->p.rank,
+						  (unsigned long long)plan->calls);
+				break;
+			}
+		}
 		for (j = 0; j < st->nwait && !ret; j++)
 			ret = wait_slot(&c, s->waits[st->wait0 + j]);
 		if (!ret)
@@ -654,7 +780,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 			plan->stats.post += now_s() - tp;
 		}
 	}
-	if (!ret) {
+	if (!ret && s->quiesce_step >= s->nsteps) {
 		double tq = now_s();
 
 		ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
@@ -665,13 +791,17 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	}
 	if (ret) {
 		plan->failed = ret;
+		plan->stats.failed_calls++;
+		rollback(&c);
+		/* The peers still waiting for this rank fail now, not at their timeout. */
+		plan->ops->abort(plan->ep);
 		return ret;
 	}
 	if (!out && s->p.algo == SPARDL_ALGO_DENSE)
 		extract_dense(&c);
 	if (s->res_mode == SPARDL_RES_OFF && !plan->res)
 		memset(acc_of(plan), 0, s->p.n * sizeof(float));
-	for (i = 0; i < s->nrslots; i++)
+	for (i = 0; i < s->npieces; i++)
 		plan->arrived[c.parity][i] = SPARDL_NOT_ARRIVED;
 	plan->calls++;
 	plan->stats.calls++;

@@ -1,4 +1,5 @@
 /* K-way merge of sorted sparse lists; values at a shared index are summed in list order. */
+#include "fp.h"
 #include "lists.h"
 
 static uint64_t gkey(const struct spardl_list *l, uint32_t pos, uint64_t bs)
@@ -60,7 +61,7 @@ static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b
 			oval[n++] = b->val[j++];
 		} else {
 			oidx[n] = ka;
-			oval[n++] = a->val[i++] + b->val[j++];
+			oval[n++] = spardl_add(a->val[i++], b->val[j++]);
 		}
 	}
 	for (; i < a->count; i++, n++) {
@@ -108,7 +109,7 @@ size_t spardl_lists_merge(const struct spardl_list *lists, size_t nl, uint64_t b
 		float v = l->val[top->pos];
 
 		if (n && oidx[n - 1] == top->key) {
-			oval[n - 1] += v;
+			oval[n - 1] = spardl_add(oval[n - 1], v);
 		} else {
 			oidx[n] = top->key;
 			oval[n] = v;

@@ -8,6 +8,7 @@
 
 #include <spardl/spardl.h>
 
+#include "env.h"
 #include "log.h"
 
 static int log_rank = -1;
@@ -21,20 +22,13 @@ void spardl_log_set_rank(int rank)
 
 static int level_from_env(void)
 {
-	const char *v = getenv("SPARDL_DEBUG");
+	int level;
 
-	if (!v || !*v)
+	/* The logger cannot fail: a malformed value keeps warn, so that the
+	 * error spardl_env_check() then reports from spardl_comm_create shows. */
+	if (spardl_env_enum_quiet("SPARDL_DEBUG", &level))
 		return SPARDL_LOG_WARN;
-	if (!strcasecmp(v, "none") || !strcmp(v, "0"))
-		return SPARDL_LOG_NONE;
-	if (!strcasecmp(v, "warn") || !strcmp(v, "1"))
-		return SPARDL_LOG_WARN;
-	if (!strcasecmp(v, "info") || !strcmp(v, "2"))
-		return SPARDL_LOG_INFO;
-	if (!strcasecmp(v, "debug") || !strcmp(v, "trace") || !strcmp(v, "3"))
-		return SPARDL_LOG_DEBUG;
-	fprintf(stderr, "spardl: SPARDL_DEBUG=%s is not one of none, warn, info, debug; using warn\n", v);
-	return SPARDL_LOG_WARN;
+	return level;
 }
 
 int spardl_log_enabled(enum spardl_log_level level)

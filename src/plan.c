@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Plans: parameter checks across ranks, schedule compilation, memory and endpoints set up once. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -149,26 +150,24 @@ struct agree {
 	uint64_t count;
 	double density;
 	int32_t algo, teams, sag, srs, residual, average, dtype, mem_type;
-	int32_t status;
-	char msg[196];
 };
 
-#define CHECK_FIELD(name)                                                                               \
-	if (all[w].name != all[0].name) {                                                               \
-		ret = spardl_error(-SPARDL_ERR_MISMATCH,                                                \
-				   "plan parameter '" #name "' differs across ranks: rank 0 has %d, rank %d has %d", \
-				   (int)all[0].name, w, (int)all[w].name);                              \
-		goto out;                                                                               \
-	}
+static int differs(int w, const char *name, long long mine, long long theirs)
+{
+	return spardl_error(-SPARDL_ERR_MISMATCH,
+			    "plan parameter '%s' differs across ranks: rank 0 has %lld, rank %d has %lld", name, mine,
+			    w, theirs);
+}
 
-static int agree_params(struct spardl_comm *comm, const struct spardl_plan_params *p, int status,
-			const char *msg)
+/* Every rank publishes its parameters and whether they were valid; all
+ * fail together, naming the invalid rank's reason or the differing field. */
+static int agree_params(struct spardl_comm *comm, const struct spardl_plan_params *p, int status)
 {
 	struct agree me = { 0 }, *all = calloc((size_t)comm->size, sizeof(*all));
 	int ret, w;
 
 	if (!all)
-		return -ENOMEM;
+		status = spardl_error(-ENOMEM, "out of memory for %d ranks' parameters", comm->size);
 	me.count = p->count;
 	me.density = p->density;
 	me.algo = p->algo;
@@ -179,66 +178,40 @@ static int agree_params(struct spardl_comm *comm, const struct spardl_plan_param
 	me.average = p->average;
 	me.dtype = p->dtype;
 	me.mem_type = p->mem_type;
-	me.status = status;
-	snprintf(me.msg, sizeof(me.msg), "%s", msg);
-	ret = spardl_bootstrap_allgather(comm->bs, &me, all, sizeof(me));
-	if (ret)
-		goto out;
-	/* Report this rank's own invalid value first, else the first rank's. */
-	if (status) {
-		ret = spardl_error(status, "spardl_plan_create: rank %d: %s", comm->rank, msg);
-		goto out;
-	}
-	for (w = 0; w < comm->size; w++) {
-		if (all[w].status) {
-			ret = spardl_error(all[w].status, "spardl_plan_create: rank %d: %s", w, all[w].msg);
-			goto out;
-		}
-	}
-	for (w = 1; w < comm->size; w++) {
-		if (all[w].count != all[0].count) {
-			ret = spardl_error(-SPARDL_ERR_MISMATCH,
-					   "plan parameter 'count' differs across ranks: rank 0 has %llu, rank %d has %llu",
-					   (unsigned long long)all[0].count, w, (unsigned long long)all[w].count);
-			goto out;
-		}
-		if (memcmp(&all[w].density, &all[0].density, sizeof(double))) {
+	ret = spardl_bootstrap_exchange(comm->bs, status, "create the plan", &me, all, sizeof(me));
+	for (w = 1; !ret && w < comm->size; w++) {
+		const struct agree *a = &all[0], *b = &all[w];
+
+		if (b->count != a->count)
+			ret = differs(w, "count", (long long)a->count, (long long)b->count);
+		else if (memcmp(&b->density, &a->density, sizeof(double)))
 			ret = spardl_error(-SPARDL_ERR_MISMATCH,
 					   "plan parameter 'density' differs across ranks: rank 0 has %.17g, rank %d has %.17g",
-					   all[0].density, w, all[w].density);
-			goto out;
-		}
-		CHECK_FIELD(algo);
-		CHECK_FIELD(teams);
-		CHECK_FIELD(sag);
-		CHECK_FIELD(srs);
-		CHECK_FIELD(residual);
-		CHECK_FIELD(average);
-		CHECK_FIELD(dtype);
-		CHECK_FIELD(mem_type);
+					   a->density, w, b->density);
+		else if (b->algo != a->algo)
+			ret = differs(w, "algo", a->algo, b->algo);
+		else if (b->teams != a->teams)
+			ret = differs(w, "teams", a->teams, b->teams);
+		else if (b->sag != a->sag)
+			ret = differs(w, "sag", a->sag, b->sag);
+		else if (b->srs != a->srs)
+			ret = differs(w, "srs", a->srs, b->srs);
+		else if (b->residual != a->residual)
+			ret = differs(w, "residual", a->residual, b->residual);
+		else if (b->average != a->average)
+			ret = differs(w, "average", a->average, b->average);
+		else if (b->dtype != a->dtype)
+			ret = differs(w, "dtype", a->dtype, b->dtype);
+		else if (b->mem_type != a->mem_type)
+			ret = differs(w, "mem_type", a->mem_type, b->mem_type);
 	}
-out:
 	free(all);
 	return ret;
 }
 
-/* Every rank learns whether every rank succeeded at a local step. */
-static int agree_status(struct spardl_comm *comm, int status, const char *what)
-{
-	int32_t me = status, *all = calloc((size_t)comm->size, sizeof(*all));
-	int ret, w;
-
-	if (!all)
-		return -ENOMEM;
-	ret = spardl_bootstrap_allgather(comm->bs, &me, all, sizeof(me));
-	for (w = 0; !ret && w < comm->size; w++)
-		if (all[w] && w != comm->rank)
-			ret = spardl_error(all[w], "rank %d failed to %s (%s); see its log", w, what,
-					   spardl_strerror(all[w]));
-	free(all);
-	return ret ? ret : status;
-}
-
+/* Compiles this rank's schedule and, for each rank it writes to, that
+ * rank's schedule: its receive-slot offsets and the size of its receive
+ * region come from there, never from the peer. */
 static int compile_all(struct spardl_plan *plan, const struct spardl_sched_params *sp)
 {
 	struct spardl_comm *comm = plan->comm;
@@ -247,14 +220,20 @@ static int compile_all(struct spardl_plan *plan, const struct spardl_sched_param
 	int ret;
 
 	if (!peer)
-		return -ENOMEM;
+		return spardl_error(-ENOMEM, "out of memory for %d ranks' schedules", comm->size);
 	ret = spardl_sched_compile(sp, &plan->sched);
+	if (ret == -E2BIG) {
+		ret = spardl_error(-E2BIG,
+				   "the plan needs more than 2^%u notifications per call (receive slots and their "
+				   "pieces), the most an immediate can name; use fewer ranks, or a larger "
+				   "SPARDL_MAX_WRITE (now %llu bytes)",
+				   SPARDL_IMM_SLOT_BITS, (unsigned long long)sp->max_write);
+		goto out;
+	}
 	if (ret) {
 		ret = spardl_error(ret, "cannot compile the schedule: %s", spardl_strerror(ret));
 		goto out;
 	}
-	/* The remote slot offsets come from the targets' own schedules, which
-	 * every rank can compile: nothing about them travels at run time. */
 	for (i = 0; i < plan->sched->nwrites; i++) {
 		int w = plan->sched->writes[i].peer;
 		struct spardl_sched_params psp = *sp;
@@ -263,8 +242,11 @@ static int compile_all(struct spardl_plan *plan, const struct spardl_sched_param
 			continue;
 		psp.rank = w;
 		ret = spardl_sched_compile(&psp, &peer[w]);
-		if (ret)
+		if (ret) {
+			ret = spardl_error(ret, "cannot compile rank %d's schedule: %s", w, spardl_strerror(ret));
 			goto out;
+		}
+		plan->peer_half[w] = peer[w]->recv_bytes;
 	}
 	ret = spardl_sched_link(plan->sched, peer);
 out:
@@ -274,130 +256,152 @@ out:
 	return ret;
 }
 
-#define ALLOC(ptr, count)                                                        \
-	do {                                                                     \
-		size_t n_ = (size_t)(count);                                     \
-		(ptr) = calloc(n_ ? n_ : 1, sizeof(*(ptr)));                     \
-		if (!(ptr))                                                      \
-			return spardl_error(-ENOMEM, "out of memory allocating the plan's " #ptr); \
-	} while (0)
+/* Host memory of the plan, counted as it is allocated (spardl_plan_info). */
+static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, size_t size, const char *what)
+{
+	void *p;
+
+	if (size && count > SIZE_MAX / size)
+		return spardl_error(-ENOMEM, "the plan's %s would take more than SIZE_MAX bytes", what);
+	p = calloc(count ? count : 1, size ? size : 1);
+	if (!p)
+		return spardl_error(-ENOMEM, "out of memory allocating the plan's %s (%zu x %zu bytes)", what,
+				    count, size);
+	/* Touched now, not in the first call. */
+	memset(p, 0, count * size);
+	plan->host_bytes += count * size;
+	memcpy(ptr_out, &p, sizeof(p));
+	return 0;
+}
+
+static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, struct spardl_tp_mr **mr_out)
+{
+	int ret = plan->ops->mem_alloc(plan->comm->tp, len, plan->params.mem_type, access, mr_out);
+
+	if (ret)
+		return ret;
+	plan->host_bytes += (*mr_out)->alloc_len;
+	if ((*mr_out)->registered)
+		plan->registered_bytes += (*mr_out)->alloc_len;
+	return 0;
+}
 
 static int alloc_local(struct spardl_plan *plan)
 {
 	const struct spardl_sched *s = plan->sched;
-	struct spardl_tp *tp = plan->comm->tp;
 	size_t n = s->p.n, i;
+	int keep_log = s->res_mode == SPARDL_RES_GRC || s->res_mode == SPARDL_RES_LOCAL;
 	int ret;
 
-	ret = plan->ops->mem_alloc(tp, n * sizeof(float), plan->params.mem_type, SPARDL_ACCESS_LOCAL, &plan->acc);
+	ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, &plan->acc);
+	if (!ret && s->p.algo == SPARDL_ALGO_DENSE)
+		ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, &plan->res);
+	if (!ret)
+		ret = plan_mem(plan, s->send_bytes, SPARDL_ACCESS_LOCAL, &plan->send);
+	if (!ret)
+		ret = plan_mem(plan, 2 * s->recv_bytes, SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &plan->recv);
+	if (!ret)
+		ret = plan_calloc(plan, &plan->arrived[0], s->npieces, sizeof(uint64_t), "arrival table");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->arrived[1], s->npieces, sizeof(uint64_t), "arrival table");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->slot_len, s->nrslots, sizeof(uint64_t), "message lengths");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->send_len, s->nsslots, sizeof(uint64_t), "send lengths");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->regs, s->nregs, sizeof(*plan->regs), "list registers");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->mlists, s->nregs, sizeof(*plan->mlists), "merge lists");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->heap, s->nregs, sizeof(*plan->heap), "merge heap");
+	plan->lbuf_bytes = spardl_wire_bytes(s->buf_pairs);
+	if (!ret)
+		ret = plan_calloc(plan, &plan->lbuf, s->nbufs, plan->lbuf_bytes, "list buffers");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->u_idx, s->union_pairs, sizeof(*plan->u_idx), "merge buffer");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->u_val, s->union_pairs, sizeof(*plan->u_val), "merge buffer");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->undo, keep_log ? s->touched : 0, sizeof(*plan->undo), "undo log");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->useg, keep_log ? s->undo_runs : 0, sizeof(*plan->useg), "undo runs");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->events, SPARDL_MAX_EVENTS, sizeof(*plan->events), "event buffer");
 	if (ret)
 		return ret;
-	if (s->p.algo == SPARDL_ALGO_DENSE) {
-		ret = plan->ops->mem_alloc(tp, n * sizeof(float), plan->params.mem_type, SPARDL_ACCESS_LOCAL,
-					   &plan->res);
+	for (i = 0; i < s->npieces; i++)
+		plan->arrived[0][i] = plan->arrived[1][i] = SPARDL_NOT_ARRIVED;
+	plan->max_lists = s->srs_rounds ? s->srs_rounds : 1;
+	/* Candidates per block, gathered while acc is formed, and room for the
+	 * lists each block receives (at most one per SRS round) before its
+	 * selection: only where a block is long enough to be sampled. */
+	if (!plan->res && spardl_topk_can_sample(s->block_size, s->kb)) {
+		plan->cand_cap = spardl_topk_cand_cap(s->kb);
+		ret = plan_calloc(plan, &plan->cand, plan->cand_cap * s->nblocks, sizeof(*plan->cand), "candidates");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->cand_val, plan->cand_cap * s->nblocks, sizeof(*plan->cand_val),
+					  "candidates");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->cand_n, s->nblocks, sizeof(*plan->cand_n), "candidates");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->cand_lo, s->nblocks, sizeof(*plan->cand_lo), "candidates");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_lidx, (size_t)plan->max_lists * s->nblocks,
+					  sizeof(*plan->blk_lidx), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_lcnt, (size_t)plan->max_lists * s->nblocks,
+					  sizeof(*plan->blk_lcnt), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_nl, s->nblocks, sizeof(*plan->blk_nl), "received lists");
 		if (ret)
 			return ret;
-	}
-	ret = plan->ops->mem_alloc(tp, s->send_bytes, plan->params.mem_type, SPARDL_ACCESS_LOCAL, &plan->send);
-	if (ret)
-		return ret;
-	ret = plan->ops->mem_alloc(tp, 2 * s->recv_bytes, plan->params.mem_type,
-				   SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &plan->recv);
-	if (ret)
-		return ret;
-	ALLOC(plan->arrived[0], s->nrslots);
-	ALLOC(plan->arrived[1], s->nrslots);
-	for (i = 0; i < s->nrslots; i++)
-		plan->arrived[0][i] = plan->arrived[1][i] = SPARDL_NOT_ARRIVED;
-	ALLOC(plan->send_len, s->nsslots);
-	ALLOC(plan->regs, s->nregs);
-	ALLOC(plan->mlists, s->nregs);
-	ALLOC(plan->heap, s->nregs);
-	plan->lbuf_bytes = spardl_wire_bytes(s->buf_pairs);
-	ALLOC(plan->lbuf, plan->lbuf_bytes * s->nbufs);
-	ALLOC(plan->u_idx, s->union_pairs);
-	ALLOC(plan->u_val, s->union_pairs);
-	ALLOC(plan->undo, s->res_mode == SPARDL_RES_GRC ? s->touched : 0);
-	ALLOC(plan->useg, s->res_mode == SPARDL_RES_GRC ? s->undo_runs : 0);
-	ALLOC(plan->rmr, plan->comm->size);
-	ALLOC(plan->peer_half, plan->comm->size);
-	ALLOC(plan->gone, plan->comm->size);
-	ALLOC(plan->events, 64);
-	if (!plan->res) {
-		/* Candidate lists per block, and room for the lists each block
-		 * receives (at most one per SRS round) before its selection. */
-		plan->cand_cap = spardl_topk_cand_cap(s->kb);
-		plan->max_lists = s->srs_rounds ? s->srs_rounds : 1;
-		ALLOC(plan->cand, plan->cand_cap * s->nblocks);
-		ALLOC(plan->cand_val, plan->cand_cap * s->nblocks);
-		ALLOC(plan->cand_n, s->nblocks);
-		ALLOC(plan->cand_lo, s->nblocks);
-		ALLOC(plan->blk_lidx, (size_t)plan->max_lists * s->nblocks);
-		ALLOC(plan->blk_lcnt, (size_t)plan->max_lists * s->nblocks);
-		ALLOC(plan->blk_nl, s->nblocks);
-		memset(plan->cand, 0, plan->cand_cap * s->nblocks * sizeof(*plan->cand));
-		memset(plan->cand_val, 0, plan->cand_cap * s->nblocks * sizeof(*plan->cand_val));
 	}
 	ret = spardl_topk_ws_init(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb);
 	if (ret)
 		return spardl_error(ret, "out of memory allocating the selection workspace");
-	/* calloc'd scratch is touched here, not in the first call. */
-	memset(plan->u_idx, 0, s->union_pairs * sizeof(*plan->u_idx));
-	memset(plan->u_val, 0, s->union_pairs * sizeof(*plan->u_val));
-	memset(plan->lbuf, 0, plan->lbuf_bytes * s->nbufs);
-	if (s->res_mode == SPARDL_RES_GRC)
-		memset(plan->undo, 0, s->touched * sizeof(*plan->undo));
+	plan->host_bytes += spardl_topk_ws_bytes(&plan->ws);
 	return 0;
 }
 
-struct rkey_msg {
-	uint8_t rkey[SPARDL_TP_RKEY_SIZE];
-	uint64_t half;
-};
-
+/* The endpoint: the schedule's peers, who writes where, and how large the
+ * receive region of each rank written to must be (from its schedule). */
 static int connect_peers(struct spardl_plan *plan)
 {
-	struct spardl_comm *comm = plan->comm;
 	const struct spardl_sched *s = plan->sched;
-	struct rkey_msg me, *all;
-	uint32_t i;
-	int ret;
+	struct spardl_tp_peer *peers = NULL;
+	int i, ret = 0;
+	uint32_t j;
 
-	ret = plan->ops->ep_create(comm->tp, s->peers, s->npeers, 2 * s->nrslots, &plan->ep);
-	if (ret)
-		return ret;
-	memset(&me, 0, sizeof(me));
-	ret = plan->ops->mr_export(comm->tp, plan->recv, me.rkey);
-	me.half = s->recv_bytes;
-	all = calloc((size_t)comm->size, sizeof(*all));
-	if (!all)
-		return -ENOMEM;
-	/* Exchange even after a failed export, so no rank is left waiting. */
-	ret = agree_status(comm, ret, "export its receive memory");
-	if (!ret)
-		ret = spardl_bootstrap_allgather(comm->bs, &me, all, sizeof(me));
-	for (i = 0; !ret && i < s->nwrites; i++) {
-		int w = s->writes[i].peer;
-
-		if (plan->rmr[w])
-			continue;
-		plan->peer_half[w] = all[w].half;
-		ret = plan->ops->rmr_import(plan->ep, w, all[w].rkey, &plan->rmr[w]);
+	peers = calloc((size_t)(s->npeers ? s->npeers : 1), sizeof(*peers));
+	if (!peers)
+		ret = spardl_error(-ENOMEM, "out of memory for %d peers", s->npeers);
+	for (i = 0; !ret && i < s->npeers; i++) {
+		peers[i].rank = s->peers[i];
+		for (j = 0; j < s->nwrites; j++)
+			if (s->writes[j].peer == s->peers[i])
+				peers[i].flags |= SPARDL_TP_PEER_WRITTEN;
+		for (j = 0; j < s->nrslots; j++)
+			if (s->rslots[j].peer == s->peers[i])
+				peers[i].flags |= SPARDL_TP_PEER_WRITES_HERE;
+		if (peers[i].flags & SPARDL_TP_PEER_WRITTEN)
+			peers[i].remote_len = 2 * plan->peer_half[s->peers[i]];
 	}
-	free(all);
+	/* Collective: even after a local failure here the transport takes
+	 * part, with the same result on every rank. */
+	if (ret)
+		ret = spardl_bootstrap_exchange(plan->comm->bs, ret, "create the plan's endpoints", NULL, NULL, 0);
+	else
+		ret = plan->ops->ep_create(plan->comm->tp, peers, s->npeers, 2 * s->npieces, plan->recv, &plan->ep);
+	free(peers);
 	return ret;
 }
 
 SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 {
-	int w;
-
 	if (!plan)
 		return;
-	if (plan->rmr)
-		for (w = 0; w < plan->comm->size; w++)
-			if (plan->rmr[w])
-				plan->ops->rmr_release(plan->ep, plan->rmr[w]);
 	if (plan->ep)
 		plan->ops->ep_destroy(plan->ep);
 	if (plan->ops) {
@@ -413,6 +417,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	spardl_topk_ws_fini(&plan->ws);
 	free(plan->arrived[0]);
 	free(plan->arrived[1]);
+	free(plan->slot_len);
 	free(plan->send_len);
 	free(plan->regs);
 	free(plan->mlists);
@@ -429,7 +434,6 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_lidx);
 	free(plan->blk_lcnt);
 	free(plan->blk_nl);
-	free(plan->rmr);
 	free(plan->peer_half);
 	free(plan->gone);
 	free(plan->events);
@@ -442,8 +446,8 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 {
 	struct spardl_plan_params p;
 	struct spardl_sched_params sp;
-	struct spardl_plan *plan;
-	char msg[196] = "";
+	struct spardl_plan *plan = NULL;
+	char msg[200] = "";
 	int status, ret;
 
 	if (!comm || !params || !plan_out)
@@ -451,41 +455,51 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 				    !comm ? "comm" : !params ? "params" : "plan_out");
 	resolve(params, &p);
 	status = validate(&p, comm->size, msg, sizeof(msg));
+	if (status)
+		status = spardl_error(status, "spardl_plan_create: rank %d: %s", comm->rank, msg);
 	/* Agree before failing: a rank that returned early would leave the
 	 * others waiting in the exchange. */
-	ret = agree_params(comm, &p, status, msg);
+	ret = agree_params(comm, &p, status);
 	if (ret)
 		return ret;
 	plan = calloc(1, sizeof(*plan));
-	if (!plan)
-		return agree_status(comm, spardl_error(-ENOMEM, "out of memory"), "allocate the plan");
-	plan->comm = comm;
-	plan->params = p;
-	plan->ops = comm->tp_ops;
-	sp.size = comm->size;
-	sp.rank = comm->rank;
-	sp.n = p.count;
-	sp.k = spardl_plan_k(p.count, p.density);
-	sp.algo = p.algo;
-	sp.teams = p.algo == SPARDL_ALGO_SPARDL ? p.teams : 1;
-	sp.sag = p.sag;
-	sp.srs = p.srs;
-	sp.residual = p.residual;
-	sp.average = p.average;
-	ret = compile_all(plan, &sp);
-	if (!ret)
-		ret = alloc_local(plan);
-	ret = agree_status(comm, ret, "compile the schedule and allocate the plan's memory");
+	if (plan) {
+		plan->comm = comm;
+		plan->params = p;
+		plan->ops = comm->tp_ops;
+		plan->peer_half = calloc((size_t)comm->size, sizeof(*plan->peer_half));
+		plan->host_bytes = sizeof(*plan) + (size_t)comm->size * sizeof(*plan->peer_half);
+	}
+	if (!plan || !plan->peer_half) {
+		ret = spardl_error(-ENOMEM, "out of memory for a plan");
+	} else {
+		sp.size = comm->size;
+		sp.rank = comm->rank;
+		sp.n = p.count;
+		sp.k = spardl_plan_k(p.count, p.density);
+		sp.algo = p.algo;
+		sp.teams = p.algo == SPARDL_ALGO_SPARDL ? p.teams : 1;
+		sp.sag = p.sag;
+		sp.srs = p.srs;
+		sp.residual = p.residual;
+		sp.average = p.average;
+		sp.max_write = comm->max_write;
+		ret = compile_all(plan, &sp);
+		if (!ret)
+			ret = alloc_local(plan);
+	}
+	ret = spardl_bootstrap_exchange(comm->bs, ret, "compile its schedule and allocate the plan's memory", NULL,
+					NULL, 0);
 	if (!ret)
 		ret = connect_peers(plan);
-	ret = agree_status(comm, ret, "connect the plan's peers");
 	if (ret) {
 		spardl_plan_destroy(plan);
 		return ret;
 	}
-	SPARDL_DEBUG("plan: n=%zu k=%llu algo=%d teams=%d, %d peers, send %llu B, receive 2 x %llu B", p.count,
-		     (unsigned long long)sp.k, p.algo, sp.teams, plan->sched->npeers,
-		     (unsigned long long)plan->sched->send_bytes, (unsigned long long)plan->sched->recv_bytes);
+	SPARDL_DEBUG("plan: n=%zu k=%llu algo=%d teams=%d, %d peers, send %llu B, receive 2 x %llu B, %zu B host memory, %zu B registered",
+		     p.count, (unsigned long long)sp.k, p.algo, sp.teams, plan->sched->npeers,
+		     (unsigned long long)plan->sched->send_bytes, (unsigned long long)plan->sched->recv_bytes,
+		     plan->host_bytes, plan->registered_bytes);
 	*plan_out = plan;
 	return 0;
 }
@@ -530,25 +544,57 @@ SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan, const void *re
 	return 0;
 }
 
-SPARDL_API int spardl_plan_info(const struct spardl_plan *plan, struct spardl_plan_info *info_out)
+/* Writes the first size bytes of a struct the library filled in full: a
+ * binary built against an older, shorter struct gets its fields only. */
+static int copy_out(void *dst, size_t size, const void *src, size_t full, const char *fn)
 {
-	if (!plan || !info_out)
-		return spardl_error(-EINVAL, "spardl_plan_info: %s is NULL", !plan ? "plan" : "info_out");
-	info_out->count = plan->params.count;
-	info_out->k = plan->sched->p.k;
-	info_out->block_size = plan->sched->block_size;
-	info_out->block_budget = plan->sched->kb;
-	info_out->team_size = plan->sched->team_size;
-	info_out->teams = plan->sched->p.teams;
+	if (size < sizeof(uint64_t))
+		return spardl_error(-EINVAL, "%s: size %zu is smaller than the first field", fn, size);
+	memcpy(dst, src, size < full ? size : full);
+	if (size > full)
+		memset((uint8_t *)dst + full, 0, size - full);
 	return 0;
 }
 
-SPARDL_API int spardl_plan_stats(const struct spardl_plan *plan, struct spardl_plan_stats *stats_out)
+SPARDL_API int spardl_plan_info_sized(const struct spardl_plan *plan, struct spardl_plan_info *info_out,
+				      size_t info_size)
+{
+	struct spardl_plan_info i;
+
+	if (!plan || !info_out)
+		return spardl_error(-EINVAL, "spardl_plan_info: %s is NULL", !plan ? "plan" : "info_out");
+	memset(&i, 0, sizeof(i));
+	i.count = plan->params.count;
+	i.k = plan->sched->p.k;
+	i.block_size = plan->sched->block_size;
+	i.block_budget = plan->sched->kb;
+	i.team_size = plan->sched->team_size;
+	i.teams = plan->sched->p.teams;
+	i.host_bytes = plan->host_bytes;
+	i.registered_bytes = plan->registered_bytes;
+	i.device_bytes = 0;
+	i.max_write = plan->sched->p.max_write;
+	i.peers = (size_t)plan->sched->npeers;
+	return copy_out(info_out, info_size, &i, sizeof(i), "spardl_plan_info");
+}
+
+/* The 0.1 entry point, for binaries built before the size argument. */
+SPARDL_API int(spardl_plan_info)(const struct spardl_plan *plan, struct spardl_plan_info *info_out)
+{
+	return spardl_plan_info_sized(plan, info_out, SPARDL_PLAN_INFO_SIZE_V1);
+}
+
+SPARDL_API int spardl_plan_stats_sized(const struct spardl_plan *plan, struct spardl_plan_stats *stats_out,
+				       size_t stats_size)
 {
 	if (!plan || !stats_out)
 		return spardl_error(-EINVAL, "spardl_plan_stats: %s is NULL", !plan ? "plan" : "stats_out");
-	*stats_out = plan->stats;
-	return 0;
+	return copy_out(stats_out, stats_size, &plan->stats, sizeof(plan->stats), "spardl_plan_stats");
+}
+
+SPARDL_API int(spardl_plan_stats)(const struct spardl_plan *plan, struct spardl_plan_stats *stats_out)
+{
+	return spardl_plan_stats_sized(plan, stats_out, SPARDL_PLAN_STATS_SIZE_V1);
 }
 
 SPARDL_API int spardl_plan_schedule_text(const struct spardl_plan *plan, char **text_out)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compiles the per-rank schedules of SparDL and the baselines (SPEC sections 4-6). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -99,8 +100,8 @@ static uint32_t sslot(struct builder *b, uint8_t region, uint32_t rs, uint64_t o
 /* A receive slot the current step waits for. */
 static uint32_t wait_slot(struct builder *b, int peer, int phase, int round, int seq, uint64_t max)
 {
-	struct spardl_rslot rs = { .peer = peer, .phase = (uint8_t)phase, .round = (uint8_t)round,
-				   .seq = (uint16_t)seq, .off = b->s->recv_bytes, .max = max };
+	struct spardl_rslot rs = { .peer = peer, .phase = (uint8_t)phase, .round = (uint32_t)round,
+				   .seq = (uint32_t)seq, .off = b->s->recv_bytes, .max = max };
 	uint32_t id = b->s->nrslots;
 
 	b->s->recv_bytes += align8(max);
@@ -113,8 +114,8 @@ static uint32_t wait_slot(struct builder *b, int peer, int phase, int round, int
 
 static void write_to(struct builder *b, int peer, int phase, int round, int seq, uint32_t ss)
 {
-	struct spardl_write w = { .peer = peer, .phase = (uint8_t)phase, .round = (uint8_t)round,
-				  .seq = (uint16_t)seq, .sslot = ss, .rslot = NO_SLOT };
+	struct spardl_write w = { .peer = peer, .phase = (uint8_t)phase, .round = (uint32_t)round,
+				  .seq = (uint32_t)seq, .sslot = ss, .rslot = NO_SLOT };
 
 	PUSH(b, writes, nwrites, cap_writes, w);
 	if (step(b))
@@ -136,7 +137,7 @@ static struct spardl_op mkop(int code, int phase, int round)
 
 	op.code = (uint8_t)code;
 	op.phase = (uint8_t)phase;
-	op.round = (uint8_t)round;
+	op.round = (uint32_t)round;
 	op.slot = NO_SLOT;
 	return op;
 }
@@ -300,8 +301,10 @@ static uint32_t pairwise_round(struct builder *b, int phase, int round, int part
 	begin(b, op);
 	if (step(b))
 		step(b)->op.slot = wait_slot(b, partner, phase, round, 0, blk);
-	pair[0] = cur;
-	pair[1] = op.r0;
+	/* The lower rank's list first on both sides, so both add in the same
+	 * order (it matters for NaN payloads). */
+	pair[0] = partner < s->p.rank ? op.r0 : cur;
+	pair[1] = partner < s->p.rank ? cur : op.r0;
 	/* List buffers 1 and 2 alternate; buffer 0 holds the first selection. */
 	return reduce(b, phase, round, pair, 2, m, 1 + (uint32_t)(round & 1), (uint32_t)round + 1, m);
 }
@@ -427,58 +430,86 @@ static void compile_gtopk(struct builder *b)
 	finish(b, &cur, 1, s->kb);
 }
 
+/* A dense chunk slot: its message is always the whole chunk. */
+static uint32_t wait_chunk(struct builder *b, int peer, int phase, int round, uint64_t bytes)
+{
+	uint32_t id = wait_slot(b, peer, phase, round, 0, bytes);
+
+	if (!b->oom)
+		b->s->rslots[id].exact = 1;
+	return id;
+}
+
+/*
+ * Ring reduce-scatter, then ring all-gather. acc (grad + residual) is only
+ * read: partial sums live in the receive slots (slot = acc + slot) and are
+ * forwarded from there, so a failed call can restore the residual from
+ * acc. The output is written after the last wait, so a failed call never
+ * touches it either.
+ */
 static void compile_dense(struct builder *b)
 {
 	struct spardl_sched *s = b->s;
 	int P = s->p.size, r = s->p.rank, st;
 	int to = mod(r + 1, P), from = mod(r - 1, P);
 	uint64_t cs = s->block_size, n = s->p.n;
-	uint32_t prev = NO_SLOT;
+	uint32_t prev = NO_SLOT, reduced, *ag = calloc((size_t)P, sizeof(*ag));
+	struct spardl_op op;
 
+	if (!ag) {
+		b->oom = 1;
+		return;
+	}
 	s->result_pairs = n;
-
 	for (st = 0; st < P - 1; st++) {
 		uint32_t c = (uint32_t)mod(r - st, P), rc = (uint32_t)mod(r - st - 1, P);
 		uint64_t len = spardl_block_len(n, cs, c), rlen = spardl_block_len(n, cs, rc);
-		struct spardl_op op = mkop(SPARDL_OP_NONE, SPARDL_PH_RS, st);
-		uint32_t ss = sslot(b, SPARDL_REG_ACC, 0, min_u64(c * cs, n) * 4, len * 4);
+		uint32_t ss = st == 0 ? sslot(b, SPARDL_REG_ACC, 0, min_u64(c * cs, n) * 4, len * 4) :
+					sslot(b, SPARDL_REG_RECV, prev, 0, len * 4);
 
-		begin(b, op);
+		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RS, st));
 		write_to(b, to, SPARDL_PH_RS, st, 0, ss);
 		op = mkop(SPARDL_OP_DENSE_ADD, SPARDL_PH_RS, st);
 		op.off = min_u64(rc * cs, n);
 		op.len = rlen;
 		begin(b, op);
+		prev = wait_chunk(b, from, SPARDL_PH_RS, st, rlen * 4);
 		if (step(b))
-			step(b)->op.slot = wait_slot(b, from, SPARDL_PH_RS, st, 0, rlen * 4);
+			step(b)->op.slot = prev;
 	}
+	/* prev now holds chunk r + 1, reduced over all ranks. */
+	reduced = prev;
 	for (st = 0; st < P - 1; st++) {
 		uint32_t c = (uint32_t)mod(r + 1 - st, P), rc = (uint32_t)mod(r - st, P);
 		uint64_t len = spardl_block_len(n, cs, c), rlen = spardl_block_len(n, cs, rc);
-		struct spardl_op op = mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st);
-		uint32_t ss = st == 0 ? sslot(b, SPARDL_REG_ACC, 0, min_u64(c * cs, n) * 4, len * 4) :
-					sslot(b, SPARDL_REG_RECV, prev, 0, len * 4);
+		uint32_t ss = sslot(b, SPARDL_REG_RECV, prev, 0, len * 4);
 
-		begin(b, op);
+		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st));
 		write_to(b, to, SPARDL_PH_RAG, st, 0, ss);
-		op = mkop(SPARDL_OP_DENSE_OUT, SPARDL_PH_RAG, st);
-		op.off = min_u64(rc * cs, n);
-		op.len = rlen;
-		begin(b, op);
-		if (step(b)) {
-			prev = wait_slot(b, from, SPARDL_PH_RAG, st, 0, rlen * 4);
-			step(b)->op.slot = prev;
-		}
+		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st));
+		prev = wait_chunk(b, from, SPARDL_PH_RAG, st, rlen * 4);
+		ag[st] = prev;
 	}
 	{
 		uint32_t own = (uint32_t)mod(r + 1, P);
-		struct spardl_op op = mkop(SPARDL_OP_DENSE_OUT, SPARDL_PH_RAG, 0);
 
+		op = mkop(SPARDL_OP_DENSE_OUT, SPARDL_PH_RAG, 0);
 		op.off = min_u64(own * cs, n);
 		op.len = spardl_block_len(n, cs, own);
+		op.slot = reduced;
+		begin(b, op);
+	}
+	for (st = 0; st < P - 1; st++) {
+		uint32_t rc = (uint32_t)mod(r - st, P);
+
+		op = mkop(SPARDL_OP_DENSE_OUT, SPARDL_PH_RAG, st);
+		op.off = min_u64(rc * cs, n);
+		op.len = spardl_block_len(n, cs, rc);
+		op.slot = ag[st];
 		begin(b, op);
 	}
 	begin(b, mkop(SPARDL_OP_RESIDUAL, 0, 0));
+	free(ag);
 }
 
 static int collect_peers(struct spardl_sched *s)
@@ -508,6 +539,72 @@ static int collect_peers(struct spardl_sched *s)
 			s->peers[n++] = i;
 	s->npeers = n;
 	free(mark);
+	return 0;
+}
+
+/* Number the pieces of every receive slot (SPARDL_IMM_MAX_SLOTS at most:
+ * piece ids travel in the immediate). */
+static int number_pieces(struct spardl_sched *s)
+{
+	uint64_t total = 0;
+	uint32_t i, j;
+
+	for (i = 0; i < s->nrslots; i++)
+		total += spardl_sched_pieces(s->rslots[i].max, s->p.max_write);
+	if (total >= SPARDL_IMM_MAX_SLOTS)
+		return -E2BIG;
+	s->piece_slot = malloc((size_t)(total ? total : 1) * sizeof(*s->piece_slot));
+	if (!s->piece_slot)
+		return -ENOMEM;
+	s->npieces = 0;
+	for (i = 0; i < s->nrslots; i++) {
+		struct spardl_rslot *rs = &s->rslots[i];
+
+		rs->piece0 = s->npieces;
+		rs->npieces = (uint32_t)spardl_sched_pieces(rs->max, s->p.max_write);
+		for (j = 0; j < rs->npieces; j++)
+			s->piece_slot[s->npieces++] = i;
+	}
+	return 0;
+}
+
+static void find_quiesce_step(struct spardl_sched *s)
+{
+	uint32_t i;
+
+	s->quiesce_step = 0;
+	for (i = 0; i < s->nsteps; i++)
+		if (s->steps[i].nwait || s->steps[i].nwrite)
+			s->quiesce_step = i + 1;
+}
+
+int spardl_sched_check_notify(const struct spardl_sched *s, int peer, uint32_t imm, uint64_t len, uint32_t *piece_out,
+			      uint32_t *slot_out)
+{
+	uint32_t piece = imm & (SPARDL_IMM_MAX_SLOTS - 1), slot;
+	unsigned phase = (imm >> 28) & 7, round = (imm >> 23) & 31;
+	const struct spardl_rslot *rs;
+	uint64_t pmax;
+
+	if (piece >= s->npieces)
+		return spardl_error_quiet(-SPARDL_ERR_PROTOCOL,
+					  "unexpected write from rank %d (immediate 0x%08x: %s round %u piece %u) that this plan's schedule does not name; do all ranks run the same plans in the same order?",
+					  peer, imm, spardl_phase_name(phase), round, piece);
+	slot = s->piece_slot[piece];
+	rs = &s->rslots[slot];
+	if (rs->peer != peer || rs->phase != phase || (rs->round & 31) != round)
+		return spardl_error_quiet(-SPARDL_ERR_PROTOCOL,
+					  "unexpected write from rank %d (immediate 0x%08x: %s round %u piece %u); the schedule expects rank %d's %s round %u there; do all ranks run the same plans in the same order?",
+					  peer, imm, spardl_phase_name(phase), round, piece, rs->peer,
+					  spardl_phase_name(rs->phase), rs->round);
+	pmax = spardl_piece_max(rs->max, s->p.max_write, piece - rs->piece0);
+	if (len > pmax)
+		return spardl_error_quiet(-SPARDL_ERR_PROTOCOL,
+					  "rank %d wrote %llu bytes into piece %u of slot %u (%s round %u), which holds %llu",
+					  peer, (unsigned long long)len, piece - rs->piece0, slot,
+					  spardl_phase_name(rs->phase), rs->round, (unsigned long long)pmax);
+	*piece_out = piece;
+	*slot_out = slot;
 	return 0;
 }
 
@@ -578,8 +675,10 @@ int spardl_sched_compile(const struct spardl_sched_params *p, struct spardl_sche
 		break;
 	}
 	ret = b.oom ? -ENOMEM : collect_peers(s);
-	if (!ret && s->nrslots >= SPARDL_IMM_MAX_SLOTS)
-		ret = -E2BIG;
+	if (!ret)
+		ret = number_pieces(s);
+	if (!ret)
+		find_quiesce_step(s);
 	if (ret) {
 		spardl_sched_free(s);
 		return ret;
@@ -598,6 +697,7 @@ void spardl_sched_free(struct spardl_sched *s)
 	free(s->sslots);
 	free(s->rslots);
 	free(s->reglist);
+	free(s->piece_slot);
 	free(s->peers);
 	free(s);
 }
@@ -625,6 +725,8 @@ int spardl_sched_link(struct spardl_sched *s, struct spardl_sched *const *peer_s
 					    "internal: rank %d's write to rank %d (%s round %u) has no matching receive slot",
 					    s->p.rank, w->peer, spardl_phase_name(w->phase), w->round);
 		w->rslot = j;
+		w->rpiece0 = ps->rslots[j].piece0;
+		w->npieces = ps->rslots[j].npieces;
 		w->roff = ps->rslots[j].off;
 	}
 	return 0;

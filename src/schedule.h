@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Schedules: per-rank lists of steps {wait for notifications, compute op, post writes}. */
 #ifndef SPARDL_SCHEDULE_H
 #define SPARDL_SCHEDULE_H
@@ -29,7 +30,7 @@ enum spardl_opcode {
 	SPARDL_OP_RESULT,    /* merge regs (in order) into the final global list */
 	SPARDL_OP_RESIDUAL,  /* the residual update of the algorithm */
 	SPARDL_OP_OUTPUT,    /* write the final list (divided by P when averaging) to the output */
-	SPARDL_OP_DENSE_ADD, /* acc[chunk] += received chunk */
+	SPARDL_OP_DENSE_ADD, /* received chunk = acc[chunk] + received chunk (acc is left as it was) */
 	SPARDL_OP_DENSE_OUT, /* output[chunk] = received chunk (or acc[chunk] when no slot) / P */
 	SPARDL_OP_COUNT
 };
@@ -51,8 +52,8 @@ enum spardl_region {
 struct spardl_op {
 	uint8_t code;
 	uint8_t phase;
-	uint8_t round;
 	uint8_t dst_is_reg; /* SELECT/REDUCE: destination is list reg dst (buffer buf) */
+	uint32_t round;
 	uint32_t b0, nb;    /* blocks (SELECT, SCATTER) or expected block ids (RECV_LISTS) */
 	uint32_t b_step;    /* RECV_LISTS: expected id of list j is b0 + j * b_step (mod nblocks) */
 	uint32_t m;         /* selection budget */
@@ -72,22 +73,33 @@ struct spardl_sslot {
 	uint64_t max;   /* capacity in bytes */
 };
 
+/*
+ * A receive slot holds one message. A message longer than the largest write
+ * (p.max_write) travels as several pieces, each its own write with its own
+ * notification; piece i covers bytes [i * max_write, (i + 1) * max_write) of
+ * the slot, and the pieces past the message's end are sent empty, so the
+ * receiver always waits for npieces notifications. Immediates carry piece
+ * ids; a slot's pieces are numbered piece0 .. piece0 + npieces - 1.
+ */
 struct spardl_rslot {
 	int peer;
-	uint8_t phase, round;
-	uint16_t seq;
+	uint8_t phase;
+	uint8_t exact; /* the message is always exactly max bytes (dense chunks) */
+	uint32_t round, seq;
 	uint64_t off; /* bytes into one parity half of the receive region */
 	uint64_t max;
+	uint32_t piece0, npieces;
 };
 
 struct spardl_write {
 	int peer;
-	uint8_t phase, round;
-	uint16_t seq;
-	uint32_t sslot;
+	uint8_t phase;
 	uint8_t last; /* the schedule's last write to this peer */
+	uint32_t round, seq;
+	uint32_t sslot;
 	/* Filled by spardl_sched_link() from the peer's schedule. */
 	uint32_t rslot;
+	uint32_t rpiece0, npieces;
 	uint64_t roff;
 };
 
@@ -102,6 +114,7 @@ struct spardl_sched_params {
 	int size, rank;
 	uint64_t n, k;
 	int algo, teams, sag, srs, residual, average;
+	uint64_t max_write; /* largest single write in bytes, a multiple of 8 (0: no limit) */
 };
 
 struct spardl_sched {
@@ -125,6 +138,11 @@ struct spardl_sched {
 	uint32_t nrslots, cap_rslots;
 	uint32_t *reglist;
 	uint32_t nreglist, cap_reglist;
+	uint32_t *piece_slot; /* per piece: its receive slot */
+	uint32_t npieces;
+	/* Steps from here on only compute locally: the executor completes
+	 * every write before it, so nothing after can fail. */
+	uint32_t quiesce_step;
 
 	uint64_t send_bytes; /* size of the send-slot region */
 	uint64_t recv_bytes; /* size of one parity half of the receive region */
@@ -161,10 +179,41 @@ int spardl_sched_link(struct spardl_sched *s, struct spardl_sched *const *peer_s
 /* The schedule as text; release with free(). */
 int spardl_sched_render(const struct spardl_sched *s, char **text_out);
 
+/* Pieces of a message slot of max bytes. */
+static inline uint64_t spardl_sched_pieces(uint64_t max, uint64_t max_write)
+{
+	if (!max_write || max <= max_write)
+		return 1;
+	return (max + max_write - 1) / max_write;
+}
+
+/* Capacity of piece i of a slot of max bytes. */
+static inline uint64_t spardl_piece_max(uint64_t max, uint64_t max_write, uint32_t i)
+{
+	uint64_t lo;
+
+	if (!max_write)
+		return i ? 0 : max;
+	lo = (uint64_t)i * max_write;
+	if (lo >= max)
+		return 0;
+	return max - lo < max_write ? max - lo : max_write;
+}
+
+/*
+ * Checks a notification against the schedule: the immediate must name a
+ * piece of a receive slot of peer with the phase and round it carries, and
+ * len must fit that piece. Returns 0 with the piece and its slot, or
+ * -SPARDL_ERR_PROTOCOL with a message (recorded quietly) saying what is
+ * wrong. The parity bit is the caller's.
+ */
+int spardl_sched_check_notify(const struct spardl_sched *s, int peer, uint32_t imm, uint64_t len, uint32_t *piece_out,
+			      uint32_t *slot_out);
+
 const char *spardl_phase_name(unsigned phase);
 const char *spardl_op_name(unsigned code);
 
-/* Immediate: [31] parity | [30:28] phase | [27:23] round mod 32 | [22:0] receive slot. */
+/* Immediate: [31] parity | [30:28] phase | [27:23] round mod 32 | [22:0] receive piece. */
 #define SPARDL_IMM_SLOT_BITS 23u
 #define SPARDL_IMM_MAX_SLOTS (1u << SPARDL_IMM_SLOT_BITS)
 static inline uint32_t spardl_imm(unsigned parity, unsigned phase, unsigned round, uint32_t slot)

@@ -6,6 +6,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "fp.h"
 #include "topk.h"
 
 /* Below this length a block is selected by the exact radix passes alone. */
@@ -153,9 +154,20 @@ static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t 
 	return (uint32_t)k << 19;
 }
 
+size_t spardl_topk_ws_bytes(const struct spardl_topk_ws *ws)
+{
+	return ws->cap * (sizeof(*ws->cand_idx) + sizeof(*ws->cand_val)) +
+	       2 * ws->ucap * (sizeof(uint32_t) + sizeof(float));
+}
+
+int spardl_topk_can_sample(size_t len, size_t m)
+{
+	return len >= SAMPLE_MIN_LEN && m > 0 && m < len / 8;
+}
+
 uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m)
 {
-	if (len < SAMPLE_MIN_LEN || m == 0 || m >= len / 8)
+	if (!spardl_topk_can_sample(len, m))
 		return 0;
 	return sample_bound(a, b, len, m);
 }
@@ -294,10 +306,16 @@ __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict ac
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
 	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
+	const __m256 quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
 	size_t n = 0, i = 0;
 
 	for (; i + 8 <= len; i += 8) {
-		__m256 s = _mm256_add_ps(_mm256_and_ps(_mm256_loadu_ps(acc + i), keep), _mm256_loadu_ps(g + i));
+		/* g + acc, the order of SPEC's acc = g + residual, NaNs
+		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
+		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
+		__m256 s = _mm256_add_ps(gv, av);
+		s = _mm256_blendv_ps(s, _mm256_or_ps(av, quiet), _mm256_cmp_ps(av, av, _CMP_UNORD_Q));
+		s = _mm256_blendv_ps(s, _mm256_or_ps(gv, quiet), _mm256_cmp_ps(gv, gv, _CMP_UNORD_Q));
 		__m256i gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
 		unsigned mask;
 
@@ -332,7 +350,7 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
 		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, &i);
 #endif
 	for (; i < len; i++) {
-		float v = add ? acc[i] + g[i] : g[i];
+		float v = add ? spardl_add(g[i], acc[i]) : g[i];
 
 		acc[i] = v;
 		if (n != SIZE_MAX && spardl_key(v) >= lo) {

@@ -43,6 +43,8 @@ struct spardl_topk_ws {
  * its candidate gathering and its selection. */
 int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra);
 void spardl_topk_ws_fini(struct spardl_topk_ws *ws);
+/* Bytes a workspace holds. */
+size_t spardl_topk_ws_bytes(const struct spardl_topk_ws *ws);
 
 /* topk(x[0..len), m): writes the selected block-local indices in ascending
  * order and their values, sets those entries of x to 0, returns the count
@@ -54,6 +56,10 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
  * a sampled lower bound lo on the m-th largest key of a (+ b when b is not
  * NULL), or 0 when the block is too small or m too large for it to pay. */
 uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m);
+
+/* 1 when a block of len entries with budget m is selected from sampled
+ * candidates (spardl_topk_bound() can return non-zero), else 0. */
+int spardl_topk_can_sample(size_t len, size_t m);
 
 /* Capacity a candidate list for budget m needs. */
 size_t spardl_topk_cand_cap(size_t m);

@@ -20,7 +20,7 @@
  * per-call operations (write, poll, quiesce) record theirs quietly
  * (spardl_error_quiet): the executor adds the step and peer and logs once.
  */
-#define SPARDL_TP_OPS_VERSION 1
+#define SPARDL_TP_OPS_VERSION 2
 
 enum spardl_access {
 	SPARDL_ACCESS_LOCAL = 1 << 0,        /* source of local writes */
@@ -31,9 +31,6 @@ enum spardl_write_flags {
 	SPARDL_TP_WRITE_LAST = 1 << 0,
 };
 
-/* Fixed size of an exported memory key, for every transport. */
-#define SPARDL_TP_RKEY_SIZE 64
-
 struct spardl_tp_ops;
 
 struct spardl_tp {
@@ -41,17 +38,40 @@ struct spardl_tp {
 	struct spardl_bootstrap *bs;
 	int rank, size;
 	int timeout_ms;
+	/* Largest single write this rank's transport can make (bytes), set by
+	 * open; the core splits larger messages into pieces. */
+	uint64_t max_write;
 };
 
 struct spardl_tp_mr {
 	void *addr;
-	size_t len;
+	size_t len;       /* bytes asked for */
+	size_t alloc_len; /* bytes mapped (whole pages) */
 	enum spardl_mem_type mem_type;
 	unsigned access;
+	int registered;   /* registered with a device, or shared with peers */
+};
+
+/* A peer of an endpoint, as the plan's schedule names it. */
+enum spardl_tp_peer_flags {
+	SPARDL_TP_PEER_WRITES_HERE = 1 << 0, /* it writes into this rank's receive region (it gets the key) */
+	SPARDL_TP_PEER_WRITTEN = 1 << 1,     /* this rank writes into its receive region */
+};
+
+struct spardl_tp_peer {
+	int rank;
+	unsigned flags;
+	/* SPARDL_TP_PEER_WRITTEN: bytes of the peer's receive region this rank
+	 * writes into, known from the peer's schedule (never taken from the
+	 * peer): a smaller region is refused. */
+	uint64_t remote_len;
 };
 
 struct spardl_tp_ep {
 	struct spardl_tp *tp;
+	/* Per rank: the receive region of every peer flagged
+	 * SPARDL_TP_PEER_WRITTEN, NULL for the others; owned by the endpoint. */
+	struct spardl_tp_rmr **remote;
 };
 
 struct spardl_tp_rmr {
@@ -60,8 +80,9 @@ struct spardl_tp_rmr {
 };
 
 enum spardl_tp_event_type {
-	SPARDL_TP_EV_NOTIFY = 0,    /* peer wrote len bytes with immediate imm */
-	SPARDL_TP_EV_PEER_GONE = 1, /* peer exited or disconnected (reported once) */
+	SPARDL_TP_EV_NOTIFY = 0,     /* peer wrote len bytes with immediate imm */
+	SPARDL_TP_EV_PEER_GONE = 1,  /* peer exited or disconnected (reported once) */
+	SPARDL_TP_EV_PEER_ABORT = 2, /* peer's own call failed: it aborted the endpoint */
 };
 
 /* What poll returns. A vanished peer is an event, not an error: only the
@@ -79,7 +100,8 @@ struct spardl_tp_ops {
 	const char *name;
 	/* 1 when the transport can run on this machine (used by "auto"). */
 	int (*available)(void);
-	/* Collective over bs. */
+	/* Collective over bs, with the same result on every rank (a local
+	 * failure is reported to all through spardl_bootstrap_exchange). */
 	int (*open)(struct spardl_bootstrap *bs, int timeout_ms, struct spardl_tp **tp_out);
 	void (*close)(struct spardl_tp *tp);
 	/* Allocate len bytes of the given memory type, registered for access,
@@ -87,19 +109,24 @@ struct spardl_tp_ops {
 	int (*mem_alloc)(struct spardl_tp *tp, size_t len, enum spardl_mem_type type, unsigned access,
 			 struct spardl_tp_mr **mr_out);
 	void (*mem_free)(struct spardl_tp *tp, struct spardl_tp_mr *mr);
-	/* Describe mr (SPARDL_ACCESS_REMOTE_WRITE) in SPARDL_TP_RKEY_SIZE bytes. */
-	int (*mr_export)(struct spardl_tp *tp, struct spardl_tp_mr *mr, void *rkey);
-	/* Collective: endpoints to exactly the peers listed (those the plan's
-	 * schedule names); max_notify bounds the notifications in flight to
-	 * this rank at any time. */
-	int (*ep_create)(struct spardl_tp *tp, const int *peers, int npeers, uint32_t max_notify,
-			 struct spardl_tp_ep **ep_out);
+	/* Collective, with the same result on every rank (a local failure is
+	 * reported to all through spardl_bootstrap_exchange): endpoints to
+	 * exactly the peers listed (those the plan's schedule names). recv
+	 * (SPARDL_ACCESS_REMOTE_WRITE) is this rank's receive region: its key
+	 * goes only to the peers flagged SPARDL_TP_PEER_WRITES_HERE, and
+	 * ep->remote[] receives the regions of the peers flagged
+	 * SPARDL_TP_PEER_WRITTEN, checked against remote_len. max_notify
+	 * bounds the notifications in flight to this rank at any time. */
+	int (*ep_create)(struct spardl_tp *tp, const struct spardl_tp_peer *peers, int npeers, uint32_t max_notify,
+			 struct spardl_tp_mr *recv, struct spardl_tp_ep **ep_out);
 	void (*ep_destroy)(struct spardl_tp_ep *ep);
-	int (*rmr_import)(struct spardl_tp_ep *ep, int peer, const void *rkey,
-			  struct spardl_tp_rmr **rmr_out);
-	void (*rmr_release)(struct spardl_tp_ep *ep, struct spardl_tp_rmr *rmr);
-	/* Write len bytes from lmr+loff to rmr+roff, then notify the peer with
-	 * imm. The source must stay unchanged until quiesce returns. flags:
+	/* After a failed call: tell every peer of the endpoint, so that it
+	 * fails at once (SPARDL_TP_EV_PEER_ABORT or PEER_GONE) instead of
+	 * waiting for its timeout. Best effort; the endpoint is unusable after. */
+	void (*abort)(struct spardl_tp_ep *ep);
+	/* Write len bytes (at most tp->max_write) from lmr+loff to rmr+roff,
+	 * then notify the peer with imm. The source must stay unchanged until
+	 * quiesce returns. flags:
 	 * SPARDL_TP_WRITE_LAST marks the last write to this peer before the
 	 * next quiesce (a transport with selective signaling signals it). */
 	int (*write)(struct spardl_tp_ep *ep, int peer, struct spardl_tp_mr *lmr, size_t loff,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Wire layout of a sparse block: {u32 block id, u32 count, u32 idx[count], value[count]}. */
 #ifndef SPARDL_WIRE_H
 #define SPARDL_WIRE_H
@@ -55,6 +56,25 @@ static inline int spardl_wire_view(const void *buf, size_t len, size_t max_count
 	l->idx = (const uint32_t *)((const uint8_t *)buf + SPARDL_WIRE_HDR);
 	l->val = (const float *)((const uint8_t *)buf + SPARDL_WIRE_HDR + 4u * (size_t)h[1]);
 	return 0;
+}
+
+/* Decode and check a received block as the schedule expects it: the block
+ * id is want_block, the count at most max_count, every index inside the
+ * block (block_len entries) and strictly increasing (the merges rely on
+ * it). Returns NULL with *l set, or what is wrong (a static string). */
+static inline const char *spardl_wire_check(const void *buf, size_t len, size_t max_count, uint32_t want_block,
+					    uint64_t block_len, struct spardl_list *l)
+{
+	uint32_t i;
+
+	if (spardl_wire_view(buf, len, max_count, l))
+		return "truncated block or count over budget";
+	if (l->block != want_block)
+		return "unexpected block id";
+	for (i = 0; i < l->count; i++)
+		if (l->idx[i] >= block_len || (i && l->idx[i] <= l->idx[i - 1]))
+			return "index outside the block or out of order";
+	return NULL;
 }
 
 /* Copy a list into dst as one block; returns the bytes written. */

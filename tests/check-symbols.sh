@@ -2,7 +2,7 @@
 # The shared library exports exactly the functions the public header declares with SPARDL_API.
 header=$1
 lib=$2
-want=$(sed -n 's/^SPARDL_API .*[ *]\(spardl_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u)
+want=$(sed -n "s/^SPARDL_API .*[ *(]\\(spardl_[a-z0-9_]*\\))*(.*/\\1/p" "$header" | sort -u)
 have=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TtWw]$/ {print $3}' | sed 's/@.*//' | sort -u)
 if [ -z "$want" ]; then
 	echo "no SPARDL_API declarations found in $header"

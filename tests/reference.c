@@ -2,6 +2,7 @@
 #include "reference.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,26 @@ static int cmp_index(const void *pa, const void *pb)
 	if (a->idx != b->idx)
 		return a->idx < b->idx ? -1 : 1;
 	return 0;
+}
+
+/* a + b, where a NaN operand decides the result the way IEEE 754 hardware
+ * does it (x86 SSE/AVX, Arm): the first NaN operand, quieted. C leaves that
+ * choice open and compilers do swap the operands of + (gcc -O3 compiled
+ * "g + res" below as res + g), so the operand order SPEC.md gives
+ * (acc = g + residual, acc += received, lists summed in order) is spelled
+ * out here; the inputs' NaNs and the CPU's default NaN (Inf + -Inf) then
+ * come out bit for bit. Without NaN operands this is plain a + b. */
+static float add(float a, float b)
+{
+	uint32_t u;
+
+	if (isnan(a) || isnan(b)) {
+		memcpy(&u, isnan(a) ? &a : &b, sizeof(u));
+		u |= 0x00400000u; /* quiet */
+		memcpy(&a, &u, sizeof(a));
+		return a;
+	}
+	return a + b;
 }
 
 static void *xcalloc(size_t count, size_t size)
@@ -131,7 +152,7 @@ static struct list sum_lists(const struct list *a, const struct list *b)
 			out.p[out.len++] = b->p[j++];
 		} else {
 			out.p[out.len].idx = a->p[i].idx;
-			out.p[out.len].val = a->p[i].val + b->p[j].val;
+			out.p[out.len].val = add(a->p[i].val, b->p[j].val);
 			out.len++;
 			i++;
 			j++;
@@ -185,7 +206,8 @@ static struct list merge_and_share(const struct list *a, const struct list *b, s
 		if (u.p[i].val == 0.0f)
 			continue;
 		for (int q = 0; q < nshare; q++)
-			acc[share_ranks[q]][u.p[i].idx] += u.p[i].val * scale;
+			acc[share_ranks[q]][u.p[i].idx] =
+				add(acc[share_ranks[q]][u.p[i].idx], u.p[i].val * scale);
 	}
 	free_list(&u);
 	return merged;
@@ -265,7 +287,7 @@ static void step_spardl(const struct ref_params *p, size_t k, float *const *acc0
 				const struct list *l = &sent[(size_t)src * Pt + j];
 
 				for (size_t q = 0; q < l->len; q++)
-					acc[w][l->p[q].idx] += l->p[q].val;
+					acc[w][l->p[q].idx] = add(acc[w][l->p[q].idx], l->p[q].val);
 			}
 		}
 		for (int w = 0; w < P; w++)
@@ -357,7 +379,7 @@ static void step_dense(const struct ref_params *p, float *const *acc0, float *su
 	for (size_t j = 0; j < p->n; j++) {
 		sum[j] = acc0[0][j];
 		for (int w = 1; w < p->size; w++)
-			sum[j] += acc0[w][j];
+			sum[j] = add(sum[j], acc0[w][j]);
 	}
 	for (int w = 0; w < p->size; w++)
 		memset(newres[w], 0, p->n * sizeof(float));
@@ -476,7 +498,7 @@ int ref_step(const struct ref_params *p, const float *const *g, float *const *re
 		acc[w] = xcalloc(n, sizeof(float));
 		newres[w] = xcalloc(n, sizeof(float));
 		for (size_t j = 0; j < n; j++)
-			acc0[w][j] = p->residual ? g[w][j] + res[w][j] : g[w][j];
+			acc0[w][j] = p->residual ? add(g[w][j], res[w][j]) : g[w][j];
 		memcpy(acc[w], acc0[w], n * sizeof(float));
 	}
 

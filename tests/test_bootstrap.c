@@ -146,7 +146,8 @@ static int create(const struct job *j, int rank, const char *key, struct spardl_
 		.rank = rank,
 		.size = j->size,
 		.address = j->addr,
-		.job_key = key,
+		.key = key,
+		.key_len = key ? strlen(key) : 0,
 		.timeout_ms = j->timeout_ms,
 	};
 
@@ -315,7 +316,8 @@ static int oob_create(struct oob_shm *s, int rank, const char *key, struct oob_c
 	struct spardl_bootstrap_config cfg = {
 		.rank = rank,
 		.size = s->size,
-		.job_key = key,
+		.key = key,
+		.key_len = key ? strlen(key) : 0,
 		.timeout_ms = 1000,
 		.oob = shm_allgather,
 		.oob_ctx = c,
@@ -465,7 +467,7 @@ static int key_child(int idx, void *arg)
 		return 0;
 	}
 	if (idx == 1) {
-		CHILD_CHECK(create(&k->j, 1, "job-b", &bs) == -ECONNREFUSED);
+		CHILD_CHECK(create(&k->j, 1, "job-b", &bs) == -EACCES);
 		CHILD_CHECK(now_ms() - t0 < 2000);
 		CHILD_CHECK(strstr(spardl_last_error(), "another job"));
 		CHILD_CHECK(write(k->pipe[1], "x", 1) == 1);

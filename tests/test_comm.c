@@ -194,7 +194,7 @@ START_TEST(test_transport_bogus)
 	set("SPARDL_RANK", "0");
 	set("SPARDL_SIZE", "1");
 	set("SPARDL_TRANSPORT", "bogus");
-	expect_fail(NULL, -EINVAL, "bogus", "shm");
+	expect_fail(NULL, -SPARDL_ERR_ENV, "SPARDL_TRANSPORT=bogus", "shm");
 }
 END_TEST
 

@@ -308,7 +308,7 @@ static void check_spardl_rank(const struct spardl_sched *s, int P, int d, int sa
 		if (op->code == SPARDL_OP_SELECT && op->phase == SPARDL_PH_SRS && !op->dst_is_reg) {
 			const struct spardl_sslot *ss;
 
-			REQUIRE(op->round < R, "step %u: SRS select in round %u", st, op->round);
+			REQUIRE(op->round < (uint32_t)R, "step %u: SRS select in round %u", st, op->round);
 			REQUIRE(op->m == kb, "step %u: SRS select m=%u, kb %llu", st, op->m,
 				(unsigned long long)kb);
 			REQUIRE(op->slot < s->nsslots, "step %u: SRS select into slot %u", st, op->slot);
@@ -349,7 +349,7 @@ static void check_spardl_rank(const struct spardl_sched *s, int P, int d, int sa
 						op->nb);
 				else
 					REQUIRE(op->nb == 1 && op->b0 == (uint32_t)md(r + gap + wr->seq, P1) &&
-							wr->seq == round_sel_ops[op->round] - 1,
+							wr->seq == (uint32_t)(round_sel_ops[op->round] - 1),
 						"step %u: sequential message seq %u holds block %u", st, wr->seq,
 						op->b0);
 			}
@@ -364,7 +364,7 @@ static void check_spardl_rank(const struct spardl_sched *s, int P, int d, int sa
 			const struct spardl_rslot *rs;
 			int gap = 1 << (R - 1 - op->round);
 
-			REQUIRE(op->phase == SPARDL_PH_SRS && op->round < R, "step %u: scatter", st);
+			REQUIRE(op->phase == SPARDL_PH_SRS && op->round < (uint32_t)R, "step %u: scatter", st);
 			REQUIRE(sp->nwait == 1 && s->waits[sp->wait0] == op->slot,
 				"step %u: scatter does not wait for its slot", st);
 			rs = &s->rslots[op->slot];

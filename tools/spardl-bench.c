@@ -461,7 +461,7 @@ static int mode_write_bw(const struct opts *o)
 	struct spardl_tp_ep *ep = NULL;
 	struct spardl_tp_rmr *rmr = NULL;
 	struct spardl_tp_event ev[64];
-	uint8_t key[SPARDL_TP_RKEY_SIZE], *keys = NULL;
+	struct spardl_tp_peer tpeer;
 	size_t sz = o->msg_size, i;
 	int peer, ret, it, total, got, rounds = o->iters;
 	double *tw = calloc((size_t)rounds, sizeof(double)), *tm = calloc((size_t)rounds, sizeof(double));
@@ -486,17 +486,17 @@ static int mode_write_bw(const struct opts *o)
 	if (!ret)
 		ret = ops->mem_alloc(comm->tp, sz * WINDOW, SPARDL_MEM_HOST,
 				     SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &dst);
-	if (!ret)
-		ret = ops->ep_create(comm->tp, &peer, 1, 4 * WINDOW, &ep);
-	if (!ret)
-		ret = ops->mr_export(comm->tp, dst, key);
-	keys = malloc(2 * sizeof(key));
-	if (!ret)
-		ret = keys ? spardl_bootstrap_allgather(comm->bs, key, keys, sizeof(key)) : -ENOMEM;
-	if (!ret)
-		ret = ops->rmr_import(ep, peer, keys + (size_t)peer * sizeof(key), &rmr);
+	tpeer.rank = peer;
+	tpeer.flags = SPARDL_TP_PEER_WRITES_HERE | SPARDL_TP_PEER_WRITTEN;
+	tpeer.remote_len = sz * WINDOW;
+	/* ep_create is collective: every rank calls it, whatever failed before. */
+	if (ret)
+		ret = spardl_bootstrap_exchange(comm->bs, ret, "allocate the benchmark's memory", NULL, NULL, 0);
+	else
+		ret = ops->ep_create(comm->tp, &tpeer, 1, 4 * WINDOW, dst, &ep);
 	if (ret)
 		goto out;
+	rmr = ep->remote[peer];
 	memset(src->addr, rank + 1, sz * WINDOW);
 	for (it = -o->warmup; it < rounds; it++) {
 		double t0;
@@ -570,15 +570,12 @@ static int mode_write_bw(const struct opts *o)
 out:
 	if (ret)
 		fprintf(stderr, "spardl-bench: rank %d: %s\n", rank, spardl_last_error());
-	if (rmr)
-		ops->rmr_release(ep, rmr);
 	if (ep)
 		ops->ep_destroy(ep);
 	if (src)
 		ops->mem_free(comm->tp, src);
 	if (dst)
 		ops->mem_free(comm->tp, dst);
-	free(keys);
 	free(tw);
 	free(tm);
 	spardl_comm_destroy(comm);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spardl-run: starts P local ranks of a program with the SPARDL_* environment and tags their output. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,7 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "0.1.0"
+#include <spardl/version.h>
+
+#define VERSION SPARDL_VERSION_STRING
 #define MAX_RANKS 1024
 /* A line longer than this is cut into pieces, each emitted as a line of its own. */
 #define LINE_BUF (64 * 1024)
@@ -225,9 +228,10 @@ static void print_env(void)
 	      "SPARDL_SIZE        number of ranks P\n"
 	      "SPARDL_LOCAL_RANK  rank among the processes on this host (same as SPARDL_RANK)\n"
 	      "SPARDL_LOCAL_SIZE  number of processes on this host (same as SPARDL_SIZE)\n"
-	      "SPARDL_BOOTSTRAP   unix:spardl-<jobkey>, the abstract socket where rank 0 listens;\n"
+	      "SPARDL_BOOTSTRAP   unix:spardl-run-<pid>-<random>, the abstract socket where rank 0 listens;\n"
 	      "                   kept when already set\n"
-	      "SPARDL_JOB_KEY     <pid>-<16 random hex digits>, unique per launch; kept when already set\n",
+	      "SPARDL_JOB_KEY     64 random hex digits, the secret that authenticates the rendezvous, unique per\n"
+	      "                   launch; kept when SPARDL_JOB_KEY or SPARDL_JOB_KEY_FILE is already set\n",
 	      stdout);
 }
 
@@ -344,39 +348,48 @@ static void raise_nofile(void)
 	nofile_raised = true;
 }
 
-static void make_job_key(char *buf, size_t size)
+/* n random bytes from the kernel, as hex. */
+static void random_hex(char *buf, size_t n)
 {
-	unsigned char rnd[8];
-	size_t got = 0;
+	unsigned char rnd[32];
+	size_t got = 0, i;
 
-	while (got < sizeof(rnd)) {
-		ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
+	if (n > sizeof(rnd))
+		n = sizeof(rnd);
+	while (got < n) {
+		ssize_t r = getrandom(rnd + got, n - got, 0);
 
-		if (n < 0) {
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("spardl-run: getrandom");
 			exit(EXIT_INTERNAL);
 		}
-		got += (size_t)n;
+		got += (size_t)r;
 	}
-	snprintf(buf, size, "%ld-%02x%02x%02x%02x%02x%02x%02x%02x", (long)getpid(),
-		 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	for (i = 0; i < n; i++)
+		snprintf(buf + 2 * i, 3, "%02x", rnd[i]);
 }
 
-/* The variables common to all ranks go into our own environment once; fork copies them. */
+/* The variables common to all ranks go into our own environment once; fork
+ * copies them. The job key is a fresh 256-bit secret that authenticates the
+ * rendezvous; the socket's name is random too but unrelated to it, since
+ * /proc/net/unix shows every abstract socket name to every user. */
 static void setup_env(void)
 {
-	char key[64], addr[128], num[16];
+	char key[65], name[33], addr[128], num[16];
 	const char *user_key = getenv("SPARDL_JOB_KEY");
+	const char *user_file = getenv("SPARDL_JOB_KEY_FILE");
 	const char *user_addr = getenv("SPARDL_BOOTSTRAP");
 
-	make_job_key(key, sizeof(key));
-	snprintf(addr, sizeof(addr), "unix:spardl-%s", key);
+	random_hex(key, 32);
+	random_hex(name, 16);
+	snprintf(addr, sizeof(addr), "unix:spardl-run-%ld-%s", (long)getpid(), name);
 	snprintf(num, sizeof(num), "%d", nranks);
-	/* Empty counts as unset, as in the library. */
-	if ((!user_key || !*user_key) && setenv("SPARDL_JOB_KEY", key, 1) < 0)
+	/* Empty counts as unset, as in the library; a key file of the user's wins. */
+	if ((!user_key || !*user_key) && (!user_file || !*user_file) && setenv("SPARDL_JOB_KEY", key, 1) < 0)
 		goto fail;
+	explicit_bzero(key, sizeof(key));
 	if ((!user_addr || !*user_addr) && setenv("SPARDL_BOOTSTRAP", addr, 1) < 0)
 		goto fail;
 	if (setenv("SPARDL_SIZE", num, 1) < 0 || setenv("SPARDL_LOCAL_SIZE", num, 1) < 0)

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "core.h"
+#include "env.h"
 #include "log.h"
 #if SPARDL_HAVE_VERBS_TRANSPORT
 #include "verbs.h"
@@ -86,7 +87,7 @@ static void usage(FILE *f)
 		"usage: spardl-verbs devices [-4|-6]\n"
 		"       spardl-verbs bw  [--server | HOST] [-p PORT] [-s BYTES | -a] [-n ITERS] [-t WINDOW] [--json]\n"
 		"       spardl-verbs lat [--server | HOST] [-p PORT] [-s BYTES | -a] [-n ITERS] [--json]\n"
-		"       spardl-verbs env\n"
+		"       spardl-verbs env [--markdown]\n"
 		"devices: every RDMA device, port, state, link layer, MTU and GID table, and the\n"
 		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why.\n"
 		"bw, lat: like ib_write_bw / ib_write_lat, through spardl's own transport (SPARDL_TRANSPORT,\n"
@@ -94,7 +95,7 @@ static void usage(FILE *f)
 		"  under a launcher (spardl-run -n 2 spardl-verbs bw), rank 0 serving. The client writes.\n"
 		"  -s size (default 65536 for bw, 8 for lat), -a sizes 2 B .. 8 MiB (bw: 64 KiB .. 4 MiB),\n"
 		"  -n iterations (bw 1000, lat 1000), -t writes in flight (bw, 128), -p bootstrap port (18515).\n"
-		"env: every environment variable spardl reads.\n");
+		"env: every environment variable spardl reads; --markdown: as docs/ENVIRONMENT.md's tables.\n");
 }
 
 /* A 2-rank communicator: from a launcher's environment, or server/client. */
@@ -111,7 +112,7 @@ static int make_comm(const struct opts *o, struct spardl_comm **comm)
 	if (!getenv("SPARDL_VERBS_SPIN") && !strcmp(o->cmd, "lat"))
 		setenv("SPARDL_VERBS_SPIN", "100000000", 0);
 	if (o->server || o->server_host) {
-		cp.field_mask = SPARDL_COMM_PARAM_RANK_SIZE | SPARDL_COMM_PARAM_BOOTSTRAP | SPARDL_COMM_PARAM_JOB_KEY;
+		cp.field_mask = SPARDL_COMM_PARAM_RANK_SIZE | SPARDL_COMM_PARAM_BOOTSTRAP;
 		cp.rank = o->server ? 0 : 1;
 		cp.size = 2;
 		if (o->server)
@@ -122,7 +123,14 @@ static int make_comm(const struct opts *o, struct spardl_comm **comm)
 							     "%s:%d",
 				 o->server_host, o->port);
 		cp.bootstrap = addr;
-		cp.job_key = "spardl-verbs";
+		/* Server and client name the address differently: without a
+		 * secret of the user's (SPARDL_JOB_KEY, SPARDL_JOB_KEY_FILE) they
+		 * meet under a fixed key, which keeps other programs out but
+		 * proves nothing, like perftest's unauthenticated handshake. */
+		if (!getenv("SPARDL_JOB_KEY") && !getenv("SPARDL_JOB_KEY_FILE")) {
+			cp.field_mask |= SPARDL_COMM_PARAM_JOB_KEY;
+			cp.job_key = "spardl-verbs";
+		}
 	}
 	return spardl_comm_create(cp.field_mask ? &cp : NULL, comm);
 }
@@ -139,7 +147,7 @@ struct link {
 static int link_up(struct link *l, size_t bytes, int notify)
 {
 	struct spardl_comm *c = l->comm;
-	uint8_t key[SPARDL_TP_RKEY_SIZE], keys[2 * SPARDL_TP_RKEY_SIZE];
+	struct spardl_tp_peer peer;
 	int ret;
 
 	if (c->size != 2)
@@ -150,21 +158,20 @@ static int link_up(struct link *l, size_t bytes, int notify)
 	if (!ret)
 		ret = l->ops->mem_alloc(c->tp, bytes, SPARDL_MEM_HOST, SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE,
 					&l->dst);
+	peer.rank = l->peer;
+	peer.flags = SPARDL_TP_PEER_WRITES_HERE | SPARDL_TP_PEER_WRITTEN;
+	peer.remote_len = bytes;
+	/* ep_create is collective: every rank calls it, whatever failed before. */
+	if (ret)
+		return spardl_bootstrap_exchange(c->bs, ret, "allocate the test's memory", NULL, NULL, 0);
+	ret = l->ops->ep_create(c->tp, &peer, 1, (uint32_t)notify, l->dst, &l->ep);
 	if (!ret)
-		ret = l->ops->ep_create(c->tp, &l->peer, 1, (uint32_t)notify, &l->ep);
-	if (!ret)
-		ret = l->ops->mr_export(c->tp, l->dst, key);
-	if (!ret)
-		ret = spardl_bootstrap_allgather(c->bs, key, keys, sizeof(key));
-	if (!ret)
-		ret = l->ops->rmr_import(l->ep, l->peer, keys + (size_t)l->peer * sizeof(key), &l->rmr);
+		l->rmr = l->ep->remote[l->peer];
 	return ret;
 }
 
 static void link_down(struct link *l)
 {
-	if (l->rmr)
-		l->ops->rmr_release(l->ep, l->rmr);
 	if (l->ep)
 		l->ops->ep_destroy(l->ep);
 	if (l->src)
@@ -404,6 +411,8 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	o.cmd = argv[1];
+	if (!strcmp(o.cmd, "env") && argc == 3 && !strcmp(argv[2], "--markdown"))
+		return spardl_env_markdown(stdout) ? 1 : 0;
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "Sp:s:an:t:jh46", lo, NULL)) != -1) {
 		switch (c) {

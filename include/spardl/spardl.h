@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spardl: sparse gradient allreduce (SparDL) over one-sided-write transports. */
 #ifndef SPARDL_SPARDL_H
 #define SPARDL_SPARDL_H
@@ -122,7 +123,7 @@ enum spardl_dtype {
 
 enum spardl_mem_type {
 	SPARDL_MEM_HOST = 0,
-	SPARDL_MEM_CUDA = 1, /* not supported yet */
+	SPARDL_MEM_CUDA = 1, /* not supported yet: -EOPNOTSUPP */
 };
 
 enum spardl_plan_param_field {
@@ -167,7 +168,14 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan);
 
 /* Collective, in place: grad (count elements) becomes the global sparse
  * result in dense layout (divided by the size when averaging) and the
- * plan's residual is updated. */
+ * plan's residual is updated.
+ * On failure (a peer died, a timeout, a malformed message) nothing the
+ * caller needs is lost: grad is left unchanged, the residual holds exactly
+ * old residual + grad (the step's gradient is kept, not delivered: do not
+ * submit it again), and the plan is failed: later calls return
+ * -SPARDL_ERR_PLAN_FAILED and also add their grad to the residual. Save the
+ * residual (spardl_plan_residual) and restore it in a new plan
+ * (spardl_plan_set_residual). See docs/API.md, "When a call fails". */
 SPARDL_API int spardl_allreduce(struct spardl_plan *plan, void *grad);
 
 /* Upper bound on the non-zeros spardl_allreduce_sparse() can return. */
@@ -176,7 +184,8 @@ SPARDL_API size_t spardl_plan_max_nnz(const struct spardl_plan *plan);
 /* Collective. Same reduction as spardl_allreduce(), but grad is left
  * unchanged and the result is returned as nnz (index, value) pairs sorted by
  * index. indices and values must hold spardl_plan_max_nnz() entries.
- * Every rank receives the same pairs. */
+ * Every rank receives the same pairs. On failure indices, values and
+ * nnz_out are untouched; the residual and plan as for spardl_allreduce(). */
 SPARDL_API int spardl_allreduce_sparse(struct spardl_plan *plan,
 				       const void *grad, int64_t *indices,
 				       void *values, size_t *nnz_out);
@@ -189,7 +198,11 @@ SPARDL_API int spardl_plan_residual(struct spardl_plan *plan,
 SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan,
 					const void *residual);
 
-/* The k, per-block budget and block size the plan derived. */
+/*
+ * What the plan derived and holds. The struct grows at its end only:
+ * spardl_plan_info() passes sizeof(*info) along, so a binary built against
+ * an older, shorter struct gets exactly its own fields.
+ */
 struct spardl_plan_info {
 	size_t count;
 	size_t k;
@@ -197,11 +210,21 @@ struct spardl_plan_info {
 	size_t block_budget;
 	int team_size;
 	int teams;
+	/* Since 0.2. */
+	size_t host_bytes;       /* host memory the plan holds: buffers, slots, scratch */
+	size_t registered_bytes; /* of host_bytes, registered with the device or shared with peers */
+	size_t device_bytes;     /* device memory (0: host plans only so far) */
+	uint64_t max_write;      /* largest single write; longer messages travel in pieces */
+	size_t peers;            /* ranks this rank's schedule writes to or reads from */
 };
-SPARDL_API int spardl_plan_info(const struct spardl_plan *plan,
-				struct spardl_plan_info *info_out);
+#define SPARDL_PLAN_INFO_SIZE_V1 (4 * sizeof(size_t) + 2 * sizeof(int))
 
-/* Where the time of the calls so far went on this rank, in seconds. */
+SPARDL_API int spardl_plan_info_sized(const struct spardl_plan *plan, struct spardl_plan_info *info_out,
+				      size_t info_size);
+#define spardl_plan_info(plan, info_out) spardl_plan_info_sized((plan), (info_out), sizeof(*(info_out)))
+
+/* Where the time of the calls so far went on this rank, in seconds. Grows
+ * at its end like struct spardl_plan_info. */
 struct spardl_plan_stats {
 	uint64_t calls;
 	double total;     /* whole calls */
@@ -212,9 +235,19 @@ struct spardl_plan_stats {
 	double post;      /* posting writes and waiting for their local completion */
 	double output;    /* writing the result and the residual */
 	uint64_t scans;   /* selections that had to rescan their block */
+	/* Since 0.2. */
+	uint64_t failed_calls; /* calls that returned an error after starting */
 };
-SPARDL_API int spardl_plan_stats(const struct spardl_plan *plan,
-				 struct spardl_plan_stats *stats_out);
+#define SPARDL_PLAN_STATS_SIZE_V1 (2 * sizeof(uint64_t) + 7 * sizeof(double))
+
+SPARDL_API int spardl_plan_stats_sized(const struct spardl_plan *plan, struct spardl_plan_stats *stats_out,
+				       size_t stats_size);
+#define spardl_plan_stats(plan, stats_out) spardl_plan_stats_sized((plan), (stats_out), sizeof(*(stats_out)))
+
+/* The 0.1 entry points (the v1 fields only), kept for binaries built
+ * against 0.1; new code goes through the macros above. */
+SPARDL_API int(spardl_plan_info)(const struct spardl_plan *plan, struct spardl_plan_info *info_out);
+SPARDL_API int(spardl_plan_stats)(const struct spardl_plan *plan, struct spardl_plan_stats *stats_out);
 
 /* This rank's compiled schedule as readable text; release with free(). */
 SPARDL_API int spardl_plan_schedule_text(const struct spardl_plan *plan,

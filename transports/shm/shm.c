@@ -1,4 +1,5 @@
-/* Shared-memory transport: memfd segments mapped by peers, a write is a copy plus a doorbell. */
+/* SPDX-License-Identifier: MIT */
+/* Shared-memory transport: sealed memfd segments mapped by peers, a write is a copy plus a doorbell. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +19,18 @@
 
 #include "env.h"
 #include "log.h"
+#include "shm.h"
 #include "transport.h"
 
-#define SHM_KEY_MAGIC 0x73686d6bu /* "shmk" */
 #define HUGE_THRESHOLD (4u << 20)
+/* Every segment a peer may map: a memfd of this name, with exactly these
+ * seals, so a peer's announcement can only ever point at spardl memory. */
+#define SEG_NAME "spardl"
+#define SEG_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+/* Largest notification ring (entries). */
+#define RING_MAX_CAP (1u << 24)
+/* Writes are copies: no limit but the address space. */
+#define SHM_MAX_WRITE (UINT64_C(1) << 62)
 /* How often a blocked wait looks whether its peers are still alive. */
 #define LIVENESS_MS 100
 
@@ -37,43 +46,44 @@ struct shm_mr {
 	size_t map_len;
 };
 
-/* What a peer needs to map a segment: fits SPARDL_TP_RKEY_SIZE. */
-struct shm_rkey {
-	uint32_t magic;
-	int32_t pid;
-	int32_t fd;
-	uint32_t pad;
-	uint64_t len;
-};
-
 struct shm_rmr {
 	struct spardl_tp_rmr base;
 	void *addr;
 	size_t map_len;
 };
 
-/* The notification queue of one rank: many producers (peers), one consumer. */
+/* The notification queue of one rank: many producers (peers), one consumer.
+ * Everything in it is writable by the peers, so nothing read from it is
+ * trusted as a bound: the capacity each side uses is its own copy, and
+ * entries are checked by the executor against the schedule. */
+enum { ENTRY_NOTIFY = 0, ENTRY_ABORT = 1 };
+
 struct ring_entry {
 	_Atomic uint64_t seq; /* position + 1 once the entry is published */
 	uint32_t imm;
 	int32_t peer;
 	uint64_t len;
+	uint32_t kind;
+	uint32_t pad;
 };
 
 struct ring {
 	_Atomic uint32_t wake;    /* futex word, bumped after every publish */
 	_Atomic uint32_t waiters; /* the consumer sleeps on wake */
-	uint32_t cap;             /* entries, a power of two */
+	uint32_t cap_unused;      /* kept for the layout; the capacity is local */
 	uint32_t pad;
 	_Atomic uint64_t reserve __attribute__((aligned(64))); /* next position for producers */
 	_Atomic uint64_t head __attribute__((aligned(64)));    /* next position for the consumer */
 	struct ring_entry e[] __attribute__((aligned(64)));
 };
 
-struct ring_info {
+/* What a rank announces in ep_create: its ring and its receive region. */
+struct ep_info {
 	int32_t pid;
-	int32_t fd;
-	uint64_t len;
+	int32_t ring_fd;
+	uint32_t ring_cap;
+	int32_t recv_fd; /* -1: no receive region */
+	uint64_t recv_len;
 };
 
 struct shm_ep {
@@ -81,10 +91,12 @@ struct shm_ep {
 	struct ring *own;
 	int own_fd;
 	size_t own_len;
+	uint32_t own_cap;
 	int npeers;
 	int *peers;
 	struct ring **rings; /* per rank; mapped for listed peers only */
 	size_t *ring_len;
+	uint32_t *ring_cap;  /* per rank: the capacity that rank announced, checked */
 	int *pidfds;         /* per listed peer, -1 when unavailable */
 	char *gone;          /* per listed peer: its exit was reported */
 	struct timespec last_check;
@@ -133,43 +145,44 @@ static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spard
 	int size = spardl_bootstrap_size(bs), rank = spardl_bootstrap_rank(bs), ret, i;
 	struct host_id me, *all;
 	struct shm_tp *tp;
-	long spin;
+	long spin = 0;
 
-	ret = spardl_env_long("SPARDL_SHM_SPIN", 20, 0, 1000000, &spin);
-	if (ret)
-		return ret;
-	ret = host_identity(&me);
-	if (ret)
-		return ret;
 	all = calloc((size_t)size, sizeof(*all));
 	tp = calloc(1, sizeof(*tp));
-	if (!all || !tp) {
-		ret = -ENOMEM;
-		goto err_free;
-	}
-	tp->pids = calloc((size_t)size, sizeof(*tp->pids));
-	if (!tp->pids) {
-		ret = -ENOMEM;
-		goto err_free;
-	}
-	ret = spardl_bootstrap_allgather(bs, &me, all, sizeof(me));
-	if (ret)
-		goto err_free;
-	for (i = 0; i < size; i++) {
+	if (tp)
+		tp->pids = calloc((size_t)size, sizeof(*tp->pids));
+	if (!all || !tp || !tp->pids)
+		ret = spardl_error(-ENOMEM, "shm: out of memory for %d ranks", size);
+	else
+		ret = spardl_env_long("SPARDL_SHM_SPIN", &spin);
+	if (!ret)
+		ret = host_identity(&me);
+	/* Whatever failed here, take part: every rank learns of it. */
+	ret = spardl_bootstrap_exchange(bs, ret, "open the shm transport", &me, all, sizeof(me));
+	for (i = 0; !ret && i < size; i++) {
+		all[i].boot_id[sizeof(all[i].boot_id) - 1] = '\0';
 		if (strcmp(all[i].boot_id, me.boot_id) || all[i].pidns != me.pidns) {
 			ret = spardl_error(-EOPNOTSUPP,
 					   "shm transport: rank %d runs on another host or pid namespace than rank %d; the shm transport needs all ranks on one host (use SPARDL_TRANSPORT=verbs across hosts)",
 					   i, rank);
-			goto err_free;
+			break;
+		}
+		if (all[i].pid <= 0) {
+			ret = spardl_error(-EPROTO, "shm transport: rank %d announced pid %d", i, (int)all[i].pid);
+			break;
 		}
 		tp->pids[i] = all[i].pid;
 	}
+	/* Every rank checked the same table: all agree. */
+	if (ret)
+		goto err_free;
 	free(all);
 	tp->spin_us = spin;
 	tp->base.bs = bs;
 	tp->base.rank = rank;
 	tp->base.size = size;
 	tp->base.timeout_ms = timeout_ms;
+	tp->base.max_write = SHM_MAX_WRITE;
 	*tp_out = &tp->base;
 	return 0;
 
@@ -196,6 +209,28 @@ static size_t page_round(size_t len)
 	return len ? (len + pg - 1) / pg * pg : pg;
 }
 
+/* A memfd peers may map: named SEG_NAME, len bytes, sealed against resizing. */
+static int make_segment(size_t len, const char *what, int *fd_out)
+{
+	int fd = memfd_create(SEG_NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING), ret;
+
+	if (fd < 0)
+		return spardl_error(-errno, "shm: memfd_create for the %s failed: %s%s", what, strerror(errno),
+				    errno == EMFILE || errno == ENFILE ? " (raise the open file limit, ulimit -n)" : "");
+	if (ftruncate(fd, (off_t)len)) {
+		ret = spardl_error(-errno, "shm: cannot size the %s (%zu bytes): %s", what, len, strerror(errno));
+		close(fd);
+		return ret;
+	}
+	if (fcntl(fd, F_ADD_SEALS, SEG_SEALS)) {
+		ret = spardl_error(-errno, "shm: cannot seal the %s: %s", what, strerror(errno));
+		close(fd);
+		return ret;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type type, unsigned access,
 			 struct spardl_tp_mr **mr_out)
 {
@@ -206,20 +241,13 @@ static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type 
 		return spardl_tp_no_mem_alloc(tp, len, type, access, mr_out);
 	mr = calloc(1, sizeof(*mr));
 	if (!mr)
-		return -ENOMEM;
+		return spardl_error(-ENOMEM, "shm: out of memory");
 	mr->fd = -1;
 	mr->map_len = page_round(len);
 	if (access & SPARDL_ACCESS_REMOTE_WRITE) {
-		mr->fd = memfd_create("spardl", MFD_CLOEXEC);
-		if (mr->fd < 0) {
-			ret = spardl_error(-errno, "shm: memfd_create failed: %s", strerror(errno));
+		ret = make_segment(mr->map_len, "receive region", &mr->fd);
+		if (ret)
 			goto err_free;
-		}
-		if (ftruncate(mr->fd, (off_t)mr->map_len)) {
-			ret = spardl_error(-errno, "shm: cannot size a %zu-byte segment: %s", mr->map_len,
-					   strerror(errno));
-			goto err_close;
-		}
 		mr->base.addr = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, mr->fd, 0);
 	} else {
 		mr->base.addr = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -236,8 +264,10 @@ static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type 
 	/* Touch every page now so no call pays the first-touch faults. */
 	memset(mr->base.addr, 0, mr->map_len);
 	mr->base.len = len;
+	mr->base.alloc_len = mr->map_len;
 	mr->base.mem_type = type;
 	mr->base.access = access;
+	mr->base.registered = mr->fd >= 0;
 	*mr_out = &mr->base;
 	return 0;
 
@@ -261,27 +291,58 @@ static void shm_mem_free(struct spardl_tp *tp, struct spardl_tp_mr *base)
 	free(mr);
 }
 
-static int shm_mr_export(struct spardl_tp *tp, struct spardl_tp_mr *base, void *rkey)
+/* Checks an opened descriptor of a peer's segment: a spardl memfd (its
+ * name, exactly spardl's seals, so it can neither be a file the peer has
+ * open nor change size under us) of exactly len bytes. */
+int spardl_shm_check_segment(int fd, const char *path, size_t len, char *why, size_t why_len)
 {
-	struct shm_mr *mr = (struct shm_mr *)base;
-	struct shm_rkey k = { .magic = SHM_KEY_MAGIC, .pid = (int32_t)getpid(), .fd = mr->fd,
-			      .len = mr->map_len };
+	char link[128];
+	struct stat st;
+	ssize_t n;
+	int seals;
 
-	if (mr->fd < 0)
-		return spardl_error(-EINVAL, "shm: internal: exporting memory not allocated for remote write");
-	memset(rkey, 0, SPARDL_TP_RKEY_SIZE);
-	memcpy(rkey, &k, sizeof(k));
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0) {
+		snprintf(why, why_len, "cannot read the link %s: %s", path, strerror(errno));
+		return -EACCES;
+	}
+	link[n] = '\0';
+	if (strncmp(link, "/memfd:" SEG_NAME " ", sizeof("/memfd:" SEG_NAME " ") - 1)) {
+		snprintf(why, why_len, "it is not a spardl segment but %.80s", link);
+		return -EACCES;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || seals != SEG_SEALS) {
+		snprintf(why, why_len, "it is not a sealed spardl memfd (seals %d)", seals);
+		return -EACCES;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(why, why_len, "it is not a regular memory file");
+		return -EACCES;
+	}
+	if ((uint64_t)st.st_size != len) {
+		snprintf(why, why_len, "it holds %lld bytes, not the %zu announced", (long long)st.st_size, len);
+		return -EACCES;
+	}
 	return 0;
 }
 
-/* Map a peer's memfd through /proc: no names to clean up, and the memory
- * stays valid for as long as any rank maps it, whoever dies first. */
-static int map_peer(int peer, int32_t pid, int32_t fd, size_t len, void **addr_out)
+/* Map a peer's segment through /proc: no names to clean up, and the memory
+ * stays valid for as long as any rank maps it, whoever dies first. Nothing
+ * the peer announced is used before it is checked. */
+static int map_peer(struct shm_tp *tp, int peer, int32_t pid, int32_t fd, uint64_t len, uint64_t min_len,
+		    const char *what, void **addr_out)
 {
-	char path[64];
+	char path[64], why[200];
 	void *addr;
-	int pfd;
+	int pfd, ret;
 
+	if (pid != tp->pids[peer])
+		return spardl_error(-EPROTO, "shm: rank %d announced its %s in pid %d, but it is pid %d", peer, what,
+				    (int)pid, (int)tp->pids[peer]);
+	if (fd < 0 || len < min_len || len > (uint64_t)SIZE_MAX / 2)
+		return spardl_error(-EPROTO, "shm: rank %d announced a %s of %llu bytes (fd %d); at least %llu are needed",
+				    peer, what, (unsigned long long)len, (int)fd, (unsigned long long)min_len);
 	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, (int)fd);
 	pfd = open(path, O_RDWR | O_CLOEXEC);
 	if (pfd < 0) {
@@ -289,14 +350,19 @@ static int map_peer(int peer, int32_t pid, int32_t fd, size_t len, void **addr_o
 
 		if (err == ENOENT)
 			return spardl_error(-ECONNRESET, "shm: rank %d (pid %d) has exited", peer, (int)pid);
-		return spardl_error(-err, "shm: cannot open rank %d's segment %s: %s; the shm transport needs all ranks to run as the same user in one pid namespace",
-				    peer, path, strerror(err));
+		return spardl_error(-err, "shm: cannot open rank %d's %s %s: %s; the shm transport needs all ranks to run as the same user in one pid namespace",
+				    peer, what, path, strerror(err));
 	}
-	addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+	ret = spardl_shm_check_segment(pfd, path, (size_t)len, why, sizeof(why));
+	if (ret) {
+		close(pfd);
+		return spardl_error(ret, "shm: refused rank %d's %s (%s): %s", peer, what, path, why);
+	}
+	addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
 	close(pfd);
 	if (addr == MAP_FAILED)
-		return spardl_error(-errno, "shm: cannot map rank %d's segment (%zu bytes): %s", peer, len,
-				    strerror(errno));
+		return spardl_error(-errno, "shm: cannot map rank %d's %s (%llu bytes): %s", peer, what,
+				    (unsigned long long)len, strerror(errno));
 	*addr_out = addr;
 	return 0;
 }
@@ -315,87 +381,154 @@ static void shm_ep_destroy(struct spardl_tp_ep *base)
 			munmap(ep->rings[p], ep->ring_len[p]);
 		if (ep->pidfds && ep->pidfds[i] >= 0)
 			close(ep->pidfds[i]);
+		if (ep->base.remote && ep->base.remote[p]) {
+			struct shm_rmr *rmr = (struct shm_rmr *)ep->base.remote[p];
+
+			munmap(rmr->addr, rmr->map_len);
+			free(rmr);
+		}
 	}
 	if (ep->own)
 		munmap(ep->own, ep->own_len);
 	if (ep->own_fd >= 0)
 		close(ep->own_fd);
+	free(ep->base.remote);
 	free(ep->rings);
 	free(ep->ring_len);
+	free(ep->ring_cap);
 	free(ep->pidfds);
 	free(ep->gone);
 	free(ep->peers);
 	free(ep);
 }
 
-static int shm_ep_create(struct spardl_tp *base, const int *peers, int npeers, uint32_t max_notify,
-			 struct spardl_tp_ep **ep_out)
+static size_t ring_bytes(uint32_t cap)
 {
-	struct shm_tp *tp = tp_of(base);
-	struct ring_info me, *all = NULL;
-	struct shm_ep *ep;
+	return page_round(sizeof(struct ring) + (size_t)cap * sizeof(struct ring_entry));
+}
+
+int spardl_shm_fake_announce_fd = -1;
+
+/* Local part of ep_create: the ring, and what to announce. */
+static int ep_setup(struct shm_ep *ep, const struct spardl_tp_peer *peers, int npeers, uint32_t max_notify,
+		    struct spardl_tp_mr *recv, struct ep_info *me)
+{
+	struct spardl_tp *base = ep->base.tp;
+	struct shm_mr *rmr = (struct shm_mr *)recv;
 	uint32_t cap = 16;
 	int ret, i;
 
+	if (max_notify > RING_MAX_CAP - 16)
+		return spardl_error(-E2BIG, "shm: %u notifications in flight exceed the ring's limit of %u", max_notify,
+				    RING_MAX_CAP - 16);
 	while (cap < max_notify + 16)
 		cap <<= 1;
-	ep = calloc(1, sizeof(*ep));
-	if (!ep)
-		return -ENOMEM;
-	ep->base.tp = base;
-	ep->own_fd = -1;
-	ep->npeers = npeers;
 	ep->peers = calloc((size_t)(npeers ? npeers : 1), sizeof(int));
 	ep->pidfds = calloc((size_t)(npeers ? npeers : 1), sizeof(int));
 	ep->gone = calloc((size_t)(npeers ? npeers : 1), 1);
 	ep->rings = calloc((size_t)base->size, sizeof(*ep->rings));
 	ep->ring_len = calloc((size_t)base->size, sizeof(*ep->ring_len));
-	all = calloc((size_t)base->size, sizeof(*all));
-	if (!ep->peers || !ep->pidfds || !ep->gone || !ep->rings || !ep->ring_len || !all) {
-		ret = -ENOMEM;
-		goto err;
-	}
+	ep->ring_cap = calloc((size_t)base->size, sizeof(*ep->ring_cap));
+	ep->base.remote = calloc((size_t)base->size, sizeof(*ep->base.remote));
+	if (!ep->peers || !ep->pidfds || !ep->gone || !ep->rings || !ep->ring_len || !ep->ring_cap ||
+	    !ep->base.remote)
+		return spardl_error(-ENOMEM, "shm: out of memory for an endpoint of %d peers", npeers);
 	for (i = 0; i < npeers; i++) {
-		ep->peers[i] = peers[i];
+		if (peers[i].rank < 0 || peers[i].rank >= base->size || peers[i].rank == base->rank)
+			return spardl_error(-EINVAL, "shm: internal: peer %d of an endpoint", peers[i].rank);
+		ep->peers[i] = peers[i].rank;
 		ep->pidfds[i] = -1;
 	}
-	ep->own_len = page_round(sizeof(struct ring) + cap * sizeof(struct ring_entry));
-	ep->own_fd = memfd_create("spardl-ring", MFD_CLOEXEC);
-	if (ep->own_fd < 0) {
-		ret = spardl_error(-errno, "shm: memfd_create failed: %s", strerror(errno));
-		goto err;
-	}
-	if (ftruncate(ep->own_fd, (off_t)ep->own_len)) {
-		ret = spardl_error(-errno, "shm: cannot size the notification ring: %s", strerror(errno));
-		goto err;
-	}
+	ep->npeers = npeers;
+	ep->own_cap = cap;
+	ep->own_len = ring_bytes(cap);
+	ret = make_segment(ep->own_len, "notification ring", &ep->own_fd);
+	if (ret)
+		return ret;
 	ep->own = mmap(NULL, ep->own_len, PROT_READ | PROT_WRITE, MAP_SHARED, ep->own_fd, 0);
 	if (ep->own == MAP_FAILED) {
 		ep->own = NULL;
-		ret = spardl_error(-errno, "shm: cannot map the notification ring: %s", strerror(errno));
-		goto err;
+		return spardl_error(-errno, "shm: cannot map the notification ring: %s", strerror(errno));
 	}
 	memset(ep->own, 0, ep->own_len);
-	ep->own->cap = cap;
-	me.pid = (int32_t)getpid();
-	me.fd = ep->own_fd;
-	me.len = ep->own_len;
-	ret = spardl_bootstrap_allgather(base->bs, &me, all, sizeof(me));
-	if (ret)
-		goto err;
+	me->pid = (int32_t)getpid();
+	me->ring_fd = ep->own_fd;
+	me->ring_cap = cap;
+	me->recv_fd = rmr && rmr->fd >= 0 ? rmr->fd : -1;
+	me->recv_len = rmr ? rmr->map_len : 0;
+	if (spardl_shm_fake_announce_fd >= 0)
+		me->ring_fd = me->recv_fd = spardl_shm_fake_announce_fd;
+	return 0;
+}
+
+/* Map each listed peer's ring, and the receive region of each peer this
+ * rank writes to; everything announced is checked first. */
+static int ep_map(struct shm_ep *ep, const struct spardl_tp_peer *peers, int npeers, const struct ep_info *all)
+{
+	struct shm_tp *tp = tp_of(ep->base.tp);
+	int ret, i;
+
 	for (i = 0; i < npeers; i++) {
-		int p = peers[i];
+		int p = peers[i].rank;
+		const struct ep_info *in = &all[p];
+		uint32_t cap = in->ring_cap;
 		void *addr;
 
-		ret = map_peer(p, all[p].pid, all[p].fd, all[p].len, &addr);
+		if (cap < 16 || cap > RING_MAX_CAP || (cap & (cap - 1)))
+			return spardl_error(-EPROTO, "shm: rank %d announced a ring of %u entries", p, cap);
+		ret = map_peer(tp, p, in->pid, in->ring_fd, ring_bytes(cap), ring_bytes(cap), "notification ring",
+			       &addr);
 		if (ret)
-			goto err;
+			return ret;
 		ep->rings[p] = addr;
-		ep->ring_len[p] = all[p].len;
+		ep->ring_len[p] = ring_bytes(cap);
+		ep->ring_cap[p] = cap;
 		ep->pidfds[i] = (int)syscall(SYS_pidfd_open, (pid_t)tp->pids[p], 0);
+		if (peers[i].flags & SPARDL_TP_PEER_WRITTEN) {
+			struct shm_rmr *rmr = calloc(1, sizeof(*rmr));
+
+			if (!rmr)
+				return spardl_error(-ENOMEM, "shm: out of memory");
+			ret = map_peer(tp, p, in->pid, in->recv_fd, in->recv_len, peers[i].remote_len,
+				       "receive region", &rmr->addr);
+			if (ret) {
+				free(rmr);
+				return ret;
+			}
+			rmr->map_len = in->recv_len;
+			rmr->base.peer = p;
+			rmr->base.len = in->recv_len;
+			ep->base.remote[p] = &rmr->base;
+		}
 	}
+	return 0;
+}
+
+static int shm_ep_create(struct spardl_tp *base, const struct spardl_tp_peer *peers, int npeers,
+			 uint32_t max_notify, struct spardl_tp_mr *recv, struct spardl_tp_ep **ep_out)
+{
+	struct ep_info me = { 0 }, *all = NULL;
+	struct shm_ep *ep;
+	int ret;
+
+	ep = calloc(1, sizeof(*ep));
+	all = calloc((size_t)base->size, sizeof(*all));
+	if (ep) {
+		ep->base.tp = base;
+		ep->own_fd = -1;
+	}
+	if (!ep || !all)
+		ret = spardl_error(-ENOMEM, "shm: out of memory for an endpoint");
+	else
+		ret = ep_setup(ep, peers, npeers, max_notify, recv, &me);
+	/* On one host every rank could open every segment of this user
+	 * anyway: the announcement goes to all ranks, and is checked by the
+	 * ones that use it. */
+	ret = spardl_bootstrap_exchange(base->bs, ret, "create its shm endpoint", &me, all, sizeof(me));
+	if (!ret)
+		ret = ep_map(ep, peers, npeers, all);
 	/* Every rank must have mapped its peers' rings before any can go. */
-	ret = spardl_bootstrap_barrier(base->bs);
+	ret = spardl_bootstrap_exchange(base->bs, ret, "map its peers' shm segments", NULL, NULL, 0);
 	if (ret)
 		goto err;
 	free(all);
@@ -405,42 +538,32 @@ static int shm_ep_create(struct spardl_tp *base, const int *peers, int npeers, u
 
 err:
 	free(all);
-	shm_ep_destroy(&ep->base);
+	shm_ep_destroy(ep ? &ep->base : NULL);
 	return ret;
 }
 
-static int shm_rmr_import(struct spardl_tp_ep *ep, int peer, const void *rkey, struct spardl_tp_rmr **rmr_out)
+/* Publish one entry in peer's ring: a notification or an abort. */
+static int ring_push(struct shm_ep *ep, int peer, uint32_t kind, uint32_t imm, uint64_t len)
 {
-	struct shm_rkey k;
-	struct shm_rmr *rmr;
-	int ret;
+	struct ring *r = ep->rings[peer];
+	uint32_t cap = ep->ring_cap[peer];
+	struct ring_entry *e;
+	uint64_t pos;
 
-	memcpy(&k, rkey, sizeof(k));
-	if (k.magic != SHM_KEY_MAGIC)
-		return spardl_error(-EPROTO, "shm: rank %d sent a memory key of another transport", peer);
-	rmr = calloc(1, sizeof(*rmr));
-	if (!rmr)
-		return -ENOMEM;
-	ret = map_peer(peer, k.pid, k.fd, k.len, &rmr->addr);
-	if (ret) {
-		free(rmr);
-		return ret;
-	}
-	rmr->map_len = k.len;
-	rmr->base.peer = peer;
-	rmr->base.len = k.len;
-	*rmr_out = &rmr->base;
+	pos = atomic_fetch_add(&r->reserve, 1);
+	if (pos - atomic_load_explicit(&r->head, memory_order_acquire) >= cap)
+		return spardl_error_quiet(-EOVERFLOW, "shm: rank %d's notification ring is full (%u entries)", peer,
+					  cap);
+	e = &r->e[pos & (cap - 1)];
+	e->imm = imm;
+	e->peer = ep->base.tp->rank;
+	e->len = len;
+	e->kind = kind;
+	atomic_store_explicit(&e->seq, pos + 1, memory_order_release);
+	atomic_fetch_add(&r->wake, 1);
+	if (atomic_load(&r->waiters))
+		syscall(SYS_futex, &r->wake, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 	return 0;
-}
-
-static void shm_rmr_release(struct spardl_tp_ep *ep, struct spardl_tp_rmr *base)
-{
-	struct shm_rmr *rmr = (struct shm_rmr *)base;
-
-	if (!rmr)
-		return;
-	munmap(rmr->addr, rmr->map_len);
-	free(rmr);
 }
 
 static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *lmr, size_t loff,
@@ -448,27 +571,25 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 {
 	struct shm_ep *ep = (struct shm_ep *)base;
 	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
-	struct ring *r = ep->rings[peer];
-	struct ring_entry *e;
-	uint64_t pos;
 
-	if (!r || rmr->base.peer != peer || loff + len > lmr->len || roff + len > rmr->map_len)
+	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
+	    loff > lmr->len || len > lmr->len - loff || roff > rmr->map_len || len > rmr->map_len - roff)
 		return spardl_error_quiet(-EINVAL, "shm: internal: write of %zu bytes to rank %d out of bounds",
 					  len, peer);
 	memcpy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
-	pos = atomic_fetch_add(&r->reserve, 1);
-	if (pos - atomic_load_explicit(&r->head, memory_order_acquire) >= r->cap)
-		return spardl_error_quiet(-EOVERFLOW, "shm: rank %d's notification ring is full (%u entries)",
-					  peer, r->cap);
-	e = &r->e[pos & (r->cap - 1)];
-	e->imm = imm;
-	e->peer = base->tp->rank;
-	e->len = len;
-	atomic_store_explicit(&e->seq, pos + 1, memory_order_release);
-	atomic_fetch_add(&r->wake, 1);
-	if (atomic_load(&r->waiters))
-		syscall(SYS_futex, &r->wake, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-	return 0;
+	return ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
+}
+
+static void shm_abort(struct spardl_tp_ep *base)
+{
+	struct shm_ep *ep = (struct shm_ep *)base;
+	int i;
+
+	if (!ep)
+		return;
+	for (i = 0; i < ep->npeers; i++)
+		if (ep->rings[ep->peers[i]] && ring_push(ep, ep->peers[i], ENTRY_ABORT, 0, 0))
+			SPARDL_DEBUG("shm: could not tell rank %d of the abort: %s", ep->peers[i], spardl_last_error());
 }
 
 static int64_t elapsed_us(const struct timespec *a, const struct timespec *b)
@@ -513,11 +634,11 @@ static int drain(struct shm_ep *ep, struct spardl_tp_event *ev, int max)
 	int n = 0;
 
 	while (n < max) {
-		struct ring_entry *e = &r->e[head & (r->cap - 1)];
+		struct ring_entry *e = &r->e[head & (ep->own_cap - 1)];
 
 		if (atomic_load_explicit(&e->seq, memory_order_acquire) != head + 1)
 			break;
-		ev[n].type = SPARDL_TP_EV_NOTIFY;
+		ev[n].type = e->kind == ENTRY_ABORT ? SPARDL_TP_EV_PEER_ABORT : SPARDL_TP_EV_NOTIFY;
 		ev[n].imm = e->imm;
 		ev[n].peer = e->peer;
 		ev[n].len = e->len;
@@ -610,11 +731,9 @@ const struct spardl_tp_ops spardl_tp_shm_ops = {
 	.close = shm_close,
 	.mem_alloc = shm_mem_alloc,
 	.mem_free = shm_mem_free,
-	.mr_export = shm_mr_export,
 	.ep_create = shm_ep_create,
 	.ep_destroy = shm_ep_destroy,
-	.rmr_import = shm_rmr_import,
-	.rmr_release = shm_rmr_release,
+	.abort = shm_abort,
 	.write = shm_write,
 	.poll = shm_poll,
 	.quiesce = shm_quiesce,

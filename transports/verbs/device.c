@@ -286,7 +286,7 @@ int spardl_verbs_choose(int family, struct spardl_verbs_choice *out)
 
 	ret = parse_spec(spardl_env_str("SPARDL_VERBS_DEVICE"), &spec);
 	if (!ret)
-		ret = spardl_env_long("SPARDL_VERBS_GID_INDEX", -1, -1, 65535, &forced);
+		ret = spardl_env_long("SPARDL_VERBS_GID_INDEX", &forced);
 	if (ret)
 		return ret;
 	ctxs = rdma_get_devices(&n);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* RDMA verbs transport: RC QPs connected with rdma_cm, RDMA WRITE WITH IMM into memory registered once. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,13 +17,16 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "bootstrap_msg.h"
 #include "env.h"
 #include "log.h"
 #include "transport.h"
 #include "verbs.h"
 
-#define RKEY_MAGIC 0x7672626bu /* "vrbk" */
 #define CONN_MAGIC 0x7370646cu /* "spdl" */
+/* Largest single write: a work request's length is 32 bits, and some
+ * devices count it signed. */
+#define VERBS_MAX_WRITE (UINT64_C(1) << 31)
 #define CQ_BATCH 32
 /* Receives are re-posted in batches of this many, off the critical path. */
 #define REPOST_BATCH 16
@@ -40,7 +44,6 @@ struct verbs_tp {
 	struct ibv_pd *pd;
 	struct ibv_device_attr da;
 	long qp_timeout, retry_cnt, spin_us;
-	uint64_t job_hash;
 	uint64_t ep_count; /* endpoints made: the same sequence on every rank */
 };
 
@@ -50,29 +53,39 @@ struct verbs_mr {
 	size_t map_len;
 };
 
-struct verbs_rkey {
-	uint32_t magic;
-	uint32_t rkey;
-	uint64_t addr;
-	uint64_t len;
-};
-
 struct verbs_rmr {
 	struct spardl_tp_rmr base;
 	uint64_t addr;
 	uint32_t rkey;
 };
 
-/* What a connecting rank tells the one it connects to. */
+/* What each side of a connection tells the other in the rdma_cm private
+ * data (at most 56 bytes in a request): who it is, which endpoint, the
+ * token the accepting side published through the authenticated bootstrap,
+ * and its receive region's key, only when the other side writes there. */
+#define CONN_HAS_KEY 1u
+
 struct conn_data {
 	uint32_t magic;
 	int32_t rank;
-	uint64_t job_hash;
 	uint64_t ep_seq; /* which plan's endpoints, so a late stray is refused */
+	uint64_t token;  /* the accepting rank's token for this endpoint */
+	uint32_t rkey;
+	uint32_t flags;
+	uint64_t addr;
+	uint64_t len;
+};
+
+/* What every rank publishes for an endpoint. */
+struct ep_addr {
+	struct sockaddr_storage addr;
+	uint64_t token;
 };
 
 struct vqp {
 	int peer;
+	unsigned flags; /* SPARDL_TP_PEER_* */
+	uint64_t remote_len;
 	int active; /* this rank connects (lower rank), the peer accepts */
 	int connected;
 	int gone; /* reported as PEER_GONE */
@@ -88,6 +101,9 @@ struct vqp {
 struct verbs_ep {
 	struct spardl_tp_ep base;
 	uint64_t seq;
+	uint64_t token;            /* what a peer must present to connect here */
+	struct verbs_mr *recv;     /* this rank's receive region */
+	const struct ep_addr *all; /* during setup: every rank's published address */
 	struct rdma_event_channel *ech;
 	struct rdma_cm_id *listen;
 	struct ibv_comp_channel *cch;
@@ -165,44 +181,58 @@ static int bootstrap_family(void)
 	return b[0] == '[' ? AF_INET6 : AF_INET;
 }
 
-static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl_tp **tp_out)
+/* Local part of open: device, port, protection domain. */
+static int open_local(struct verbs_tp *tp)
 {
-	struct verbs_tp *tp = calloc(1, sizeof(*tp));
-	char a[80];
+	struct ibv_port_attr pa;
 	int ret, fork_state;
 
-	if (!tp)
-		return -ENOMEM;
-	ret = spardl_env_long("SPARDL_VERBS_TIMEOUT", 18, 1, 31, &tp->qp_timeout);
+	ret = spardl_env_long("SPARDL_VERBS_TIMEOUT", &tp->qp_timeout);
 	if (!ret)
-		ret = spardl_env_long("SPARDL_VERBS_RETRY_CNT", 7, 0, 7, &tp->retry_cnt);
+		ret = spardl_env_long("SPARDL_VERBS_RETRY_CNT", &tp->retry_cnt);
 	if (!ret)
-		ret = spardl_env_long("SPARDL_VERBS_SPIN", 100, 0, 100000000, &tp->spin_us);
+		ret = spardl_env_long("SPARDL_VERBS_SPIN", &tp->spin_us);
 	if (!ret)
 		ret = spardl_verbs_choose(bootstrap_family(), &tp->ch);
 	if (ret)
-		goto err;
-	if (ibv_query_device(tp->ch.ctx, &tp->da)) {
-		ret = spardl_error(-errno, "verbs: ibv_query_device(%s) failed: %s", tp->ch.dev, strerror(errno));
-		goto err;
-	}
+		return ret;
+	if (ibv_query_device(tp->ch.ctx, &tp->da))
+		return spardl_error(-errno, "verbs: ibv_query_device(%s) failed: %s", tp->ch.dev, strerror(errno));
+	if (ibv_query_port(tp->ch.ctx, (uint8_t)tp->ch.port, &pa))
+		return spardl_error(-errno, "verbs: ibv_query_port(%s, %d) failed: %s", tp->ch.dev, tp->ch.port,
+				    strerror(errno));
+	/* Longer messages are split by the core into writes of this size. */
+	tp->base.max_write = pa.max_msg_sz && pa.max_msg_sz < VERBS_MAX_WRITE ? pa.max_msg_sz : VERBS_MAX_WRITE;
 	tp->pd = ibv_alloc_pd(tp->ch.ctx);
-	if (!tp->pd) {
-		ret = spardl_error(-(errno ? errno : ENOMEM), "verbs: ibv_alloc_pd(%s) failed: %s", tp->ch.dev,
-				   strerror(errno));
-		goto err;
-	}
+	if (!tp->pd)
+		return spardl_error(-(errno ? errno : ENOMEM), "verbs: ibv_alloc_pd(%s) failed: %s", tp->ch.dev,
+				    strerror(errno));
 	ret = set_nonblock(tp->ch.ctx->async_fd);
-	if (ret) {
-		ret = spardl_error(ret, "verbs: cannot make %s's async event fd non-blocking", tp->ch.dev);
-		goto err_pd;
-	}
+	if (ret)
+		return spardl_error(ret, "verbs: cannot make %s's async event fd non-blocking", tp->ch.dev);
 	/* Memory registered for RDMA must not be copied-on-write into a
 	 * forked child. Kernels since 5.13 keep it safe on their own. */
 	fork_state = ibv_is_fork_initialized();
 	if (fork_state == IBV_FORK_DISABLED)
 		SPARDL_INFO("verbs: this kernel needs RDMAV_FORK_SAFE=1 (or ibv_fork_init before any verbs call) if the process forks after creating plans");
-	tp->job_hash = spardl_bootstrap_job_hash(bs);
+	return 0;
+}
+
+static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl_tp **tp_out)
+{
+	struct verbs_tp *tp = calloc(1, sizeof(*tp));
+	char a[80];
+	int ret;
+
+	ret = tp ? open_local(tp) : spardl_error(-ENOMEM, "verbs: out of memory");
+	/* Every rank learns whether every rank could open its device. */
+	ret = spardl_bootstrap_exchange(bs, ret, "open its RDMA device", NULL, NULL, 0);
+	if (ret) {
+		if (tp && tp->pd)
+			ibv_dealloc_pd(tp->pd);
+		free(tp);
+		return ret;
+	}
 	tp->base.bs = bs;
 	tp->base.rank = spardl_bootstrap_rank(bs);
 	tp->base.size = spardl_bootstrap_size(bs);
@@ -212,12 +242,6 @@ static int verbs_open(struct spardl_bootstrap *bs, int timeout_ms, struct spardl
 		    addr_str(&tp->ch.addr, a, sizeof(a)), tp->ch.mtu, tp->ch.why);
 	*tp_out = &tp->base;
 	return 0;
-
-err_pd:
-	ibv_dealloc_pd(tp->pd);
-err:
-	free(tp);
-	return ret;
 }
 
 static void verbs_close(struct spardl_tp *base)
@@ -255,7 +279,7 @@ static int verbs_mem_alloc(struct spardl_tp *base, size_t len, enum spardl_mem_t
 		return spardl_tp_no_mem_alloc(base, len, type, access, mr_out);
 	mr = calloc(1, sizeof(*mr));
 	if (!mr)
-		return -ENOMEM;
+		return spardl_error(-ENOMEM, "verbs: out of memory");
 	mr->map_len = len ? (len + pg - 1) / pg * pg : pg;
 	mr->base.addr = mmap(NULL, mr->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mr->base.addr == MAP_FAILED) {
@@ -278,8 +302,10 @@ static int verbs_mem_alloc(struct spardl_tp *base, size_t len, enum spardl_mem_t
 		return ret;
 	}
 	mr->base.len = len;
+	mr->base.alloc_len = mr->map_len;
 	mr->base.mem_type = type;
 	mr->base.access = access;
+	mr->base.registered = 1;
 	*mr_out = &mr->base;
 	return 0;
 }
@@ -294,41 +320,6 @@ static void verbs_mem_free(struct spardl_tp *tp, struct spardl_tp_mr *base)
 		SPARDL_WARN("verbs: ibv_dereg_mr failed: %s", strerror(errno));
 	munmap(mr->base.addr, mr->map_len);
 	free(mr);
-}
-
-static int verbs_mr_export(struct spardl_tp *tp, struct spardl_tp_mr *base, void *rkey)
-{
-	struct verbs_mr *mr = (struct verbs_mr *)base;
-	struct verbs_rkey k = { .magic = RKEY_MAGIC, .rkey = mr->mr->rkey,
-				.addr = (uint64_t)(uintptr_t)mr->base.addr, .len = mr->map_len };
-
-	memset(rkey, 0, SPARDL_TP_RKEY_SIZE);
-	memcpy(rkey, &k, sizeof(k));
-	return 0;
-}
-
-static int verbs_rmr_import(struct spardl_tp_ep *ep, int peer, const void *rkey, struct spardl_tp_rmr **rmr_out)
-{
-	struct verbs_rkey k;
-	struct verbs_rmr *rmr;
-
-	memcpy(&k, rkey, sizeof(k));
-	if (k.magic != RKEY_MAGIC)
-		return spardl_error(-EPROTO, "verbs: rank %d sent a memory key of another transport", peer);
-	rmr = calloc(1, sizeof(*rmr));
-	if (!rmr)
-		return -ENOMEM;
-	rmr->base.peer = peer;
-	rmr->base.len = k.len;
-	rmr->addr = k.addr;
-	rmr->rkey = k.rkey;
-	*rmr_out = &rmr->base;
-	return 0;
-}
-
-static void verbs_rmr_release(struct spardl_tp_ep *ep, struct spardl_tp_rmr *rmr)
-{
-	free(rmr);
 }
 
 /* ------------------------------------------------------------------ */
@@ -436,12 +427,79 @@ static const char *cm_event_hint(enum rdma_cm_event_type t)
 	}
 }
 
-/* Handle one rdma_cm event during connection setup. */
-static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev, const struct sockaddr_storage *addrs)
+/* This rank's side of a connection's private data. */
+static void conn_fill(struct verbs_ep *ep, const struct vqp *q, uint64_t token, struct conn_data *cd)
+{
+	struct verbs_tp *tp = vtp(ep->base.tp);
+
+	memset(cd, 0, sizeof(*cd));
+	cd->magic = CONN_MAGIC;
+	cd->rank = tp->base.rank;
+	cd->ep_seq = ep->seq;
+	cd->token = token;
+	/* The key goes only to a peer that writes here. */
+	if ((q->flags & SPARDL_TP_PEER_WRITES_HERE) && ep->recv) {
+		cd->flags = CONN_HAS_KEY;
+		cd->rkey = ep->recv->mr->rkey;
+		cd->addr = (uint64_t)(uintptr_t)ep->recv->base.addr;
+		cd->len = ep->recv->map_len;
+	}
+}
+
+/* The peer's receive region from its private data, when this rank writes
+ * there: checked against the size its schedule says it has. */
+static int conn_take_key(struct verbs_ep *ep, struct vqp *q, const struct conn_data *cd)
+{
+	struct verbs_rmr *rmr;
+
+	if (!(q->flags & SPARDL_TP_PEER_WRITTEN))
+		return 0;
+	if (!(cd->flags & CONN_HAS_KEY) || cd->len < q->remote_len || cd->addr + cd->len < cd->addr)
+		return spardl_error(-EPROTO,
+				    "verbs: rank %d sent no usable key for its receive region (%llu bytes; this plan writes %llu)",
+				    q->peer, (unsigned long long)cd->len, (unsigned long long)q->remote_len);
+	rmr = calloc(1, sizeof(*rmr));
+	if (!rmr)
+		return spardl_error(-ENOMEM, "verbs: out of memory");
+	rmr->base.peer = q->peer;
+	rmr->base.len = cd->len;
+	rmr->addr = cd->addr;
+	rmr->rkey = cd->rkey;
+	ep->base.remote[q->peer] = &rmr->base;
+	return 0;
+}
+
+/* The connecting side's IP must be the one that rank published. */
+static int same_host(const struct sockaddr *a, const struct sockaddr_storage *b)
+{
+	if (!a || a->sa_family != b->ss_family)
+		return 0;
+	if (a->sa_family == AF_INET)
+		return !memcmp(&((const struct sockaddr_in *)a)->sin_addr, &((const struct sockaddr_in *)b)->sin_addr,
+			       sizeof(struct in_addr));
+	if (a->sa_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+	return 0;
+}
+
+static void refuse(struct rdma_cm_event *ev, const char *why)
+{
+	char a[80];
+
+	SPARDL_WARN("verbs: refused a connection from %s: %s",
+		    addr_str((struct sockaddr_storage *)rdma_get_peer_addr(ev->id), a, sizeof(a)), why);
+	if (rdma_reject(ev->id, why, (uint8_t)(strlen(why) + 1)))
+		SPARDL_DEBUG("verbs: rdma_reject failed: %s", strerror(errno));
+}
+
+/* Handle one rdma_cm event during connection setup. Returns 1 when the
+ * event's id is to be destroyed once the event is acked. */
+static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev)
 {
 	struct verbs_tp *tp = vtp(ep->base.tp);
 	struct vqp *q = ev->id->context;
-	struct conn_data me = { CONN_MAGIC, tp->base.rank, tp->job_hash, ep->seq };
+	struct conn_data me;
 	struct rdma_conn_param cp;
 	char a[80];
 	int ret;
@@ -461,53 +519,79 @@ static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev, const stru
 		ret = make_qp(ep, q, ev->id);
 		if (ret)
 			return ret;
+		conn_fill(ep, q, ep->all[q->peer].token, &me);
 		cp = conn_param(tp, &me);
 		if (rdma_connect(ev->id, &cp))
 			return spardl_error(-errno, "verbs: rdma_connect to rank %d failed: %s", q->peer, strerror(errno));
 		return 0;
 	case RDMA_CM_EVENT_CONNECT_REQUEST: {
-		const struct conn_data *cd = ev->param.conn.private_data;
+		const struct conn_data *cdp = ev->param.conn.private_data;
+		struct conn_data cd;
 		struct vqp *from = NULL;
 		const char *why = NULL;
 
-		if (!cd || ev->param.conn.private_data_len < sizeof(*cd) || cd->magic != CONN_MAGIC)
+		memset(&cd, 0, sizeof(cd));
+		if (cdp && ev->param.conn.private_data_len >= sizeof(cd))
+			memcpy(&cd, cdp, sizeof(cd));
+		if (cd.magic != CONN_MAGIC)
 			why = "not a spardl connection";
-		else if (cd->job_hash != tp->job_hash)
-			why = "another job (different job key)";
-		else if (cd->ep_seq != ep->seq)
+		else if (cd.ep_seq != ep->seq)
 			why = "another plan";
-		else if (!(from = qp_by_peer(ep, cd->rank)) || from->active || from->qp)
+		else if (!spardl_bs_equal((const uint8_t *)&cd.token, (const uint8_t *)&ep->token, sizeof(ep->token)))
+			why = "a wrong endpoint token (another job, or not a rank of this one)";
+		else if (!(from = qp_by_peer(ep, cd.rank)) || from->active || from->qp)
 			why = "a rank this plan does not expect";
+		else if (!same_host(rdma_get_peer_addr(ev->id), &ep->all[cd.rank].addr))
+			why = "an address other than the one that rank published";
 		if (why) {
-			SPARDL_WARN("verbs: refused a connection from %s: %s",
-				    addr_str((struct sockaddr_storage *)rdma_get_peer_addr(ev->id), a, sizeof(a)), why);
-			rdma_reject(ev->id, why, (uint8_t)(strlen(why) + 1));
-			return 1; /* destroy the id once the event is acked */
+			refuse(ev, why);
+			return 1;
+		}
+		ret = conn_take_key(ep, from, &cd);
+		if (ret) {
+			refuse(ev, "no usable key for its receive region");
+			return ret;
 		}
 		ret = make_qp(ep, from, ev->id);
 		if (ret)
 			return ret;
-		cp = conn_param(tp, NULL);
+		conn_fill(ep, from, 0, &me);
+		cp = conn_param(tp, &me);
 		if (rdma_accept(ev->id, &cp))
 			return spardl_error(-errno, "verbs: rdma_accept from rank %d failed: %s", from->peer,
 					    strerror(errno));
 		return 0;
 	}
 	case RDMA_CM_EVENT_ESTABLISHED:
+		if (q->active) {
+			/* The accepting side's answer carries its key. */
+			const struct conn_data *cdp = ev->param.conn.private_data;
+			struct conn_data cd;
+
+			memset(&cd, 0, sizeof(cd));
+			if (cdp && ev->param.conn.private_data_len >= sizeof(cd))
+				memcpy(&cd, cdp, sizeof(cd));
+			if (cd.magic != CONN_MAGIC || cd.rank != q->peer || cd.ep_seq != ep->seq)
+				return spardl_error(-EPROTO, "verbs: rank %d answered the connection with data that is not this plan's",
+						    q->peer);
+			ret = conn_take_key(ep, q, &cd);
+			if (ret)
+				return ret;
+		}
 		q->connected = 1;
 		return 0;
 	case RDMA_CM_EVENT_REJECTED: {
 		const char *why = ev->param.conn.private_data_len ? ev->param.conn.private_data : NULL;
 
 		return spardl_error(-ECONNREFUSED, "verbs: rank %d at %s refused the connection%s%.100s", q->peer,
-				    addr_str(&addrs[q->peer], a, sizeof(a)), why ? ": " : " (status ", why ? why : "");
+				    addr_str(&ep->all[q->peer].addr, a, sizeof(a)), why ? ": " : " (status ", why ? why : "");
 	}
 	case RDMA_CM_EVENT_ADDR_ERROR:
 	case RDMA_CM_EVENT_ROUTE_ERROR:
 	case RDMA_CM_EVENT_UNREACHABLE:
 	case RDMA_CM_EVENT_CONNECT_ERROR:
 		return spardl_error(-EHOSTUNREACH, "verbs: connecting to rank %d at %s: %s (status %d); %s",
-				    q ? q->peer : -1, q ? addr_str(&addrs[q->peer], a, sizeof(a)) : "?",
+				    q ? q->peer : -1, q ? addr_str(&ep->all[q->peer].addr, a, sizeof(a)) : "?",
 				    rdma_event_str(ev->event), ev->status, cm_event_hint(ev->event));
 	case RDMA_CM_EVENT_DISCONNECTED:
 	case RDMA_CM_EVENT_DEVICE_REMOVAL:
@@ -517,6 +601,13 @@ static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev, const stru
 		SPARDL_DEBUG("verbs: rdma_cm event %s ignored during setup", rdma_event_str(ev->event));
 		return 0;
 	}
+}
+
+static void destroy_listener(struct verbs_ep *ep)
+{
+	if (ep->listen && rdma_destroy_id(ep->listen))
+		SPARDL_WARN("verbs: rdma_destroy_id of the listener failed: %s", strerror(errno));
+	ep->listen = NULL;
 }
 
 static void verbs_ep_destroy(struct spardl_tp_ep *base)
@@ -537,8 +628,7 @@ static void verbs_ep_destroy(struct spardl_tp_ep *base)
 		if (q->id && rdma_destroy_id(q->id))
 			SPARDL_WARN("verbs: rdma_destroy_id for rank %d failed: %s", q->peer, strerror(errno));
 	}
-	if (ep->listen && rdma_destroy_id(ep->listen))
-		SPARDL_WARN("verbs: rdma_destroy_id of the listener failed: %s", strerror(errno));
+	destroy_listener(ep);
 	if (ep->cq) {
 		if (ep->unacked)
 			ibv_ack_cq_events(ep->cq, ep->unacked);
@@ -549,110 +639,108 @@ static void verbs_ep_destroy(struct spardl_tp_ep *base)
 		SPARDL_WARN("verbs: ibv_destroy_comp_channel failed: %s", strerror(errno));
 	if (ep->ech)
 		rdma_destroy_event_channel(ep->ech); /* returns nothing to check */
+	if (ep->base.remote && ep->base.tp)
+		for (i = 0; i < ep->base.tp->size; i++)
+			free(ep->base.remote[i]);
+	free(ep->base.remote);
 	free(ep->qps);
 	free(ep->qp_of);
 	free(ep->stash);
 	free(ep);
 }
 
-struct ep_addr {
-	struct sockaddr_storage addr;
-};
-
-static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers, uint32_t max_notify,
-			   struct spardl_tp_ep **ep_out)
+/* Local part of ep_create: queues, channels and a listener on an ephemeral
+ * port of the chosen address, and what to publish. */
+static int ep_setup(struct verbs_ep *ep, const struct spardl_tp_peer *peers, int npeers, uint32_t max_notify,
+		    struct ep_addr *mine)
 {
+	struct spardl_tp *base = ep->base.tp;
 	struct verbs_tp *tp = vtp(base);
-	struct verbs_ep *ep = calloc(1, sizeof(*ep));
-	struct sockaddr_storage mine, *all = NULL;
-	uint64_t deadline;
 	int ret, i, cqe;
 
-	if (!ep)
-		return -ENOMEM;
-	ep->base.tp = base;
-	/* Plans are created collectively in the same order on every rank. */
-	ep->seq = ++tp->ep_count;
 	ep->nqp = npeers;
 	ep->qps = calloc((size_t)(npeers ? npeers : 1), sizeof(*ep->qps));
 	ep->qp_of = malloc((size_t)base->size * sizeof(int));
+	ep->base.remote = calloc((size_t)base->size, sizeof(*ep->base.remote));
 	ep->rq_depth = (int)(max_notify + 8 + REPOST_BATCH < (uint32_t)tp->da.max_qp_wr ?
 				     max_notify + 8 + REPOST_BATCH :
 				     (uint32_t)tp->da.max_qp_wr);
 	ep->sq_depth = tp->da.max_qp_wr < 256 ? tp->da.max_qp_wr : 256;
 	ep->max_inline = 64;
-	ep->stash_cap = (int)max_notify + CQ_BATCH + 8;
+	ep->stash_cap = (int)max_notify + CQ_BATCH + 8 + npeers;
 	ep->stash = calloc((size_t)ep->stash_cap, sizeof(*ep->stash));
-	all = calloc((size_t)base->size, sizeof(*all));
-	if (!ep->qps || !ep->qp_of || !ep->stash || !all) {
-		ret = -ENOMEM;
-		goto err;
-	}
+	if (!ep->qps || !ep->qp_of || !ep->stash || !ep->base.remote)
+		return spardl_error(-ENOMEM, "verbs: out of memory for an endpoint of %d peers", npeers);
 	for (i = 0; i < base->size; i++)
 		ep->qp_of[i] = -1;
 	for (i = 0; i < npeers; i++) {
-		ep->qps[i].peer = peers[i];
-		ep->qps[i].active = base->rank < peers[i];
-		ep->qp_of[peers[i]] = i;
+		if (peers[i].rank < 0 || peers[i].rank >= base->size || peers[i].rank == base->rank)
+			return spardl_error(-EINVAL, "verbs: internal: peer %d of an endpoint", peers[i].rank);
+		ep->qps[i].peer = peers[i].rank;
+		ep->qps[i].flags = peers[i].flags;
+		ep->qps[i].remote_len = peers[i].remote_len;
+		ep->qps[i].active = base->rank < peers[i].rank;
+		ep->qp_of[peers[i].rank] = i;
 	}
+	ret = spardl_bs_random(&ep->token, sizeof(ep->token));
+	if (ret)
+		return spardl_error(ret, "verbs: no random bytes from the kernel");
 	ep->ech = rdma_create_event_channel();
-	if (!ep->ech) {
-		ret = spardl_error(-errno, "verbs: rdma_create_event_channel failed: %s (is the rdma_ucm module loaded?)",
-				   strerror(errno));
-		goto err;
-	}
+	if (!ep->ech)
+		return spardl_error(-errno, "verbs: rdma_create_event_channel failed: %s (is the rdma_ucm module loaded?)",
+				    strerror(errno));
 	ep->cch = ibv_create_comp_channel(tp->ch.ctx);
-	if (!ep->cch) {
-		ret = spardl_error(-errno, "verbs: ibv_create_comp_channel failed: %s", strerror(errno));
-		goto err;
-	}
-	if ((ret = set_nonblock(ep->ech->fd)) || (ret = set_nonblock(ep->cch->fd))) {
-		ret = spardl_error(ret, "verbs: cannot make event channels non-blocking");
-		goto err;
-	}
+	if (!ep->cch)
+		return spardl_error(-errno, "verbs: ibv_create_comp_channel failed: %s", strerror(errno));
+	if ((ret = set_nonblock(ep->ech->fd)) || (ret = set_nonblock(ep->cch->fd)))
+		return spardl_error(ret, "verbs: cannot make event channels non-blocking");
 	cqe = npeers * (ep->sq_depth + ep->rq_depth) + 16;
 	if (cqe > tp->da.max_cqe)
 		cqe = tp->da.max_cqe;
 	ep->cq = ibv_create_cq(tp->ch.ctx, cqe, NULL, ep->cch, 0);
-	if (!ep->cq) {
-		ret = spardl_error(-errno, "verbs: ibv_create_cq(%d) on %s failed: %s", cqe, tp->ch.dev, strerror(errno));
-		goto err;
-	}
-	/* A listener on an ephemeral port of the chosen address; everyone
-	 * publishes theirs, then the lower rank of each pair connects. */
-	if (rdma_create_id(ep->ech, &ep->listen, NULL, RDMA_PS_TCP)) {
-		ret = spardl_error(-errno, "verbs: rdma_create_id failed: %s", strerror(errno));
-		goto err;
-	}
-	mine = tp->ch.addr;
-	if (rdma_bind_addr(ep->listen, (struct sockaddr *)&mine) || rdma_listen(ep->listen, 64)) {
+	if (!ep->cq)
+		return spardl_error(-errno, "verbs: ibv_create_cq(%d) on %s failed: %s", cqe, tp->ch.dev, strerror(errno));
+	if (rdma_create_id(ep->ech, &ep->listen, NULL, RDMA_PS_TCP))
+		return spardl_error(-errno, "verbs: rdma_create_id failed: %s", strerror(errno));
+	memset(mine, 0, sizeof(*mine));
+	mine->addr = tp->ch.addr;
+	if (rdma_bind_addr(ep->listen, (struct sockaddr *)&mine->addr) || rdma_listen(ep->listen, 64)) {
 		char a[80];
 
-		ret = spardl_error(-errno, "verbs: cannot listen on %s (%s): %s", addr_str(&mine, a, sizeof(a)), tp->ch.dev,
-				   strerror(errno));
-		goto err;
+		return spardl_error(-errno, "verbs: cannot listen on %s (%s): %s", addr_str(&mine->addr, a, sizeof(a)),
+				    tp->ch.dev, strerror(errno));
 	}
-	if (mine.ss_family == AF_INET)
-		((struct sockaddr_in *)&mine)->sin_port = rdma_get_src_port(ep->listen);
+	if (mine->addr.ss_family == AF_INET)
+		((struct sockaddr_in *)&mine->addr)->sin_port = rdma_get_src_port(ep->listen);
 	else
-		((struct sockaddr_in6 *)&mine)->sin6_port = rdma_get_src_port(ep->listen);
-	ret = spardl_bootstrap_allgather(base->bs, &mine, all, sizeof(mine));
-	if (ret)
-		goto err;
-	for (i = 0; i < npeers; i++) {
+		((struct sockaddr_in6 *)&mine->addr)->sin6_port = rdma_get_src_port(ep->listen);
+	mine->token = ep->token;
+	return 0;
+}
+
+/* The lower rank of each pair connects; every rank waits until all its
+ * connections are up (or one fails, or the timeout). */
+static int ep_connect(struct verbs_ep *ep)
+{
+	struct spardl_tp *base = ep->base.tp;
+	struct verbs_tp *tp = vtp(base);
+	uint64_t deadline;
+	int ret, i;
+
+	for (i = 0; i < ep->nqp; i++) {
 		struct vqp *q = &ep->qps[i];
 		struct sockaddr_storage src = tp->ch.addr;
 
 		if (!q->active)
 			continue;
+		if (ep->all[q->peer].addr.ss_family != AF_INET && ep->all[q->peer].addr.ss_family != AF_INET6)
+			return spardl_error(-EPROTO, "verbs: rank %d published no usable address", q->peer);
 		if (rdma_create_id(ep->ech, &q->id, q, RDMA_PS_TCP) ||
-		    rdma_resolve_addr(q->id, (struct sockaddr *)&src, (struct sockaddr *)&all[q->peer], 2000)) {
-			ret = spardl_error(-errno, "verbs: resolving rank %d's address failed: %s", q->peer, strerror(errno));
-			goto err;
-		}
+		    rdma_resolve_addr(q->id, (struct sockaddr *)&src, (struct sockaddr *)&ep->all[q->peer].addr, 2000))
+			return spardl_error(-errno, "verbs: resolving rank %d's address failed: %s", q->peer, strerror(errno));
 	}
 	deadline = now_ms() + (uint64_t)base->timeout_ms;
-	while (connected_count(ep) < npeers) {
+	while (connected_count(ep) < ep->nqp) {
 		struct pollfd pfd = { .fd = ep->ech->fd, .events = POLLIN };
 		struct rdma_cm_event *ev;
 		int64_t left = (int64_t)(deadline - now_ms());
@@ -660,22 +748,19 @@ static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers,
 		if (left <= 0) {
 			char missing[256] = "";
 
-			for (i = 0; i < npeers; i++)
+			for (i = 0; i < ep->nqp; i++)
 				if (!ep->qps[i].connected)
 					snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), " %d",
 						 ep->qps[i].peer);
-			ret = spardl_error(-ETIMEDOUT, "verbs: connections to ranks%s not established within %.1f s",
-					   missing, base->timeout_ms / 1000.0);
-			goto err;
+			return spardl_error(-ETIMEDOUT, "verbs: connections to ranks%s not established within %.1f s",
+					    missing, base->timeout_ms / 1000.0);
 		}
-		if (poll(&pfd, 1, (int)(left < SLICE_MS ? left : SLICE_MS)) < 0 && errno != EINTR) {
-			ret = spardl_error(-errno, "verbs: poll failed: %s", strerror(errno));
-			goto err;
-		}
+		if (poll(&pfd, 1, (int)(left < SLICE_MS ? left : SLICE_MS)) < 0 && errno != EINTR)
+			return spardl_error(-errno, "verbs: poll failed: %s", strerror(errno));
 		while (!rdma_get_cm_event(ep->ech, &ev)) {
 			struct rdma_cm_id *id = ev->id;
 
-			ret = setup_event(ep, ev, all);
+			ret = setup_event(ep, ev);
 			if (rdma_ack_cm_event(ev))
 				SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
 			if (ret == 1) {
@@ -683,27 +768,56 @@ static int verbs_ep_create(struct spardl_tp *base, const int *peers, int npeers,
 				ret = 0;
 			}
 			if (ret)
-				goto err;
+				return ret;
 		}
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			ret = spardl_error(-errno, "verbs: rdma_get_cm_event failed: %s", strerror(errno));
-			goto err;
-		}
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return spardl_error(-errno, "verbs: rdma_get_cm_event failed: %s", strerror(errno));
 	}
-	if (ibv_req_notify_cq(ep->cq, 0)) {
-		ret = spardl_error(-errno, "verbs: ibv_req_notify_cq failed: %s", strerror(errno));
-		goto err;
+	/* Every connection is up: nobody else may connect to this endpoint. */
+	destroy_listener(ep);
+	if (ibv_req_notify_cq(ep->cq, 0))
+		return spardl_error(-errno, "verbs: ibv_req_notify_cq failed: %s", strerror(errno));
+	return 0;
+}
+
+static int verbs_ep_create(struct spardl_tp *base, const struct spardl_tp_peer *peers, int npeers,
+			   uint32_t max_notify, struct spardl_tp_mr *recv, struct spardl_tp_ep **ep_out)
+{
+	struct verbs_tp *tp = vtp(base);
+	struct verbs_ep *ep = calloc(1, sizeof(*ep));
+	struct ep_addr mine, *all = calloc((size_t)base->size, sizeof(*all));
+	int ret;
+
+	memset(&mine, 0, sizeof(mine));
+	if (ep) {
+		ep->base.tp = base;
+		/* Plans are created collectively in the same order on every rank. */
+		ep->seq = ++tp->ep_count;
+		ep->recv = (struct verbs_mr *)recv;
 	}
+	if (!ep || !all)
+		ret = spardl_error(-ENOMEM, "verbs: out of memory for an endpoint");
+	else
+		ret = ep_setup(ep, peers, npeers, max_notify, &mine);
+	/* Addresses and tokens travel through the (authenticated) bootstrap;
+	 * keys only over the connections, to the ranks that write there. */
+	ret = spardl_bootstrap_exchange(base->bs, ret, "create its verbs endpoint", &mine, all, sizeof(mine));
+	if (!ret) {
+		ep->all = all;
+		ret = ep_connect(ep);
+		ep->all = NULL;
+	}
+	/* All ranks agree that every connection is up, or all fail. */
+	ret = spardl_bootstrap_exchange(base->bs, ret, "connect the plan's peers over verbs", NULL, NULL, 0);
 	free(all);
+	if (ret) {
+		verbs_ep_destroy(ep ? &ep->base : NULL);
+		return ret;
+	}
 	SPARDL_DEBUG("verbs: %d QPs up (send %d, receive %d WRs, inline %d B)", npeers, ep->sq_depth, ep->rq_depth,
 		     ep->max_inline);
 	*ep_out = &ep->base;
 	return 0;
-
-err:
-	free(all);
-	verbs_ep_destroy(&ep->base);
-	return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -735,7 +849,12 @@ static int wc_error(struct verbs_ep *ep, const struct ibv_wc *wc)
 	int recv = !(wc->wr_id & SEND_BIT);
 	uint64_t qi = recv ? wc->wr_id : WR_QP(wc->wr_id);
 	int peer = qi < (uint64_t)ep->nqp ? ep->qps[qi].peer : -1;
+
 	ep->failed = 1;
+	if (!recv && wc->status == IBV_WC_WR_FLUSH_ERR && qi < (uint64_t)ep->nqp && ep->qps[qi].gone)
+		return spardl_error_quiet(-ECONNRESET,
+					  "verbs: rank %d disconnected (it exited or its call failed) before this rank's writes to it completed",
+					  peer);
 	return spardl_error_quiet(wc->status == IBV_WC_WR_FLUSH_ERR || wc->status == IBV_WC_RETRY_EXC_ERR ?
 					  -ECONNRESET :
 					  -EIO,
@@ -762,6 +881,12 @@ static int peer_gone(struct verbs_ep *ep, struct vqp *q)
 	if (q->gone)
 		return 0;
 	q->gone = 1;
+	/* The peer's side is gone, but a user QP stays up until we move it
+	 * to the error state: do so, so that writes still in flight to it
+	 * complete (flushed) instead of waiting out their retries. */
+	if (q->connected && q->id && rdma_disconnect(q->id) && errno != EINVAL)
+		SPARDL_DEBUG("verbs: rdma_disconnect from rank %d: %s", q->peer, strerror(errno));
+	q->connected = 0;
 	return stash_push(ep, &e);
 }
 
@@ -840,6 +965,18 @@ static int side_events(struct verbs_ep *ep)
 		struct vqp *q = cev->id->context;
 		enum rdma_cm_event_type t = cev->event;
 
+		if (t == RDMA_CM_EVENT_CONNECT_REQUEST) {
+			/* Queued before the listener went: every peer is
+			 * connected, so this one is late or a stranger. */
+			struct rdma_cm_id *id = cev->id;
+
+			refuse(cev, "the endpoint is complete; a late or stray connection");
+			if (rdma_ack_cm_event(cev))
+				SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
+			if (rdma_destroy_id(id))
+				SPARDL_WARN("verbs: rdma_destroy_id failed: %s", strerror(errno));
+			continue;
+		}
 		if (rdma_ack_cm_event(cev))
 			SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
 		SPARDL_DEBUG("verbs: rdma_cm %s from rank %d", rdma_event_str(t), q ? q->peer : -1);
@@ -1009,7 +1146,8 @@ static int verbs_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr 
 
 	if (ep->failed)
 		return spardl_error_quiet(-ECONNRESET, "verbs: the endpoint failed earlier");
-	if (!q || rmr->base.peer != peer || loff + len > lmr->map_len || roff + len > rmr->base.len)
+	if (!q || !rmr || rmr->base.peer != peer || loff > lmr->map_len || len > lmr->map_len - loff ||
+	    roff > rmr->base.len || len > rmr->base.len - roff || len > base->tp->max_write)
 		return spardl_error_quiet(-EINVAL, "verbs: internal: write of %zu bytes to rank %d out of bounds", len,
 					  peer);
 	ret = sq_room(ep, q, base->tp->timeout_ms);
@@ -1068,6 +1206,25 @@ static int verbs_quiesce(struct spardl_tp_ep *base, int timeout_ms)
 	}
 }
 
+/* After a failed call: disconnecting every QP turns into PEER_GONE on the
+ * peers at once, instead of their waiting for a write until the timeout. */
+static void verbs_abort(struct spardl_tp_ep *base)
+{
+	struct verbs_ep *ep = vep(base);
+	int i;
+
+	if (!ep)
+		return;
+	ep->failed = 1;
+	for (i = 0; i < ep->nqp; i++) {
+		struct vqp *q = &ep->qps[i];
+
+		if (q->connected && rdma_disconnect(q->id) && errno != EINVAL)
+			SPARDL_DEBUG("verbs: rdma_disconnect from rank %d: %s", q->peer, strerror(errno));
+		q->connected = 0;
+	}
+}
+
 const struct spardl_tp_ops spardl_tp_verbs_ops = {
 	.version = SPARDL_TP_OPS_VERSION,
 	.size = sizeof(struct spardl_tp_ops),
@@ -1077,11 +1234,9 @@ const struct spardl_tp_ops spardl_tp_verbs_ops = {
 	.close = verbs_close,
 	.mem_alloc = verbs_mem_alloc,
 	.mem_free = verbs_mem_free,
-	.mr_export = verbs_mr_export,
 	.ep_create = verbs_ep_create,
 	.ep_destroy = verbs_ep_destroy,
-	.rmr_import = verbs_rmr_import,
-	.rmr_release = verbs_rmr_release,
+	.abort = verbs_abort,
 	.write = verbs_write,
 	.poll = verbs_poll,
 	.quiesce = verbs_quiesce,
