@@ -10,6 +10,7 @@
 #include <openssl/hmac.h>
 
 #include "bootstrap_msg.h"
+#include "log.h"
 
 void spardl_bs_put32(uint8_t *p, uint32_t v)
 {
@@ -140,7 +141,7 @@ int spardl_bs_mac(const uint8_t *key, size_t key_len, const char *label, const u
 	unsigned int olen = 0;
 
 	if (ll > 64 || key_len > (size_t)INT32_MAX)
-		return -EINVAL;
+		return spardl_error_quiet(-EINVAL, "internal: MAC label or key too long");
 	/* The label (distinct per direction) keeps a proof from being
 	 * reflected back; hello and nonce bind it to this connection. */
 	memcpy(msg, label, ll);
@@ -148,7 +149,7 @@ int spardl_bs_mac(const uint8_t *key, size_t key_len, const char *label, const u
 	memcpy(msg + ll + SPARDL_BS_HELLO_LEN, nonce, SPARDL_BS_NONCE);
 	if (!HMAC(EVP_sha256(), key, (int)key_len, msg, ll + SPARDL_BS_HELLO_LEN + SPARDL_BS_NONCE, out, &olen) ||
 	    olen != SPARDL_BS_MAC)
-		return -EIO;
+		return spardl_error_quiet(-EIO, "HMAC-SHA256 failed in libcrypto");
 	return 0;
 }
 
@@ -159,11 +160,11 @@ int spardl_bs_digest(const char *label, const void *data, size_t len, uint8_t ou
 	int ok;
 
 	if (!ctx)
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for a SHA-256 context");
 	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, label, strlen(label) + 1) &&
 	     EVP_DigestUpdate(ctx, data, len) && EVP_DigestFinal_ex(ctx, out, &olen) && olen == 32;
 	EVP_MD_CTX_free(ctx);
-	return ok ? 0 : -EIO;
+	return ok ? 0 : spardl_error_quiet(-EIO, "SHA-256 failed in libcrypto");
 }
 
 int spardl_bs_equal(const uint8_t *a, const uint8_t *b, size_t len)
@@ -181,7 +182,7 @@ int spardl_bs_random(void *buf, size_t len)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			return spardl_error_quiet(-errno, "getrandom failed: %s", strerror(errno));
 		}
 		got += (size_t)r;
 	}

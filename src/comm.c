@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Communicators: rank, size, bootstrap and transport from the parameters or the launcher's environment. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -184,7 +185,7 @@ static int default_bootstrap(int launcher, const struct spardl_comm *comm, char 
 			return ret;
 		snprintf(buf, sizeof(buf), strchr(ma, ':') ? "[%s]:%d" : "%s:%d", ma, port + 1);
 		*addr_out = strdup(buf);
-		return *addr_out ? 0 : -ENOMEM;
+		return *addr_out ? 0 : spardl_error(-ENOMEM, "out of memory");
 	}
 	/* The first one set counts; a malformed one is an error, not skipped. */
 	if ((ret = spardl_env_int("OMPI_COMM_WORLD_LOCAL_SIZE", &local)) == -ENOENT &&
@@ -295,7 +296,7 @@ SPARDL_API int spardl_comm_create(const struct spardl_comm_params *params, struc
 		return ret;
 	comm = calloc(1, sizeof(*comm));
 	if (!comm)
-		return -ENOMEM;
+		return spardl_error(-ENOMEM, "spardl_comm_create: out of memory");
 	if (m & SPARDL_COMM_PARAM_RANK_SIZE) {
 		if (params->size < 1 || params->rank < 0 || params->rank >= params->size) {
 			ret = spardl_error(-EINVAL, "spardl_comm_create: rank %d and size %d: need 0 <= rank < size",

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The environment variables spardl reads: one table drives parsing, spardl_env_help() and docs/ENVIRONMENT.md. */
 #define _GNU_SOURCE
 #include <assert.h>

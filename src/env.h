@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Environment variables: one table of names, defaults, ranges and help (src/env.c), and checked getters. */
 #ifndef SPARDL_ENV_H
 #define SPARDL_ENV_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* K-way merge of sorted sparse lists; values at a shared index are summed in list order. */
 #include "fp.h"
 #include "lists.h"

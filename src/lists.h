@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sparse lists: k-way merge with a fixed summation order, used by unions, merges and results. */
 #ifndef SPARDL_LISTS_H
 #define SPARDL_LISTS_H

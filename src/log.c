@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging to stderr and the thread-local last-error message. */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging and the thread-local last-error message. */
 #ifndef SPARDL_LOG_H
 #define SPARDL_LOG_H

@@ -231,7 +231,7 @@ static int compile_all(struct spardl_plan *plan, const struct spardl_sched_param
 		goto out;
 	}
 	if (ret) {
-		ret = spardl_error(ret, "cannot compile the schedule: %s", spardl_strerror(ret));
+		ret = spardl_error_wrap(ret, "cannot compile the schedule");
 		goto out;
 	}
 	for (i = 0; i < plan->sched->nwrites; i++) {
@@ -243,7 +243,7 @@ static int compile_all(struct spardl_plan *plan, const struct spardl_sched_param
 		psp.rank = w;
 		ret = spardl_sched_compile(&psp, &peer[w]);
 		if (ret) {
-			ret = spardl_error(ret, "cannot compile rank %d's schedule: %s", w, spardl_strerror(ret));
+			ret = spardl_error_wrap(ret, "cannot compile rank %d's schedule", w);
 			goto out;
 		}
 		plan->peer_half[w] = peer[w]->recv_bytes;

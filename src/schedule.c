@@ -517,7 +517,7 @@ static int collect_peers(struct spardl_sched *s)
 	int *mark = calloc((size_t)s->p.size, sizeof(*mark)), i, n = 0;
 
 	if (!mark)
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for the schedule's peer table");
 	for (i = (int)s->nwrites; i-- > 0;) {
 		s->writes[i].last = !mark[s->writes[i].peer];
 		mark[s->writes[i].peer] = 1;
@@ -532,7 +532,7 @@ static int collect_peers(struct spardl_sched *s)
 	s->peers = malloc((size_t)(n ? n : 1) * sizeof(*s->peers));
 	if (!s->peers) {
 		free(mark);
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for the schedule's peer list");
 	}
 	for (i = 0, n = 0; i < s->p.size; i++)
 		if (mark[i])
@@ -552,10 +552,11 @@ static int number_pieces(struct spardl_sched *s)
 	for (i = 0; i < s->nrslots; i++)
 		total += spardl_sched_pieces(s->rslots[i].max, s->p.max_write);
 	if (total >= SPARDL_IMM_MAX_SLOTS)
-		return -E2BIG;
+		return spardl_error_quiet(-E2BIG, "the schedule needs %llu receive pieces; immediates name at most 2^%u",
+					  (unsigned long long)total, SPARDL_IMM_SLOT_BITS);
 	s->piece_slot = malloc((size_t)(total ? total : 1) * sizeof(*s->piece_slot));
 	if (!s->piece_slot)
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for %llu receive pieces", (unsigned long long)total);
 	s->npieces = 0;
 	for (i = 0; i < s->nrslots; i++) {
 		struct spardl_rslot *rs = &s->rslots[i];
@@ -616,14 +617,15 @@ int spardl_sched_compile(const struct spardl_sched_params *p, struct spardl_sche
 
 	if (p->size < 1 || p->rank < 0 || p->rank >= p->size || p->n == 0 || p->k == 0 ||
 	    p->teams < 1 || p->size % p->teams)
-		return -EINVAL;
+		return spardl_error_quiet(-EINVAL, "schedule parameters out of range (size %d, rank %d, n %llu, k %llu, teams %d)",
+					  p->size, p->rank, (unsigned long long)p->n, (unsigned long long)p->k, p->teams);
 	/* Pairwise exchanges (R-SAG, gTopk) only exist for powers of two. */
 	if ((p->algo == SPARDL_ALGO_SPARDL && p->sag == SPARDL_SAG_RECURSIVE && (p->teams & (p->teams - 1))) ||
 	    (p->algo == SPARDL_ALGO_GTOPK && (p->size & (p->size - 1))))
-		return -EINVAL;
+		return spardl_error_quiet(-EINVAL, "pairwise exchanges need a power-of-two team count or size");
 	s = calloc(1, sizeof(*s));
 	if (!s)
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for a schedule");
 	b.s = s;
 	b.cur = -1;
 	s->p = *p;
@@ -653,7 +655,7 @@ int spardl_sched_compile(const struct spardl_sched_params *p, struct spardl_sche
 		break;
 	default:
 		free(s);
-		return -EINVAL;
+		return spardl_error_quiet(-EINVAL, "unknown algorithm %d", p->algo);
 	}
 	if (s->kb > s->block_size)
 		s->kb = s->block_size;
@@ -674,7 +676,7 @@ int spardl_sched_compile(const struct spardl_sched_params *p, struct spardl_sche
 		compile_dense(&b);
 		break;
 	}
-	ret = b.oom ? -ENOMEM : collect_peers(s);
+	ret = b.oom ? spardl_error_quiet(-ENOMEM, "out of memory compiling the schedule") : collect_peers(s);
 	if (!ret)
 		ret = number_pieces(s);
 	if (!ret)
@@ -712,7 +714,7 @@ int spardl_sched_link(struct spardl_sched *s, struct spardl_sched *const *peer_s
 		uint64_t max = s->sslots[w->sslot].max;
 
 		if (!ps)
-			return -EINVAL;
+			return spardl_error(-EINVAL, "internal: no schedule of rank %d to link against", w->peer);
 		for (j = 0; j < ps->nrslots; j++) {
 			const struct spardl_rslot *rs = &ps->rslots[j];
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Top-k selection: exact radix threshold, with a sampled fast path for large blocks. */
 #include <errno.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #endif
 
 #include "fp.h"
+#include "log.h"
 #include "topk.h"
 
 /* Below this length a block is selected by the exact radix passes alone. */
@@ -82,7 +84,7 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	ws->uv[1] = malloc(ws->ucap * sizeof(float));
 	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1]) {
 		spardl_topk_ws_fini(ws);
-		return -ENOMEM;
+		return spardl_error_quiet(-ENOMEM, "out of memory for a selection workspace of %zu entries", ws->cap);
 	}
 	/* Touch now: first-touch page faults must not land in a call. */
 	memset(ws->cand_idx, 0, ws->cap * sizeof(*ws->cand_idx));

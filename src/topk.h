@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Deterministic top-k selection (SPEC section 3) on dense blocks and on sparse lists. */
 #ifndef SPARDL_TOPK_H
 #define SPARDL_TOPK_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The static registry of transports compiled in, and the runtime choice among them. */
 #include <errno.h>
 #include <string.h>

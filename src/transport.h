@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The internal transport interface: one-sided writes with notification into registered memory. */
 #ifndef SPARDL_TRANSPORT_H
 #define SPARDL_TRANSPORT_H

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # docs/ENVIRONMENT.md's generated tables must be what `spardl-verbs env --markdown` prints; --update rewrites them.
 # usage: check-env-doc.sh SPARDL-VERBS ENVIRONMENT.md [--update]
 tool=$1

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs into a staging root, then builds and runs a program through pkg-config alone.
 set -eu
 build=$1

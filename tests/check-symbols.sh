@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The shared library exports exactly the functions the public header declares with SPARDL_API.
 header=$1
 lib=$2

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program built only through pkg-config: one rank, one SparDL call, checked by hand. */
 #include <stdio.h>
 #include <string.h>

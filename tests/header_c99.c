@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The public header compiles alone as strict C99. */
 #include <spardl/spardl.h>
 

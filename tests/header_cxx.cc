@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The public header compiles alone as C++.
 #include <spardl/spardl.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Multi-process test: every algorithm and variant, bit for bit against the serial reference, with the invariant,
  * on integer data (every sum exact) and on float data (rounding, NaN, infinities). */
 #define _GNU_SOURCE

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the multi-process test programs. */
 #ifndef SPARDL_TESTS_MP_COMMON_H
 #define SPARDL_TESTS_MP_COMMON_H

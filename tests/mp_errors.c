@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Multi-process test of collective error paths: every rank gets the error, nothing hangs, and the communicator survives. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,6 +302,36 @@ static void invalid_cases(struct spardl_comm *comm)
 	expect_error(comm, "unknown algo on rank 3 only", &pp, CODES(-EINVAL), WORDS("algo 9"));
 }
 
+/* Rank 2 runs out of file descriptors while the plan is being created (shm:
+ * its receive region's memfd; verbs: its endpoint's event channel). Every
+ * rank must fail with rank 2's real cause, at once, and the communicator
+ * must stay in step for the plans that follow. */
+static void creation_failure_case(struct spardl_comm *comm)
+{
+	const char *tag = "rank 2 out of file descriptors while the plan is created";
+	struct spardl_plan_params pp;
+	struct rlimit old, low;
+	int lowest = -1;
+
+	if (rank == 2) {
+		lowest = dup(0);
+		if (lowest >= 0)
+			close(lowest);
+		getrlimit(RLIMIT_NOFILE, &old);
+		low = old;
+		low.rlim_cur = (rlim_t)lowest;
+		if (lowest < 0 || setrlimit(RLIMIT_NOFILE, &low)) {
+			result(tag, 0, "cannot lower RLIMIT_NOFILE");
+			lowest = -1;
+		}
+	}
+	base(&pp);
+	expect_error(comm, tag, &pp, CODES(-EMFILE),
+		     rank == 2 ? WORDS("Too many open files") : WORDS("rank 2 could not", "Too many open files"));
+	if (rank == 2 && lowest >= 0)
+		setrlimit(RLIMIT_NOFILE, &old);
+}
+
 static void survivor_cases(struct spardl_comm *comm)
 {
 	struct spardl_plan_params pp;
@@ -460,6 +492,7 @@ int main(void)
 	mismatch_cases(comm);
 	invalid_cases(comm);
 	stalled_peer_case(comm);
+	creation_failure_case(comm);
 	survivor_cases(comm);
 	dead_peer_case(comm);
 	spardl_comm_destroy(comm);

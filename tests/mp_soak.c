@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Soak test: thousands of calls on one SparDL plan with changing data, the
  * residual invariant checked exactly on every call, and RSS and open file
  * descriptors checked flat after a warm-up. */

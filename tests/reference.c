@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Serial reference of SPEC.md (SparDL, dense, TopkA, gTopk): plain, slow, obviously correct. */
 #include "reference.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Serial reference of SPEC.md: simulates one step of all P ranks in one process, for the tests. */
 #ifndef SPARDL_TESTS_REFERENCE_H
 #define SPARDL_TESTS_REFERENCE_H

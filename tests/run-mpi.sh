@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs a rank program under Open MPI's mpirun; skips (77) when mpirun is absent.
 np=$1
 shift

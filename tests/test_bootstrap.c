@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the bootstrap: rendezvous, allgather and failure reports between forked ranks. */
 #define _GNU_SOURCE
 #include <check.h>
@@ -35,15 +36,17 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* In a child: report the failed check on stderr and exit with its line. */
-#define CHILD_CHECK(cond)                                                                            \
-	do {                                                                                         \
-		if (!(cond)) {                                                                       \
-			fprintf(stderr, "child %d: %s:%d: check failed: %s (last error: %s)\n",    \
-				(int)getpid(), __FILE__, __LINE__, #cond, spardl_last_error());      \
-			return __LINE__ % 90 + 1;                                                    \
-		}                                                                                    \
-	} while (0)
+/* In a child: report the failed check on stderr and end the child with a
+ * status naming its line (the child is a forked process of its own). */
+static void child_fail(const char *file, int line, const char *cond)
+{
+	fprintf(stderr, "child %d: %s:%d: check failed: %s (last error: %s)\n", (int)getpid(), file, line, cond,
+		spardl_last_error());
+	fflush(stderr);
+	_exit(line % 90 + 1);
+}
+
+#define CHILD_CHECK(cond) ((cond) ? (void)0 : child_fail(__FILE__, __LINE__, #cond))
 
 /* Open descriptors of this process, to catch leaks on every path. */
 static int count_fds(void)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of spardl_comm_create()'s environment handling and of single-process plans: every error path returns a clear message quickly. */
 #define _GNU_SOURCE
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the environment table (src/env.c): getters, spardl_env_check, help and markdown, and spardl_comm_create's use of them. */
 #define _GNU_SOURCE
 #include <check.h>

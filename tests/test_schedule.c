@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the compiled schedules (SPEC sections 4 and 6): linking, SRS rounds, peers, sizes. */
 #include <check.h>
 

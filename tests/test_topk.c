@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the top-k selection (SPEC section 3) against a naive sort-based reference. */
 #include <check.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the wire layout of sparse blocks and of the k-way list merge. */
 #include <check.h>
 

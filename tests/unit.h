@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The shared main() of the Check unit suites: TAP to stdout for meson, exit 1 on any failure. */
 #ifndef SPARDL_TESTS_UNIT_H
 #define SPARDL_TESTS_UNIT_H

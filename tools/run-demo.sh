@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds spardl and runs the demo: 4 ranks on the default transport, SparDL against dense allreduce.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Configures a fresh build directory, runs every test suite and prints "N passed, N failed".
 # Then a second build with AddressSanitizer and UndefinedBehaviorSanitizer runs the unit,
 # shm and trust suites; the last line counts the tests of both builds. Arguments go to the first

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spardl-bench: allreduce timings against dense, CPU top-k against memcpy, transport write bandwidth. */
 #define _GNU_SOURCE
 #include <errno.h>

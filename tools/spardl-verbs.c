@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spardl-verbs: RDMA devices as spardl sees them, and write bandwidth/latency through spardl's transport. */
 #define _GNU_SOURCE
 #include <errno.h>

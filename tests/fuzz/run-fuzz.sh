@@ -26,7 +26,7 @@ echo "1..3"
 for t in bootstrap wire notify; do
 	n=$((n + 1))
 	case $t in
-	bootstrap) extra="$src/src/bootstrap_msg.c -lcrypto" ;;
+	bootstrap) extra="$src/src/bootstrap_msg.c $src/src/log.c $src/src/env.c -lcrypto -lpthread" ;;
 	wire) extra="" ;;
 	notify) extra="$src/src/schedule.c $src/src/log.c $src/src/env.c -lpthread" ;;
 	esac

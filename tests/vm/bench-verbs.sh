@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Benchmarks in the SoftRoCE VM (run through softroce-vm.sh): spardl-verbs bw/lat against
 # ib_write_bw/ib_write_lat, rounds interleaved in one boot, medians; then SparDL vs dense over verbs.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Baseline RDMA WRITE bandwidth and latency on rxe0 (run inside the SoftRoCE VM via softroce-vm.sh).
 #
 #   tests/vm/softroce-vm.sh -- tests/vm/perftest.sh

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs a command inside a throwaway qemu VM with SoftRoCE (rdma_rxe), so real verbs work on hosts without RDMA.
 #
 # Usage: softroce-vm.sh [options] -- COMMAND [ARG...]

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The verbs test suite (TAP): runs inside the SoftRoCE VM over the host's build tree.
 # usage: verbs-suite.sh BUILD_DIR
 build=${1:?usage: verbs-suite.sh BUILD_DIR}

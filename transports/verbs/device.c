@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device, port and GID choice for the verbs transport (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

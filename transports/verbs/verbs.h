@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The verbs transport's device choice, shared with the spardl-verbs tool. */
 #ifndef SPARDL_VERBS_H
 #define SPARDL_VERBS_H
