@@ -1538,12 +1538,21 @@ int spardl_bootstrap_barrier(struct spardl_bootstrap *bs)
 	return ret;
 }
 
-/* After a failed step: every rank learns the text of the failed ones. */
+/* A timeout or a lost connection is usually the echo of another rank's
+ * failure; anything else is a cause. */
+static int is_echo(int status)
+{
+	return status == -ETIMEDOUT || status == -ECONNRESET;
+}
+
+/* After a failed step: every rank learns the text of the failed ones, and
+ * reports the cause: the first rank whose failure is not an echo (else the
+ * first failed rank). A rank whose own failure is a cause keeps its own. */
 static int exchange_failure(struct spardl_bootstrap *bs, int status, const char *what, const uint8_t *all,
 			    size_t slot)
 {
 	char mine[STATUS_TEXT], *texts, text[STATUS_TEXT];
-	int ret, w, first = -1;
+	int ret, w, first = -1, cause = -1;
 
 	snprintf(mine, sizeof(mine), "%s", status ? spardl_last_error() : "");
 	texts = malloc((size_t)bs->size * STATUS_TEXT);
@@ -1552,17 +1561,28 @@ static int exchange_failure(struct spardl_bootstrap *bs, int status, const char 
 	ret = spardl_bootstrap_allgather(bs, mine, texts, STATUS_TEXT);
 	if (ret)
 		goto out;
-	if (status) {
+	for (w = 0; w < bs->size; w++) {
+		int st = spardl_bs_status_decode(all + (size_t)w * slot);
+
+		if (st && first < 0)
+			first = w;
+		if (st && !is_echo(st) && cause < 0)
+			cause = w;
+	}
+	if (cause < 0)
+		cause = first;
+	if (status && (!is_echo(status) || cause == bs->rank)) {
 		/* This rank's own message stands; it was logged where it was decided. */
 		ret = spardl_error_quiet(status, "%s", mine);
 		goto out;
 	}
-	for (w = 0; w < bs->size && first < 0; w++)
-		if (spardl_bs_status_decode(all + (size_t)w * slot))
-			first = w;
-	spardl_bs_text_copy(text, sizeof(text), (const uint8_t *)texts + (size_t)first * STATUS_TEXT, STATUS_TEXT);
-	ret = spardl_error(spardl_bs_status_decode(all + (size_t)first * slot), "rank %d could not %s: %s", first,
-			   what, text);
+	spardl_bs_text_copy(text, sizeof(text), (const uint8_t *)texts + (size_t)cause * STATUS_TEXT, STATUS_TEXT);
+	if (status)
+		ret = spardl_error(spardl_bs_status_decode(all + (size_t)cause * slot),
+				   "rank %d could not %s: %s (and on this rank: %s)", cause, what, text, mine);
+	else
+		ret = spardl_error(spardl_bs_status_decode(all + (size_t)cause * slot), "rank %d could not %s: %s",
+				   cause, what, text);
 out:
 	free(texts);
 	return ret;
@@ -1659,8 +1679,9 @@ out:
 
 static int check_config(const struct spardl_bootstrap_config *cfg)
 {
-	if (cfg->size < 1)
-		return spardl_error(-EINVAL, "bootstrap: size %d must be at least 1 (check SPARDL_SIZE)", cfg->size);
+	if (cfg->size < 1 || cfg->size > SPARDL_MAX_RANKS)
+		return spardl_error(-EINVAL, "bootstrap: size %d must be 1 to %d (check SPARDL_SIZE)", cfg->size,
+				    SPARDL_MAX_RANKS);
 	if (cfg->rank < 0 || cfg->rank >= cfg->size)
 		return spardl_error(-EINVAL, "bootstrap: rank %d is not in 0..%d (check SPARDL_RANK and SPARDL_SIZE)",
 				    cfg->rank, cfg->size - 1);

@@ -8,6 +8,9 @@
 
 #include <spardl/spardl.h>
 
+/* Most ranks in a job (docs/API.md, "Limits"); also SPARDL_SIZE's range. */
+#define SPARDL_MAX_RANKS (1 << 20)
+
 struct spardl_bootstrap;
 
 struct spardl_bootstrap_config {

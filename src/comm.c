@@ -303,6 +303,11 @@ SPARDL_API int spardl_comm_create(const struct spardl_comm_params *params, struc
 					   params->rank, params->size);
 			goto err;
 		}
+		if (params->size > SPARDL_MAX_RANKS) {
+			ret = spardl_error(-EINVAL, "spardl_comm_create: size %d is over the most ranks spardl supports, %d",
+					   params->size, SPARDL_MAX_RANKS);
+			goto err;
+		}
 		comm->rank = params->rank;
 		comm->size = params->size;
 	} else {

@@ -12,6 +12,7 @@
 
 #include <spardl/spardl.h>
 
+#include "bootstrap.h"
 #include "env.h"
 #include "log.h"
 
@@ -74,7 +75,7 @@ struct env_var {
 	const char *help;
 };
 
-#define MAX_RANKS (1L << 20)
+#define MAX_RANKS ((long)SPARDL_MAX_RANKS)
 
 static const struct env_word transport_words[] = {
 	{ "shm", 0, 0 }, { "verbs", 1, 0 }, { "auto", 2, 0 }, { NULL, 0, 0 },
@@ -115,7 +116,7 @@ static const struct env_var vars[] = {
 	  .help = "secret string that authenticates the rendezvous and keeps jobs apart; unset: SPARDL_JOB_KEY_FILE, else no authentication, and a launcher's job id (below) or the bootstrap address keeps jobs apart" },
 	{ .name = "SPARDL_JOB_KEY_FILE", .kind = ENV_PATH, .section = SEC_SECURITY,
 	  .range = "a regular file owned by you, mode 0600 or stricter",
-	  .help = "path of a file holding the job key, which unlike SPARDL_JOB_KEY other processes cannot read from /proc" },
+	  .help = "path of a file holding the job key: keeps the key out of the environment, which every child process inherits" },
 	{ .name = "SPARDL_BOOTSTRAP_UIDS", .kind = ENV_STR, .section = SEC_SECURITY, .range = "uid[,uid...] or any",
 	  .help = "uids admitted to a unix: rendezvous besides the process's own, or any; unset: the process's own uid only" },
 
@@ -174,17 +175,17 @@ static const struct env_var vars[] = {
 	{ .name = "MASTER_PORT", .kind = ENV_INT, .flags = ENV_FOREIGN, .lo = 1, .hi = 65534,
 	  .help = "torchrun's store port; spardl listens on the next one" },
 	{ .name = "PMIX_NAMESPACE", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
-	  .help = "Open MPI (PMIx) job name: default job key" },
+	  .help = "Open MPI (PMIx) job name: the job identifier when there is no key" },
 	{ .name = "OMPI_MCA_ess_base_jobid", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
-	  .help = "Open MPI job id: default job key" },
+	  .help = "Open MPI job id: the job identifier when there is no key" },
 	{ .name = "OMPI_MCA_orte_ess_jobid", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
-	  .help = "older Open MPI's job id: default job key" },
+	  .help = "older Open MPI's job id: the job identifier when there is no key" },
 	{ .name = "SLURM_JOB_ID", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
-	  .help = "Slurm job: default job key slurm-SLURM_JOB_ID.SLURM_STEP_ID" },
+	  .help = "Slurm job: the job identifier slurm-SLURM_JOB_ID.SLURM_STEP_ID when there is no key" },
 	{ .name = "SLURM_STEP_ID", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
 	  .help = "Slurm step (0 when unset)" },
 	{ .name = "TORCHELASTIC_RUN_ID", .kind = ENV_STR, .flags = ENV_FOREIGN, .range = "any string",
-	  .help = "torchrun's run id: default job key" },
+	  .help = "torchrun's run id: the job identifier when there is no key" },
 };
 
 #define NVARS (sizeof(vars) / sizeof(vars[0]))

@@ -88,6 +88,7 @@ struct vqp {
 	uint64_t remote_len;
 	int active; /* this rank connects (lower rank), the peer accepts */
 	int connected;
+	int failed; /* its connection failed during setup */
 	int gone; /* reported as PEER_GONE */
 	struct rdma_cm_id *id;
 	struct ibv_qp *qp;
@@ -104,6 +105,7 @@ struct verbs_ep {
 	uint64_t token;            /* what a peer must present to connect here */
 	struct verbs_mr *recv;     /* this rank's receive region */
 	const struct ep_addr *all; /* during setup: every rank's published address */
+	int refusals;
 	struct rdma_event_channel *ech;
 	struct rdma_cm_id *listen;
 	struct ibv_comp_channel *cch;
@@ -401,12 +403,13 @@ static struct vqp *qp_by_peer(struct verbs_ep *ep, int peer)
 	return peer >= 0 && peer < ep->base.tp->size && ep->qp_of[peer] >= 0 ? &ep->qps[ep->qp_of[peer]] : NULL;
 }
 
-static int connected_count(struct verbs_ep *ep)
+/* Connections that are up, or failed, during setup. */
+static int settled_count(struct verbs_ep *ep)
 {
 	int i, n = 0;
 
 	for (i = 0; i < ep->nqp; i++)
-		n += ep->qps[i].connected;
+		n += ep->qps[i].connected || ep->qps[i].failed;
 	return n;
 }
 
@@ -483,12 +486,16 @@ static int same_host(const struct sockaddr *a, const struct sockaddr_storage *b)
 	return 0;
 }
 
-static void refuse(struct rdma_cm_event *ev, const char *why)
+/* Refuse a connection request, logging why (the first few per endpoint:
+ * a flood of strangers must not flood the log). */
+static void refuse(struct verbs_ep *ep, struct rdma_cm_event *ev, const char *why)
 {
 	char a[80];
 
-	SPARDL_WARN("verbs: refused a connection from %s: %s",
-		    addr_str((struct sockaddr_storage *)rdma_get_peer_addr(ev->id), a, sizeof(a)), why);
+	if (++ep->refusals <= 10)
+		SPARDL_WARN("verbs: refused a connection from %s: %s%s",
+			    addr_str((struct sockaddr_storage *)rdma_get_peer_addr(ev->id), a, sizeof(a)), why,
+			    ep->refusals == 10 ? " (further refusals are not logged)" : "");
 	if (rdma_reject(ev->id, why, (uint8_t)(strlen(why) + 1)))
 		SPARDL_DEBUG("verbs: rdma_reject failed: %s", strerror(errno));
 }
@@ -544,12 +551,13 @@ static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev)
 		else if (!same_host(rdma_get_peer_addr(ev->id), &ep->all[cd.rank].addr))
 			why = "an address other than the one that rank published";
 		if (why) {
-			refuse(ev, why);
+			refuse(ep, ev, why);
 			return 1;
 		}
 		ret = conn_take_key(ep, from, &cd);
 		if (ret) {
-			refuse(ev, "no usable key for its receive region");
+			refuse(ep, ev, "no usable key for its receive region");
+			from->failed = 1;
 			return ret;
 		}
 		ret = make_qp(ep, from, ev->id);
@@ -687,8 +695,10 @@ static int ep_setup(struct verbs_ep *ep, const struct spardl_tp_peer *peers, int
 		return spardl_error(ret, "verbs: no random bytes from the kernel");
 	ep->ech = rdma_create_event_channel();
 	if (!ep->ech)
-		return spardl_error(-errno, "verbs: rdma_create_event_channel failed: %s (is the rdma_ucm module loaded?)",
-				    strerror(errno));
+		return spardl_error(-errno, "verbs: rdma_create_event_channel failed: %s%s", strerror(errno),
+				    errno == EMFILE || errno == ENFILE ? " (raise the open file limit, ulimit -n)" :
+				    errno == ENOENT || errno == ENODEV ? " (is the rdma_ucm module loaded?)" :
+									 "");
 	ep->cch = ibv_create_comp_channel(tp->ch.ctx);
 	if (!ep->cch)
 		return spardl_error(-errno, "verbs: ibv_create_comp_channel failed: %s", strerror(errno));
@@ -725,7 +735,7 @@ static int ep_connect(struct verbs_ep *ep)
 	struct spardl_tp *base = ep->base.tp;
 	struct verbs_tp *tp = vtp(base);
 	uint64_t deadline;
-	int ret, i;
+	int ret, i, first = 0;
 
 	for (i = 0; i < ep->nqp; i++) {
 		struct vqp *q = &ep->qps[i];
@@ -739,8 +749,11 @@ static int ep_connect(struct verbs_ep *ep)
 		    rdma_resolve_addr(q->id, (struct sockaddr *)&src, (struct sockaddr *)&ep->all[q->peer].addr, 2000))
 			return spardl_error(-errno, "verbs: resolving rank %d's address failed: %s", q->peer, strerror(errno));
 	}
+	/* A failed connection does not end the loop: the others are still
+	 * made, so no peer waits for this rank until its timeout, and the
+	 * status exchange after this reports the first error to every rank. */
 	deadline = now_ms() + (uint64_t)base->timeout_ms;
-	while (connected_count(ep) < ep->nqp) {
+	while (settled_count(ep) < ep->nqp) {
 		struct pollfd pfd = { .fd = ep->ech->fd, .events = POLLIN };
 		struct rdma_cm_event *ev;
 		int64_t left = (int64_t)(deadline - now_ms());
@@ -748,6 +761,8 @@ static int ep_connect(struct verbs_ep *ep)
 		if (left <= 0) {
 			char missing[256] = "";
 
+			if (first)
+				return first;
 			for (i = 0; i < ep->nqp; i++)
 				if (!ep->qps[i].connected)
 					snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), " %d",
@@ -759,6 +774,7 @@ static int ep_connect(struct verbs_ep *ep)
 			return spardl_error(-errno, "verbs: poll failed: %s", strerror(errno));
 		while (!rdma_get_cm_event(ep->ech, &ev)) {
 			struct rdma_cm_id *id = ev->id;
+			struct vqp *q = id->context;
 
 			ret = setup_event(ep, ev);
 			if (rdma_ack_cm_event(ev))
@@ -767,12 +783,18 @@ static int ep_connect(struct verbs_ep *ep)
 				rdma_destroy_id(id);
 				ret = 0;
 			}
-			if (ret)
-				return ret;
+			if (ret < 0) {
+				if (q)
+					q->failed = 1;
+				if (!first)
+					first = ret;
+			}
 		}
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return spardl_error(-errno, "verbs: rdma_get_cm_event failed: %s", strerror(errno));
 	}
+	if (first)
+		return first;
 	/* Every connection is up: nobody else may connect to this endpoint. */
 	destroy_listener(ep);
 	if (ibv_req_notify_cq(ep->cq, 0))
@@ -970,7 +992,7 @@ static int side_events(struct verbs_ep *ep)
 			 * connected, so this one is late or a stranger. */
 			struct rdma_cm_id *id = cev->id;
 
-			refuse(cev, "the endpoint is complete; a late or stray connection");
+			refuse(ep, cev, "the endpoint is complete; a late or stray connection");
 			if (rdma_ack_cm_event(cev))
 				SPARDL_WARN("verbs: rdma_ack_cm_event failed: %s", strerror(errno));
 			if (rdma_destroy_id(id))
