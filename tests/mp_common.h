@@ -3,7 +3,9 @@
 #ifndef SPARDL_TESTS_MP_COMMON_H
 #define SPARDL_TESTS_MP_COMMON_H
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 
 static inline int is_pow2(int x)
 {
@@ -19,6 +21,26 @@ static inline uint64_t mix(uint64_t x)
 	x *= 0xc4ceb9fe1a85ec53ULL;
 	x ^= x >> 33;
 	return x;
+}
+
+/* A check that ran: counted, and reported on stderr with the rank when it
+ * failed. Returns ok. */
+static int mp_rank, mp_checks, mp_failures;
+
+__attribute__((format(printf, 2, 3))) static inline int mp_check(int ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	mp_checks++;
+	if (ok)
+		return 1;
+	mp_failures++;
+	fprintf(stderr, "FAIL rank %d: ", mp_rank);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 0;
 }
 
 #endif

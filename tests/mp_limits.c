@@ -9,18 +9,10 @@
 
 #include <spardl/spardl.h>
 
-static int rank, size, failures, checks;
+#include "mp_common.h"
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		checks++;                                                     \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL rank %d: ", rank);              \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
+static int rank, size;
+
 
 /* SparDL's bound: acc (n floats) plus buffers of O(k * teams), well within
  * 2n floats + 256 bytes per budget entry per team + 1 MiB of fixed cost. */
@@ -42,20 +34,20 @@ static void shape(struct spardl_comm *comm, size_t n, double density, int teams,
 	pp.teams = teams;
 	pp.algo = algo;
 	ret = spardl_plan_create(comm, &pp, &plan);
-	CHECK(!ret, "plan n=%zu density=%g teams=%d: %s", n, density, teams, spardl_last_error());
+	mp_check(!ret, "plan n=%zu density=%g teams=%d: %s", n, density, teams, spardl_last_error());
 	if (ret)
 		return;
 	memset(&info, 0xa5, sizeof(info));
 	ret = spardl_plan_info(plan, &info);
-	CHECK(!ret && info.count == n, "plan_info: %s", spardl_last_error());
+	mp_check(!ret && info.count == n, "plan_info: %s", spardl_last_error());
 	if (algo == SPARDL_ALGO_SPARDL)
-		CHECK(info.host_bytes <= bound(n, info.k, teams),
+		mp_check(info.host_bytes <= bound(n, info.k, teams),
 		      "n=%zu k=%zu teams=%d P=%d: the plan holds %zu bytes, over the bound %zu", n, info.k, teams, size,
 		      info.host_bytes, bound(n, info.k, teams));
 	else
-		CHECK(info.host_bytes <= 2 * n * sizeof(float) + 16 * n + (1u << 20),
+		mp_check(info.host_bytes <= 2 * n * sizeof(float) + 16 * n + (1u << 20),
 		      "dense n=%zu P=%d: %zu bytes", n, size, info.host_bytes);
-	CHECK(info.registered_bytes <= info.host_bytes && info.device_bytes == 0 && info.max_write >= 8 &&
+	mp_check(info.registered_bytes <= info.host_bytes && info.device_bytes == 0 && info.max_write >= 8 &&
 		      info.peers <= (size_t)size,
 	      "plan_info fields: registered %zu, device %zu, max_write %llu, peers %zu", info.registered_bytes,
 	      info.device_bytes, (unsigned long long)info.max_write, info.peers);
@@ -79,23 +71,23 @@ static void old_callers(struct spardl_comm *comm)
 	spardl_plan_params_init(&pp);
 	pp.count = 1000;
 	ret = spardl_plan_create(comm, &pp, &plan);
-	CHECK(!ret, "plan: %s", spardl_last_error());
+	mp_check(!ret, "plan: %s", spardl_last_error());
 	if (ret)
 		return;
 	memset(buf, 0xa5, sizeof(buf));
 	ret = (spardl_plan_info)(plan, (struct spardl_plan_info *)(void *)buf);
-	CHECK(!ret && buf[SPARDL_PLAN_INFO_SIZE_V1] == 0xa5, "the 0.1 entry point wrote past the 0.1 struct");
-	CHECK(((struct spardl_plan_info *)(void *)buf)->count == 1000, "the 0.1 entry point lost count");
+	mp_check(!ret && buf[SPARDL_PLAN_INFO_SIZE_V1] == 0xa5, "the 0.1 entry point wrote past the 0.1 struct");
+	mp_check(((struct spardl_plan_info *)(void *)buf)->count == 1000, "the 0.1 entry point lost count");
 	memset(buf, 0xa5, sizeof(buf));
 	ret = spardl_plan_info_sized(plan, (struct spardl_plan_info *)(void *)buf, sizeof(buf));
-	CHECK(!ret && buf[sizeof(buf) - 1] == 0, "a larger struct is not zero-filled past the known fields");
+	mp_check(!ret && buf[sizeof(buf) - 1] == 0, "a larger struct is not zero-filled past the known fields");
 	ret = spardl_plan_info(plan, &full);
-	CHECK(!ret && full.host_bytes > 0, "plan_info: %s", spardl_last_error());
+	mp_check(!ret && full.host_bytes > 0, "plan_info: %s", spardl_last_error());
 	memset(buf, 0xa5, sizeof(buf));
 	ret = (spardl_plan_stats)(plan, (struct spardl_plan_stats *)(void *)buf);
-	CHECK(!ret && buf[SPARDL_PLAN_STATS_SIZE_V1] == 0xa5, "the 0.1 stats entry point wrote past the 0.1 struct");
+	mp_check(!ret && buf[SPARDL_PLAN_STATS_SIZE_V1] == 0xa5, "the 0.1 stats entry point wrote past the 0.1 struct");
 	ret = spardl_plan_info_sized(plan, &full, 4);
-	CHECK(ret == -EINVAL, "a 4-byte info struct is refused");
+	mp_check(ret == -EINVAL, "a 4-byte info struct is refused");
 	spardl_plan_destroy(plan);
 }
 
@@ -110,7 +102,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "comm_create: %s\n", spardl_last_error());
 		return 1;
 	}
-	rank = spardl_comm_rank(comm);
+	rank = mp_rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	if (report && argc > 2) {
 		/* mp_limits --report N: one SparDL plan of N elements at 1%. */
@@ -130,6 +122,6 @@ int main(int argc, char **argv)
 		old_callers(comm);
 	}
 	spardl_comm_destroy(comm);
-	printf("rank %d: %d checks, %d failures\n", rank, checks, failures);
-	return failures ? 1 : 0;
+	printf("rank %d: %d checks, %d failures\n", rank, mp_checks, mp_failures);
+	return mp_failures ? 1 : 0;
 }

@@ -39,7 +39,7 @@ static const struct config configs[] = {
 #define VICTIM 1
 #define FAIL_CALL 1
 
-static int rank, size, failures, checks;
+static int rank, size;
 
 static int64_t now_ms(void)
 {
@@ -51,16 +51,6 @@ static int64_t now_ms(void)
 static int hook_step = -1;
 static const struct spardl_plan *hook_plan;
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		checks++;                                                     \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL rank %d: ", rank);              \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
 
 /* Integer values in [-50, 50], a third zeros: every sum is exact. */
 static void gen(float *g, size_t n, int call, int w, int salt)
@@ -130,7 +120,7 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 	snprintf(addr, sizeof(addr), "unix:spardl-rollback-%d-%d-%d", (int)getppid(), cfg_idx, step);
 	cp.bootstrap = addr;
 	ret = spardl_comm_create(&cp, &comm);
-	CHECK(!ret, "resume: comm_create of the survivors: %s", spardl_last_error());
+	mp_check(!ret, "resume: comm_create of the survivors: %s", spardl_last_error());
 	if (ret)
 		goto out;
 	d = valid(c, size - 1) ? c->teams : 1;
@@ -138,7 +128,7 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 	if (!valid(c, size - 1))
 		pp.algo = SPARDL_ALGO_SPARDL;
 	ret = spardl_plan_create(comm, &pp, &plan);
-	CHECK(!ret, "resume: plan_create: %s", spardl_last_error());
+	mp_check(!ret, "resume: plan_create: %s", spardl_last_error());
 	params(c, 1, &pp);
 	pp.algo = SPARDL_ALGO_DENSE;
 	pp.density = 1.0;
@@ -148,12 +138,12 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 		goto out;
 	if (c->residual) {
 		ret = spardl_plan_set_residual(plan, saved);
-		CHECK(!ret, "resume: set_residual: %s", spardl_last_error());
+		mp_check(!ret, "resume: set_residual: %s", spardl_last_error());
 	}
 	gen(g, n, 3, rank, cfg_idx);
 	memcpy(buf, g, n * sizeof(float));
 	ret = spardl_allreduce(plan, buf);
-	CHECK(!ret, "resume: allreduce: %s", spardl_last_error());
+	mp_check(!ret, "resume: allreduce: %s", spardl_last_error());
 	if (ret)
 		goto out;
 	/* sum over survivors of (new residual - g - restored) + delivered == 0 */
@@ -161,10 +151,10 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 	for (i = 0; i < n; i++)
 		v[i] = ((const float *)resv)[i] - g[i] - (c->residual ? saved[i] : 0.0f);
 	ret = spardl_allreduce(dense, v);
-	CHECK(!ret, "resume: dense sum: %s", spardl_last_error());
+	mp_check(!ret, "resume: dense sum: %s", spardl_last_error());
 	for (i = 0; !ret && i < n; i++) {
 		if (v[i] + buf[i] != 0.0f && c->residual) {
-			CHECK(0, "resume: conservation broken at %zu: %g + %g", i, v[i], buf[i]);
+			mp_check(0, "resume: conservation broken at %zu: %g + %g", i, v[i], buf[i]);
 			break;
 		}
 	}
@@ -196,7 +186,7 @@ static int run_rank(int cfg_idx, int step)
 		fprintf(stderr, "comm_create: %s\n", spardl_last_error());
 		return 1;
 	}
-	rank = spardl_comm_rank(comm);
+	rank = mp_rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	rp.size = size;
 	g = calloc((size_t)size, sizeof(*g));
@@ -235,37 +225,37 @@ static int run_rank(int cfg_idx, int step)
 			/* The victim finished all its writes before it died: a
 			 * complete, correct call. */
 			d = first_diff(buf, out[rank], n);
-			CHECK(d < 0, "call %d succeeded with a wrong result at %d", call, d);
+			mp_check(d < 0, "call %d succeeded with a wrong result at %d", call, d);
 			d = first_diff(resv, res[rank], n);
-			CHECK(d < 0, "call %d succeeded with a wrong residual at %d", call, d);
+			mp_check(d < 0, "call %d succeeded with a wrong residual at %d", call, d);
 			continue;
 		}
-		CHECK(call == FAIL_CALL, "call %d failed: %s", call, spardl_last_error());
-		CHECK(ret == -ECONNRESET || ret == -ETIMEDOUT, "call %d returned %s: %s", call, spardl_strerror(ret),
+		mp_check(call == FAIL_CALL, "call %d failed: %s", call, spardl_last_error());
+		mp_check(ret == -ECONNRESET || ret == -ETIMEDOUT, "call %d returned %s: %s", call, spardl_strerror(ret),
 		      spardl_last_error());
 		printf("rank %d: call %d failed as rank %d died before its step %d: %s\n", rank, call, VICTIM, step,
 		       spardl_last_error());
 		/* Nothing lost: grad untouched, residual = grad + old residual. */
 		d = first_diff(buf, g[rank], n);
-		CHECK(d < 0, "the failed call changed grad at %d", d);
+		mp_check(d < 0, "the failed call changed grad at %d", d);
 		for (i = 0; i < n; i++)
 			want[i] = c->residual ? g[rank][i] + old[i] : 0.0f;
 		d = first_diff(resv, want, n);
-		CHECK(d < 0, "after the failure the residual at %d is %g, grad + old residual is %g", d,
+		mp_check(d < 0, "after the failure the residual at %d is %g, grad + old residual is %g", d,
 		      d < 0 ? 0.0 : (double)((const float *)resv)[d], d < 0 ? 0.0 : (double)want[d]);
 		/* A later call on the failed plan keeps its gradient too. */
 		gen(g[rank], n, call + 1, rank, cfg_idx);
 		memcpy(buf, g[rank], n * sizeof(float));
 		memcpy(old, resv, n * sizeof(float));
 		ret = spardl_allreduce(plan, buf);
-		CHECK(ret == -SPARDL_ERR_PLAN_FAILED, "the next call returned %s", spardl_strerror(ret));
+		mp_check(ret == -SPARDL_ERR_PLAN_FAILED, "the next call returned %s", spardl_strerror(ret));
 		spardl_plan_residual(plan, &resv);
 		for (i = 0; i < n; i++)
 			want[i] = c->residual ? g[rank][i] + old[i] : 0.0f;
 		d = first_diff(resv, want, n);
-		CHECK(d < 0, "the call on the failed plan did not add its grad to the residual (at %d)", d);
+		mp_check(d < 0, "the call on the failed plan did not add its grad to the residual (at %d)", d);
 		d = first_diff(buf, g[rank], n);
-		CHECK(d < 0, "the call on the failed plan changed grad at %d", d);
+		mp_check(d < 0, "the call on the failed plan changed grad at %d", d);
 		break;
 	}
 	memcpy(old, resv, n * sizeof(float));
@@ -287,8 +277,8 @@ static int run_rank(int cfg_idx, int step)
 	free(buf);
 	free(old);
 	free(want);
-	printf("rank %d: %s, victim step %d: %d checks, %d failures\n", rank, c->name, step, checks, failures);
-	return failures ? 1 : 0;
+	printf("rank %d: %s, victim step %d: %d checks, %d failures\n", rank, c->name, step, mp_checks, mp_failures);
+	return mp_failures ? 1 : 0;
 }
 
 /* Steps of the victim's schedule, from the library's own compiler. */

@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 
 #include "bootstrap.h"
+#include "log.h"
 
 #define HUNG 99
 #define MAX_CHILDREN 8
@@ -709,6 +710,51 @@ START_TEST(test_address_in_use)
 }
 END_TEST
 
+/* A collective step that failed on some ranks: every rank returns the
+ * cause (a failure that is not a timeout or lost connection wins over
+ * those echoes), and the bootstrap stays in step for the next exchange. */
+static int exchange_child(int rank, void *arg)
+{
+	struct spardl_bootstrap *bs = NULL;
+	int mine = rank * 10, all[4], status = 0, ret;
+
+	CHILD_CHECK(create(arg, rank, "job-x", &bs) == 0);
+	/* First: all succeed. */
+	CHILD_CHECK(spardl_bootstrap_exchange(bs, 0, "agree", &mine, all, sizeof(mine)) == 0);
+	CHILD_CHECK(all[0] == 0 && all[3] == 30);
+	/* Then rank 1 times out (an echo) and rank 3 runs out of descriptors. */
+	if (rank == 1)
+		status = spardl_error_quiet(-ETIMEDOUT, "rank 1 waited too long");
+	if (rank == 3)
+		status = spardl_error_quiet(-EMFILE, "memfd_create failed: too many open files");
+	ret = spardl_bootstrap_exchange(bs, status, "make its endpoint", status ? NULL : &mine, all, sizeof(mine));
+	CHILD_CHECK(ret == -EMFILE);
+	if (rank == 3)
+		CHILD_CHECK(strstr(spardl_last_error(), "memfd_create failed") &&
+			    !strstr(spardl_last_error(), "rank 3 could not"));
+	else
+		CHILD_CHECK(strstr(spardl_last_error(), "rank 3 could not make its endpoint: memfd_create failed"));
+	if (rank == 1)
+		CHILD_CHECK(strstr(spardl_last_error(), "and on this rank: rank 1 waited too long"));
+	/* The streams are still in step. */
+	mine = rank + 100;
+	CHILD_CHECK(spardl_bootstrap_exchange(bs, 0, "agree again", &mine, all, sizeof(mine)) == 0);
+	CHILD_CHECK(all[0] == 100 && all[1] == 101 && all[2] == 102 && all[3] == 103);
+	spardl_bootstrap_destroy(bs);
+	return 0;
+}
+
+START_TEST(test_exchange_failure)
+{
+	struct job j = { .size = 4, .timeout_ms = 8000 };
+	int codes[4];
+
+	unix_addr(j.addr, sizeof(j.addr), "exchange");
+	run_children(4, exchange_child, &j, 15000, codes);
+	assert_all_ok(4, codes);
+}
+END_TEST
+
 static Suite *bootstrap_suite(void)
 {
 	Suite *s = suite_create("bootstrap");
@@ -730,6 +776,7 @@ static Suite *bootstrap_suite(void)
 	tcase_add_test(tc, test_malformed_address);
 	tcase_add_test(tc, test_bad_config);
 	tcase_add_test(tc, test_address_in_use);
+	tcase_add_test(tc, test_exchange_failure);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -828,6 +828,81 @@ START_TEST(test_invalid)
 }
 END_TEST
 
+/* Messages longer than the largest write travel as pieces: every slot's
+ * pieces tile it, linked writes name the same pieces, and a notification is
+ * accepted only for a piece of its sender's slot with a length that fits. */
+START_TEST(test_pieces)
+{
+	static const int algos[] = { SPARDL_ALGO_SPARDL, SPARDL_ALGO_DENSE, SPARDL_ALGO_TOPKA };
+	const int P = 4;
+	struct spardl_sched *s[4];
+	struct spardl_sched_params p = mkparams(P, 0, 5000, 500, algos[_i], 1, 0, 0);
+	uint32_t i, piece, slot, want = 0;
+	int w;
+
+	p.max_write = 64;
+	compile_all(&p, s);
+	link_and_match(s, P);
+	for (w = 0; w < P; w++) {
+		const struct spardl_sched *t = s[w];
+
+		want = 0;
+		for (i = 0; i < t->nrslots; i++) {
+			const struct spardl_rslot *rs = &t->rslots[i];
+			uint64_t sum = 0;
+			uint32_t j;
+
+			REQUIRE(rs->piece0 == want, "rank %d slot %u starts at piece %u, not %u", w, i, rs->piece0, want);
+			REQUIRE(rs->npieces == spardl_sched_pieces(rs->max, 64) && rs->npieces >= 1,
+				"rank %d slot %u of %llu bytes has %u pieces", w, i, (unsigned long long)rs->max,
+				rs->npieces);
+			for (j = 0; j < rs->npieces; j++) {
+				uint64_t pm = spardl_piece_max(rs->max, 64, j);
+
+				REQUIRE(pm <= 64 && (j + 1 == rs->npieces || pm == 64), "piece %u of %llu bytes", j,
+					(unsigned long long)pm);
+				sum += pm;
+				REQUIRE(t->piece_slot[rs->piece0 + j] == i, "piece %u maps to slot %u", rs->piece0 + j,
+					t->piece_slot[rs->piece0 + j]);
+			}
+			REQUIRE(sum == rs->max || (rs->max == 0 && sum == 0), "pieces of slot %u cover %llu of %llu bytes",
+				i, (unsigned long long)sum, (unsigned long long)rs->max);
+			want += rs->npieces;
+			/* The last piece, full and one byte over; another peer; another phase. */
+			piece = rs->piece0 + rs->npieces - 1;
+			REQUIRE(spardl_sched_check_notify(t, rs->peer, spardl_imm(0, rs->phase, rs->round, piece),
+							  spardl_piece_max(rs->max, 64, rs->npieces - 1), &piece,
+							  &slot) == 0 && slot == i,
+				"rank %d: a full last piece of slot %u refused", w, i);
+			REQUIRE(spardl_sched_check_notify(t, rs->peer, spardl_imm(1, rs->phase, rs->round, piece),
+							  spardl_piece_max(rs->max, 64, rs->npieces - 1) + 1, &piece,
+							  &slot) == -SPARDL_ERR_PROTOCOL,
+				"rank %d: an overlong piece of slot %u accepted", w, i);
+			REQUIRE(spardl_sched_check_notify(t, (rs->peer + 1) % P, spardl_imm(0, rs->phase, rs->round, piece), 8,
+							  &piece, &slot) == -SPARDL_ERR_PROTOCOL,
+				"rank %d: slot %u accepted from another peer", w, i);
+			REQUIRE(spardl_sched_check_notify(t, rs->peer, spardl_imm(0, rs->phase + 1, rs->round, piece), 8,
+							  &piece, &slot) == -SPARDL_ERR_PROTOCOL,
+				"rank %d: slot %u accepted in another phase", w, i);
+		}
+		REQUIRE(t->npieces == want, "rank %d: %u pieces, slots hold %u", w, t->npieces, want);
+		REQUIRE(spardl_sched_check_notify(t, 1, spardl_imm(0, 0, 0, t->npieces), 0, &piece, &slot) ==
+				-SPARDL_ERR_PROTOCOL,
+			"rank %d: a piece past the last accepted", w);
+		/* Writes name the receiver's pieces. */
+		for (i = 0; i < t->nwrites; i++) {
+			const struct spardl_write *wr = &t->writes[i];
+			const struct spardl_rslot *rs = &s[wr->peer]->rslots[wr->rslot];
+
+			REQUIRE(wr->rpiece0 == rs->piece0 && wr->npieces == rs->npieces,
+				"rank %d write %u names pieces %u+%u, the slot has %u+%u", w, i, wr->rpiece0,
+				wr->npieces, rs->piece0, rs->npieces);
+		}
+	}
+	free_all(s, P);
+}
+END_TEST
+
 static Suite *schedule_suite(void)
 {
 	Suite *s = suite_create("schedule");
@@ -839,6 +914,7 @@ static Suite *schedule_suite(void)
 	tcase_add_loop_test(tc, test_baselines, 0, MAXP);
 	tcase_add_loop_test(tc, test_dense_chunks, 0, MAXP);
 	tcase_add_test(tc, test_invalid);
+	tcase_add_loop_test(tc, test_pieces, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
