@@ -315,9 +315,13 @@ __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict ac
 		/* g + acc, the order of SPEC's acc = g + residual, NaNs
 		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
 		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
-		__m256 s = _mm256_add_ps(gv, av);
-		s = _mm256_blendv_ps(s, _mm256_or_ps(av, quiet), _mm256_cmp_ps(av, av, _CMP_UNORD_Q));
-		s = _mm256_blendv_ps(s, _mm256_or_ps(gv, quiet), _mm256_cmp_ps(gv, gv, _CMP_UNORD_Q));
+		__m256 s = _mm256_add_ps(gv, av), sn = _mm256_cmp_ps(s, s, _CMP_UNORD_Q);
+
+		/* A NaN operand makes the sum NaN: only then pick the NaN. */
+		if (__builtin_expect(!_mm256_testz_ps(sn, sn), 0)) {
+			s = _mm256_blendv_ps(s, _mm256_or_ps(av, quiet), _mm256_cmp_ps(av, av, _CMP_UNORD_Q));
+			s = _mm256_blendv_ps(s, _mm256_or_ps(gv, quiet), _mm256_cmp_ps(gv, gv, _CMP_UNORD_Q));
+		}
 		__m256i gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
 		unsigned mask;
 

@@ -624,6 +624,32 @@ static void test_fd_exhaustion(void)
 	    c0, c1, logged);
 }
 
+/* More connections that never say anything than rank 0 holds at once:
+ * the oldest are dropped, and the real rank still gets in. */
+static void test_pending_flood(void)
+{
+	struct job j = { .key = KEY, .size = 2 };
+	struct child r0, r1;
+	int idle[100], i, c0, c1, logged;
+
+	tcp_addr(j.addr, sizeof(j.addr));
+	start(&r0, rank0_main, &j);
+	usleep(100000);
+	for (i = 0; i < 100; i++)
+		idle[i] = dial(j.addr);
+	usleep(300000);
+	start(&r1, rank1_main, &j);
+	c1 = finish(&r1, 20000, NULL, NULL);
+	logged = log_has(r0.log, "connections have not joined yet; dropping the oldest");
+	c0 = finish(&r0, 20000, NULL, NULL);
+	for (i = 0; i < 100; i++)
+		if (idle[i] >= 0)
+			close(idle[i]);
+	tap(c0 == 0 && c1 == 0 && logged,
+	    "100 idle connections: rank 0 holds at most 64, drops the oldest with a log line, and the job completes (exit %d, %d; logged %d)",
+	    c0, c1, logged);
+}
+
 /* Without a key: works, rank 0 warns, and another job is kept apart. */
 static void test_unauthenticated(void)
 {
@@ -780,6 +806,7 @@ int main(void)
 	test_fake_rank0();
 	test_other_uid();
 	test_fd_exhaustion();
+	test_pending_flood();
 	test_unauthenticated();
 	test_shm_segments();
 	test_shm_fake_rank();
