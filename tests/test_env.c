@@ -5,10 +5,12 @@
 
 #include "unit.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spardl/spardl.h>
@@ -113,6 +115,54 @@ static const struct env_case valid[] = {
 	/* Read only to find the rendezvous, which one rank does not need. */
 	{ "OMPI_COMM_WORLD_LOCAL_SIZE", "abc" },
 };
+
+/* SPARDL_JOB_KEY_FILE: only a private regular file of this user is a key. */
+START_TEST(test_key_file)
+{
+	char dir[] = "/tmp/spardl-keyfile-XXXXXX", path[128], link[160];
+	struct spardl_comm *comm = NULL;
+	int fd, ret;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/key", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "s3cret\n", 7), 7);
+	close(fd);
+	clear_env();
+	set("SPARDL_RANK", "0");
+	set("SPARDL_SIZE", "1");
+	set("SPARDL_TRANSPORT", "shm");
+	set("SPARDL_JOB_KEY_FILE", path);
+	ret = spardl_comm_create(NULL, &comm);
+	ck_assert_msg(ret == 0, "a 0600 key file: %s", spardl_last_error());
+	spardl_comm_destroy(comm);
+	/* Readable by others. */
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	ck_assert_int_eq(spardl_comm_create(NULL, &comm), -SPARDL_ERR_ENV);
+	ck_assert_ptr_nonnull(strstr(spardl_last_error(), "chmod 600"));
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	/* A symbolic link to it. */
+	ck_assert_int_eq(symlink(path, link), 0);
+	set("SPARDL_JOB_KEY_FILE", link);
+	ck_assert_int_eq(spardl_comm_create(NULL, &comm), -SPARDL_ERR_ENV);
+	ck_assert_ptr_nonnull(strstr(spardl_last_error(), "symbolic link"));
+	/* Only white space. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	ck_assert_int_eq(write(fd, " \n", 2), 2);
+	close(fd);
+	set("SPARDL_JOB_KEY_FILE", path);
+	ck_assert_int_eq(spardl_comm_create(NULL, &comm), -SPARDL_ERR_ENV);
+	ck_assert_ptr_nonnull(strstr(spardl_last_error(), "holds no key"));
+	/* A directory. */
+	set("SPARDL_JOB_KEY_FILE", dir);
+	ck_assert_int_eq(spardl_comm_create(NULL, &comm), -SPARDL_ERR_ENV);
+	unlink(link);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
 
 START_TEST(test_valid_accepted)
 {
@@ -407,6 +457,7 @@ static Suite *env_suite(void)
 	tcase_add_loop_test(comm, test_valid_accepted, 0, (int)(sizeof(valid) / sizeof(valid[0])));
 	tcase_add_test(comm, test_unknown_var_warns);
 	tcase_add_test(comm, test_params_replace_vars);
+	tcase_add_test(comm, test_key_file);
 	suite_add_tcase(s, comm);
 
 	tcase_add_test(get, test_long_getter);
