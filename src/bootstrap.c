@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -574,6 +575,25 @@ static void drop(struct pending *p)
 	close_fd(&p->fd);
 }
 
+/* Refuse a connection: log why (limited), tell the peer in an ERROR or
+ * REFUSED reply with code err and the formatted text (none when fmt is
+ * NULL: garbage gets no answer), and close it. */
+__attribute__((format(printf, 6, 7))) static void refuse(struct spardl_bootstrap *bs, struct pending *p,
+							   const char *why, uint32_t type, int err, const char *fmt, ...)
+{
+	char text[TEXT_MAX + 1];
+	va_list ap;
+
+	refusal(bs, p, why);
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(text, sizeof(text), fmt, ap);
+		va_end(ap);
+		send_reply(p->fd, type, err, text);
+	}
+	drop(p);
+}
+
 /* The peer proved the key (or no key is in use): it joins as its rank. */
 static void adopt(struct spardl_bootstrap *bs, struct pending *p)
 {
@@ -600,63 +620,48 @@ static void take_hello(struct spardl_bootstrap *bs, struct pending *p)
 {
 	struct spardl_bs_hello *h = &p->h;
 	uint8_t body[SPARDL_BS_CHALLENGE_LEN], hdr[HDR_LEN];
-	char text[TEXT_MAX + 1];
 	int keyed, rc;
 
 	if (spardl_bs_hello_decode(p->hello, HELLO_LEN, h)) {
-		refusal(bs, p, "it is not a spardl rank (malformed hello)");
-		drop(p);
+		refuse(bs, p, "it is not a spardl rank (malformed hello)", 0, 0, NULL);
 		return;
 	}
 	if (h->version != SPARDL_BS_VERSION) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: this rank speaks bootstrap protocol %u but rank 0 speaks %u; run the same "
-			 "spardl version on every rank",
-			 bs->address, h->version, SPARDL_BS_VERSION);
-		refusal(bs, p, "another bootstrap protocol version");
-		send_reply(p->fd, SPARDL_BS_ERROR, -EPROTO, text);
-		drop(p);
+		refuse(bs, p, "another bootstrap protocol version", SPARDL_BS_ERROR, -EPROTO,
+		       "bootstrap at %s: this rank speaks bootstrap protocol %u but rank 0 speaks %u; run the same "
+		       "spardl version on every rank",
+		       bs->address, h->version, SPARDL_BS_VERSION);
 		return;
 	}
 	keyed = (h->flags & SPARDL_BS_HELLO_KEYED) != 0;
 	if (keyed != (bs->key != NULL)) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: %s; give every rank the same job key (SPARDL_JOB_KEY or "
-			 "SPARDL_JOB_KEY_FILE), or none to any",
-			 bs->address,
-			 keyed ? "this rank holds a job key but rank 0 has none" :
-				 "rank 0 requires the job key (authenticated rendezvous) but this rank has none");
-		refusal(bs, p, keyed ? "it holds a job key and rank 0 has none" : "it holds no job key");
-		send_reply(p->fd, SPARDL_BS_REFUSED, -EACCES, text);
-		drop(p);
+		refuse(bs, p, keyed ? "it holds a job key and rank 0 has none" : "it holds no job key",
+		       SPARDL_BS_REFUSED, -EACCES,
+		       "bootstrap at %s: %s; give every rank the same job key (SPARDL_JOB_KEY or "
+		       "SPARDL_JOB_KEY_FILE), or none to any",
+		       bs->address,
+		       keyed ? "this rank holds a job key but rank 0 has none" :
+			       "rank 0 requires the job key (authenticated rendezvous) but this rank has none");
 		return;
 	}
 	if (!keyed && !spardl_bs_equal(h->tag, bs->tag, sizeof(bs->tag))) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: rank 0 belongs to another job (different job identifier); give each job "
-			 "its own SPARDL_BOOTSTRAP address, or the same SPARDL_JOB_KEY to all its ranks",
-			 bs->address);
-		refusal(bs, p, "it belongs to another job");
-		send_reply(p->fd, SPARDL_BS_REFUSED, -ECONNREFUSED, text);
-		drop(p);
+		refuse(bs, p, "it belongs to another job", SPARDL_BS_REFUSED, -ECONNREFUSED,
+		       "bootstrap at %s: rank 0 belongs to another job (different job identifier); give each job "
+		       "its own SPARDL_BOOTSTRAP address, or the same SPARDL_JOB_KEY to all its ranks",
+		       bs->address);
 		return;
 	}
 	if (h->size != (uint32_t)bs->size) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: rank %u passed size %u but rank 0 has size %d; start every rank with the "
-			 "same SPARDL_SIZE",
-			 bs->address, h->rank, h->size, bs->size);
-		refusal(bs, p, "another job size");
-		send_reply(p->fd, SPARDL_BS_ERROR, -SPARDL_ERR_MISMATCH, text);
-		drop(p);
+		refuse(bs, p, "another job size", SPARDL_BS_ERROR, -SPARDL_ERR_MISMATCH,
+		       "bootstrap at %s: rank %u passed size %u but rank 0 has size %d; start every rank with the "
+		       "same SPARDL_SIZE",
+		       bs->address, h->rank, h->size, bs->size);
 		return;
 	}
 	if (h->rank < 1 || h->rank >= h->size) {
-		snprintf(text, sizeof(text), "bootstrap at %s: a peer connected as rank %u, which is not in 1..%d",
-			 bs->address, h->rank, bs->size - 1);
-		refusal(bs, p, "a rank out of range");
-		send_reply(p->fd, SPARDL_BS_ERROR, -EINVAL, text);
-		drop(p);
+		refuse(bs, p, "a rank out of range", SPARDL_BS_ERROR, -EINVAL,
+		       "bootstrap at %s: a peer connected as rank %u, which is not in 1..%d", bs->address, h->rank,
+		       bs->size - 1);
 		return;
 	}
 	if (!keyed) {
@@ -690,22 +695,17 @@ static void take_hello(struct spardl_bootstrap *bs, struct pending *p)
 static void take_response(struct spardl_bootstrap *bs, struct pending *p)
 {
 	uint8_t got[SPARDL_BS_MAC], want[SPARDL_BS_MAC];
-	char text[TEXT_MAX + 1];
 
 	if (spardl_bs_response_decode(p->resp, sizeof(p->resp), got)) {
-		refusal(bs, p, "malformed response to the challenge");
-		drop(p);
+		refuse(bs, p, "malformed response to the challenge", 0, 0, NULL);
 		return;
 	}
 	if (spardl_bs_mac(bs->key, bs->key_len, label_client, p->hello, p->nonce, want) ||
 	    !spardl_bs_equal(got, want, sizeof(got))) {
-		snprintf(text, sizeof(text),
-			 "bootstrap at %s: rank 0 refused this rank: its proof of the job key is wrong; it belongs "
-			 "to another job, or the ranks were given different job keys",
-			 bs->address);
-		refusal(bs, p, "wrong job key or a replayed handshake");
-		send_reply(p->fd, SPARDL_BS_REFUSED, -EACCES, text);
-		drop(p);
+		refuse(bs, p, "wrong job key or a replayed handshake", SPARDL_BS_REFUSED, -EACCES,
+		       "bootstrap at %s: rank 0 refused this rank: its proof of the job key is wrong; it belongs "
+		       "to another job, or the ranks were given different job keys",
+		       bs->address);
 		return;
 	}
 	adopt(bs, p);
@@ -855,15 +855,10 @@ static int accept_new(struct spardl_bootstrap *bs, int lfd, struct pending *pend
 		p->st = PEND_HELLO;
 		p->deadline = now_ms() + (bs->timeout_ms < HANDSHAKE_MS ? bs->timeout_ms : HANDSHAKE_MS);
 		if (identify_peer(bs, fd, p)) {
-			char text[TEXT_MAX + 1];
-
-			snprintf(text, sizeof(text),
-				 "bootstrap at %s: rank 0 refused this process: it runs as another user; run all ranks "
-				 "as one user, or admit this uid with SPARDL_BOOTSTRAP_UIDS on rank 0",
-				 bs->address);
-			refusal(bs, p, "another user (set SPARDL_BOOTSTRAP_UIDS to admit it)");
-			send_reply(fd, SPARDL_BS_REFUSED, -EACCES, text);
-			drop(p);
+			refuse(bs, p, "another user (set SPARDL_BOOTSTRAP_UIDS to admit it)", SPARDL_BS_REFUSED, -EACCES,
+			       "bootstrap at %s: rank 0 refused this process: it runs as another user; run all ranks "
+			       "as one user, or admit this uid with SPARDL_BOOTSTRAP_UIDS on rank 0",
+			       bs->address);
 			continue;
 		}
 		rc = set_nodelay(fd, p->family);

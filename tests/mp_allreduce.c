@@ -567,13 +567,9 @@ int main(int argc, char **argv)
 	int quick = argc > 1 && !strcmp(argv[1], "--quick");
 	const char *nb = getenv("MP_NAN_BITS");
 	uint64_t seed = 12345;
-	int ret, a, d, sag, srs, ci;
+	int a, d, sag, srs, ci;
 
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "comm_create: %s: %s\n", spardl_strerror(ret), spardl_last_error());
-		return 1;
-	}
+	comm = mp_comm_create();
 	rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	nan_any = nb && !strcmp(nb, "any");

@@ -6,6 +6,9 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#include <spardl/spardl.h>
 
 static inline int is_pow2(int x)
 {
@@ -21,6 +24,20 @@ static inline uint64_t mix(uint64_t x)
 	x *= 0xc4ceb9fe1a85ec53ULL;
 	x ^= x >> 33;
 	return x;
+}
+
+/* The communicator from the launcher's environment; a test that cannot
+ * have one ends here, saying why. */
+static inline struct spardl_comm *mp_comm_create(void)
+{
+	struct spardl_comm *comm;
+	int ret = spardl_comm_create(NULL, &comm);
+
+	if (ret) {
+		fprintf(stderr, "comm_create: %s: %s\n", spardl_strerror(ret), spardl_last_error());
+		exit(1);
+	}
+	return comm;
 }
 
 /* A check that ran: counted, and reported on stderr with the rank when it

@@ -470,17 +470,12 @@ int main(void)
 {
 	struct spardl_comm *comm;
 	char v[16];
-	int ret;
 
 	snprintf(v, sizeof(v), "%d", TIMEOUT_S);
 	setenv("SPARDL_TIMEOUT", v, 1);
 	/* Each expected failure is logged at WARN otherwise. */
 	setenv("SPARDL_DEBUG", "none", 0);
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "comm_create: %s: %s\n", spardl_strerror(ret), spardl_last_error());
-		return 1;
-	}
+	comm = mp_comm_create();
 	rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	if (size < 4) {

@@ -95,13 +95,8 @@ int main(int argc, char **argv)
 {
 	struct spardl_comm *comm;
 	int report = argc > 1 && !strcmp(argv[1], "--report");
-	int ret;
 
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "comm_create: %s\n", spardl_last_error());
-		return 1;
-	}
+	comm = mp_comm_create();
 	rank = mp_rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	if (report && argc > 2) {

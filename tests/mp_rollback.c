@@ -181,11 +181,7 @@ static int run_rank(int cfg_idx, int step)
 	int ret, w, call, d;
 	int64_t t0;
 
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "comm_create: %s\n", spardl_last_error());
-		return 1;
-	}
+	comm = mp_comm_create();
 	rank = mp_rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	rp.size = size;

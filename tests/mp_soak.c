@@ -119,11 +119,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "comm_create: %s: %s\n", spardl_strerror(ret), spardl_last_error());
-		return 1;
-	}
+	comm = mp_comm_create();
 	rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
 	/* Averaging (the default) when dividing by P is exact, i.e. P a power of
