@@ -640,6 +640,8 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 			ret = p->ops->write(p->ep, w->peer, mr, off + po, p->ep->remote[w->peer], roff + po, plen,
 					    spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j),
 					    w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0);
+			p->stats.bytes_sent += plen;
+			p->stats.writes++;
 			if (ret)
 				return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
 							 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round,

@@ -8,7 +8,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${SPARDL_BUILD_DIR:-build-tests}
 rm -rf "$build"
-meson setup "$build" >"$build.setup.log" 2>&1 || { cat "$build.setup.log"; echo "0 passed, 1 failed (meson setup)"; exit 1; }
+# The Python suites need numpy and torch, which Debian installs for its own
+# interpreter; another python3 earlier on PATH may lack them.
+pyopt=()
+[ -x /usr/bin/python3 ] && pyopt=(-Dpython=/usr/bin/python3)
+meson setup "$build" "${pyopt[@]}" >"$build.setup.log" 2>&1 || { cat "$build.setup.log"; echo "0 passed, 1 failed (meson setup)"; exit 1; }
 ninja -C "$build" || { echo "0 passed, 1 failed (build)"; exit 1; }
 meson test -C "$build" --print-errorlogs "$@"
 status=$?
@@ -24,7 +28,7 @@ if [ "${SPARDL_SANITIZE:-1}" != 0 ]; then
 	san_start=$SECONDS
 	rm -rf "$san"
 	echo "==== sanitizer build $san (-Db_sanitize=address,undefined): suites unit, shm ===="
-	if ! meson setup "$san" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+	if ! meson setup "$san" "${pyopt[@]}" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
 		>"$san.setup.log" 2>&1; then
 		cat "$san.setup.log"
 		echo "sanitizer build: meson setup failed"

@@ -237,6 +237,9 @@ struct spardl_plan_stats {
 	uint64_t scans;   /* selections that had to rescan their block */
 	/* Since 0.2. */
 	uint64_t failed_calls; /* calls that returned an error after starting */
+	/* Since 0.3. */
+	uint64_t bytes_sent; /* payload bytes this rank wrote to peers */
+	uint64_t writes;     /* writes this rank posted (pieces of split messages counted) */
 };
 #define SPARDL_PLAN_STATS_SIZE_V1 (2 * sizeof(uint64_t) + 7 * sizeof(double))
 

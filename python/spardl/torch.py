@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: MIT
+"""A DistributedDataParallel communication hook that runs spardl.
+
+    state = spardl.torch.SparDLState(density=0.01)
+    model.register_comm_hook(state, spardl.torch.sparse_allreduce_hook)
+
+Shaped like torch's PowerSGD hook: the state holds one spardl plan, and so
+one residual, per DDP bucket; the hook reduces the bucket's flat gradient in
+place with spardl_allreduce (averaged, as DDP expects) and returns a
+completed future. The first warmup_steps steps are dense (DDP's own
+allreduce). state_dict()/load_state_dict() carry the residuals with a
+training checkpoint. See docs/PYTHON.md.
+"""
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import Comm, Plan, SpardlError, _bad
+
+__all__ = ["SparDLState", "sparse_allreduce_hook"]
+
+STATE_VERSION = 1
+
+
+class _Bucket:
+    """One plan and the parameters its buffer holds: (sid, offset, numel, shape)."""
+
+    def __init__(self, key, plan, layout):
+        self.key = key
+        self.plan = plan
+        self.layout = layout
+
+
+class SparDLState:
+    """State of the spardl DDP hook.
+
+    process_group: the group DDP reduces over (None: the default group);
+    spardl's communicator is built on it, no second rendezvous.
+    density, algo ("spardl", "topka", "gtopk", "dense"), teams, sag, srs,
+    residual: as for spardl.Plan. warmup_steps: steps run as DDP's dense
+    allreduce before the sparse ones start.
+    """
+
+    def __init__(self, process_group=None, density=0.01, algo="spardl", teams=1, warmup_steps=0,
+                 sag="bruck", srs="batched", residual=True):
+        if not (isinstance(density, (int, float)) and 0 < density <= 1):
+            raise _bad("SparDLState: density must be in (0, 1], got %r" % (density,))
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise _bad("SparDLState: warmup_steps must be an integer >= 0, got %r" % (warmup_steps,))
+        self.process_group = process_group
+        self.density = float(density)
+        self.algo = algo
+        self.teams = teams
+        self.sag = sag
+        self.srs = srs
+        self.residual = bool(residual)
+        self.warmup_steps = warmup_steps
+        self.iteration = 0       # steps completed (a step ends with DDP's last bucket)
+        self.comm = None
+        self._buckets = {}       # key -> _Bucket
+        self._sid = {}           # id(param) -> (sid, param): a name stable across runs
+        self._owner = {}         # sid -> _Bucket holding its residual
+        self._pending = {}       # sid -> residual tensor from load_state_dict, not yet placed
+        self._bytes_closed = 0   # bytes_sent of plans released after a bucket rebuild
+
+    # -- parameters and plans ------------------------------------------------
+
+    def _layout(self, bucket, n):
+        """The bucket's parameters and where each sits in its flat buffer.
+
+        A parameter is named by the bucket index and position where it was
+        first seen: DDP's first-iteration buckets follow the model's
+        parameter order, so the names are the same in every run of the same
+        model and survive DDP's bucket rebuild."""
+        layout, off = [], 0
+        for pos, p in enumerate(bucket.parameters()):
+            ent = self._sid.get(id(p))
+            if ent is None or ent[1] is not p:
+                ent = ("bucket%d.param%d" % (bucket.index(), pos), p)
+                self._sid[id(p)] = ent
+            layout.append((ent[0], off, p.numel(), tuple(p.shape)))
+            off += p.numel()
+        if off != n:
+            raise SpardlError(-22, "spardl.torch: bucket %d holds %d elements but its parameters add up to %d "
+                              "(unsupported DDP bucket layout)" % (bucket.index(), n, off), "Invalid argument")
+        return layout
+
+    def _comm(self):
+        if self.comm is None:
+            self.comm = Comm.from_process_group(self.process_group)
+        return self.comm
+
+    def _plan_for(self, bucket, n):
+        layout = self._layout(bucket, n)
+        key = (bucket.index(), n, tuple(s for s, _, _, _ in layout))
+        b = self._buckets.get(key)
+        if b is not None:
+            return b.plan
+        plan = Plan(self._comm(), n, density=self.density, algo=self.algo, teams=self.teams, sag=self.sag,
+                    srs=self.srs, residual=self.residual, average=True)
+        b = _Bucket(key, plan, layout)
+        if self.residual:
+            # A rebuilt bucket takes over its parameters' residuals from the
+            # plans that held them, and restored ones from a checkpoint:
+            # nothing kept for later is lost when DDP regroups parameters.
+            init, moved, cache = np.zeros(n, dtype=np.float32), False, {}
+            for sid, off, numel, _ in layout:
+                old = self._owner.get(sid)
+                if old is not None:
+                    if id(old) not in cache:
+                        cache[id(old)] = (old.plan.residual(), {s: o for s, o, _, _ in old.layout})
+                    r, offs = cache[id(old)]
+                    init[off:off + numel] = r[offs[sid]:offs[sid] + numel]
+                    moved = True
+                elif sid in self._pending:
+                    init[off:off + numel] = self._pending.pop(sid).reshape(-1).numpy()
+                    moved = True
+            if moved:
+                plan.set_residual(init)
+        for sid, _, _, _ in layout:
+            self._owner[sid] = b
+        self._buckets[key] = b
+        for k, old in list(self._buckets.items()):
+            if old is not b and not any(self._owner.get(s) is old for s, _, _, _ in old.layout):
+                self._bytes_closed += old.plan.stats().bytes_sent
+                old.plan.close()
+                del self._buckets[k]
+        return plan
+
+    # -- what it did ---------------------------------------------------------
+
+    def plans(self):
+        """The live plans, by bucket key (index, size, parameter names)."""
+        return {k: b.plan for k, b in self._buckets.items()}
+
+    def bytes_sent(self):
+        """Payload bytes this rank has written through spardl so far (warm-up steps excluded)."""
+        return self._bytes_closed + sum(b.plan.stats().bytes_sent for b in self._buckets.values())
+
+    def residuals(self):
+        """Every parameter's residual, by its stable name (tensors shaped like the parameter)."""
+        out = {}
+        for b in self._buckets.values():
+            if not self.residual:
+                break
+            r = b.plan.residual()
+            for sid, off, numel, shape in b.layout:
+                if self._owner.get(sid) is b:
+                    out[sid] = torch.from_numpy(r[off:off + numel].copy()).view(shape)
+        for sid, t in self._pending.items():
+            out.setdefault(sid, t.clone())
+        return out
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def state_dict(self):
+        """What to save with a checkpoint: the step count and every residual."""
+        return {
+            "version": STATE_VERSION,
+            "iteration": self.iteration,
+            "density": self.density,
+            "algo": self.algo,
+            "teams": self.teams,
+            "residuals": self.residuals(),
+        }
+
+    def load_state_dict(self, sd):
+        """Restore from state_dict(): residuals of live plans are replaced
+        now, the others when their bucket's plan is created."""
+        if not isinstance(sd, dict) or sd.get("version") != STATE_VERSION:
+            raise _bad("SparDLState.load_state_dict: not a spardl.torch state (version %r, expected %d)"
+                       % (sd.get("version") if isinstance(sd, dict) else None, STATE_VERSION))
+        self.iteration = int(sd["iteration"])
+        pending = {sid: t.detach().to("cpu", torch.float32).contiguous() for sid, t in sd["residuals"].items()}
+        for b in self._buckets.values():
+            if not self.residual:
+                break
+            r, hit = b.plan.residual(), False
+            for sid, off, numel, _ in b.layout:
+                if sid in pending and self._owner.get(sid) is b:
+                    t = pending.pop(sid).reshape(-1)
+                    if t.numel() != numel:
+                        raise _bad("SparDLState.load_state_dict: residual %s has %d elements, the parameter "
+                                   "%d" % (sid, t.numel(), numel))
+                    r[off:off + numel] = t.numpy()
+                    hit = True
+            if hit:
+                b.plan.set_residual(r)
+        self._pending = pending
+
+    def close(self):
+        """Release the plans and the communicator."""
+        for b in self._buckets.values():
+            b.plan.close()
+        self._buckets.clear()
+        self._owner.clear()
+        if self.comm is not None:
+            self.comm.close()
+            self.comm = None
+
+    def __getstate__(self):
+        raise TypeError("SparDLState holds communication resources; save state_dict() instead")
+
+
+def _done(tensor):
+    fut = torch.futures.Future()
+    fut.set_result(tensor)
+    return fut
+
+
+def sparse_allreduce_hook(state, bucket):
+    """DDP communication hook: the bucket's averaged gradient through spardl."""
+    buf = bucket.buffer()
+    if buf.device.type != "cpu":
+        raise SpardlError(-95, "spardl.torch: the bucket is on %s; spardl plans hold host memory only for now "
+                          "(device-memory plans are not supported yet): train on CPU or use DDP's default "
+                          "hook" % buf.device, "Operation not supported")
+    last = bucket.is_last()
+    if state.iteration < state.warmup_steps:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+        fut = allreduce_hook(state.process_group, bucket)
+    else:
+        plan = state._plan_for(bucket, buf.numel())
+        plan.allreduce(buf)
+        fut = _done(buf)
+    if last:
+        state.iteration += 1
+    return fut
