@@ -6,7 +6,8 @@
 
 (--redirects 2 --tee 2 work around a crash of Debian's torchrun 1.13 on
 Python 3.11.) Methods: dense (DDP's own allreduce), spardl, topka, gtopk;
---density, --teams, --no-residual, --warmup-steps choose the rest. The data
+--density, --teams, --no-residual, --warmup-steps, --local-momentum choose
+the rest. The data
 are the files of Debian's dataset-fashion-mnist package; nothing is
 downloaded. Rank 0 prints progress (step, loss, ETA) and, with --csv,
 writes test accuracy and loss against step and bytes sent.
@@ -34,6 +35,8 @@ def parse():
     ap.add_argument("--teams", type=int, default=1)
     ap.add_argument("--no-residual", action="store_true", help="drop what is not delivered (no GRC)")
     ap.add_argument("--warmup-steps", type=int, default=0, help="dense steps before the sparse ones")
+    ap.add_argument("--local-momentum", action="store_true",
+                    help="momentum inside the hook (momentum correction, as DGC) instead of in the optimizer")
     ap.add_argument("--epochs", type=float, default=5)
     ap.add_argument("--batch-size", type=int, default=32, help="per rank")
     ap.add_argument("--lr", type=float, default=0.05)
@@ -148,7 +151,7 @@ def main():
     eval_every = args.eval_every or max(1, steps_per_epoch // 8)
     label = args.label or (args.method if args.method == "dense" else "%s-%g%%%s%s" % (
         args.method, 100 * args.density, "-d%d" % args.teams if args.teams > 1 else "",
-        "-nores" if args.no_residual else ""))
+        "-nores" if args.no_residual else "") + ("-mc" if args.local_momentum else ""))
 
     torch.manual_seed(args.seed)
     model = nn.parallel.DistributedDataParallel(model_fn())
@@ -157,9 +160,12 @@ def main():
     if args.method != "dense":
         sdt = import_spardl_torch()
         state = sdt.SparDLState(density=args.density, algo=args.method, teams=args.teams,
-                                         warmup_steps=args.warmup_steps, residual=not args.no_residual)
+                                         warmup_steps=args.warmup_steps, residual=not args.no_residual,
+                                         momentum=args.momentum if args.local_momentum else 0.0)
         model.register_comm_hook(state, sdt.sparse_allreduce_hook)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    if args.local_momentum and state is None:
+        raise SystemExit("--local-momentum needs a sparse method (the hook keeps the momentum)")
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.0 if args.local_momentum else args.momentum)
 
     rows = []
     # Bytes each rank sends per dense step, by the ring allreduce model
@@ -196,10 +202,9 @@ def main():
         train_time += time.time() - t0
         if state is not None:
             b = torch.tensor([float(state.bytes_sent())], dtype=torch.float64)
-            if state.iteration <= args.warmup_steps:
-                b += dense_bytes * state.iteration  # warm-up steps ran DDP's allreduce
             dist.all_reduce(b)
-            sent = b.item() / size
+            # Warm-up steps ran DDP's own allreduce: counted by the ring model.
+            sent = b.item() / size + dense_bytes * min(state.iteration, args.warmup_steps)
         else:
             sent = dense_bytes * step
         lv = loss.item()
@@ -230,7 +235,8 @@ def main():
                 for r in rows:
                     f.write("%s,%d,%.4f,%.6f,%.6f,%.6f,%.0f,%.6f,%s\n"
                             % (r[0], r[1], r[2], r[3], r[4], r[5], r[6], t.item(),
-                               "ring-model" if state is None else "measured"))
+                               "ring-model" if state is None else
+                               "measured+ring-model-warmup" if args.warmup_steps else "measured"))
     status = 0
     if final[5] < args.min_accuracy:
         if rank == 0:

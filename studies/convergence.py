@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: MIT
 """Convergence study: dense DDP against spardl's methods on Fashion-MNIST.
 
-    /usr/bin/python3 studies/convergence.py --epochs 5 --out studies/results
+    /usr/bin/python3 studies/convergence.py --epochs 5
 
 Runs examples/fashion_mnist.py under torchrun on --nproc CPU ranks, once per
-method, with the same seed, data order and steps, then writes into --out:
+method, with the same seed, data order and steps, then writes into --out
+(default docs/convergence):
   curves.csv        test accuracy and loss against step and bytes sent
   convergence.png   accuracy against step and against bytes sent per rank
   table.md          final accuracy, time per step, bytes per step per rank
@@ -33,7 +34,13 @@ RUNS = [
     ("gtopk-1%", ["--method", "gtopk", "--density", "0.01"]),
     ("spardl-0.1%", ["--method", "spardl", "--density", "0.001"]),
     ("spardl-10%", ["--method", "spardl", "--density", "0.1"]),
+    # The 1% run after half an epoch of dense warm-up steps, and with the
+    # momentum moved from the optimizer into the hook (DGC's momentum
+    # correction and factor masking).
+    ("spardl-1%-warmup", ["--method", "spardl", "--density", "0.01", "--warmup-steps", "234"]),
+    ("spardl-1%-mc", ["--method", "spardl", "--density", "0.01", "--local-momentum"]),
 ]
+DEFAULT = [label for label, _ in RUNS]
 
 
 def free_port():
@@ -75,7 +82,7 @@ def table(rows, out_md):
         bps = float(last["bytes_per_rank"]) / steps
         d = "" if dense is None or label == "dense" else "%+.2f" % (100 * (acc - float(dense["test_acc"])))
         ratio = "" if dense is None else "%.4f" % (bps / (float(dense["bytes_per_rank"]) / int(dense["step"])))
-        src = " (ring model)" if last["bytes_source"] != "measured" else ""
+        src = {"measured": "", "ring-model": " (ring model)"}.get(last["bytes_source"], " (warm-up: ring model)")
         lines.append("| %s | %.2f%% | %s | %.1f ms | %s%s | %s |" % (
             label, 100 * acc, d, 1e3 * float(last["step_time_s"]), "{:,.0f}".format(bps), src, ratio))
     with open(out_md, "w") as f:
@@ -116,7 +123,7 @@ def main():
     ap.add_argument("--nproc", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--subset", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "docs", "convergence"))
     ap.add_argument("--only", default="", help="comma-separated labels to run (default: all)")
     ap.add_argument("--plot-only", action="store_true", help="redraw from an existing curves.csv")
     args = ap.parse_args()
@@ -126,9 +133,11 @@ def main():
         only = set(args.only.split(",")) if args.only else None
         if os.path.exists(csv_path) and only is None:
             os.remove(csv_path)
+        if only is None:
+            only = set(DEFAULT)
         t0 = time.time()
         for label, extra in RUNS:
-            if only is None or label in only:
+            if label in only:
                 run(label, extra, args, csv_path)
         print("study: %.0f s" % (time.time() - t0))
     with open(csv_path) as f:

@@ -39,16 +39,24 @@ class SparDLState:
     spardl's communicator is built on it, no second rendezvous.
     density, algo ("spardl", "topka", "gtopk", "dense"), teams, sag, srs,
     residual: as for spardl.Plan. warmup_steps: steps run as DDP's dense
-    allreduce before the sparse ones start.
+    allreduce before the sparse ones start. momentum: 0 (default), or local
+    momentum with momentum correction and factor masking as in Deep
+    Gradient Compression: each rank sparsifies its velocity
+    u = momentum * u + grad instead of the gradient, and clears u where the
+    step delivered a value. Use it with an optimizer without momentum.
     """
 
     def __init__(self, process_group=None, density=0.01, algo="spardl", teams=1, warmup_steps=0,
-                 sag="bruck", srs="batched", residual=True):
+                 sag="bruck", srs="batched", residual=True, momentum=0.0):
         if not (isinstance(density, (int, float)) and 0 < density <= 1):
             raise _bad("SparDLState: density must be in (0, 1], got %r" % (density,))
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise _bad("SparDLState: warmup_steps must be an integer >= 0, got %r" % (warmup_steps,))
+        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+            raise _bad("SparDLState: momentum must be in [0, 1), got %r" % (momentum,))
         self.process_group = process_group
+        self.momentum = float(momentum)
+        self._velocity = {}      # sid -> local velocity (momentum > 0)
         self.density = float(density)
         self.algo = algo
         self.teams = teams
@@ -73,30 +81,53 @@ class SparDLState:
         first seen: DDP's first-iteration buckets follow the model's
         parameter order, so the names are the same in every run of the same
         model and survive DDP's bucket rebuild."""
-        layout, off = [], 0
-        for pos, p in enumerate(bucket.parameters()):
+        params = list(bucket.parameters())
+        offsets = self._offsets(bucket, params, n)
+        layout = []
+        for pos, (p, off) in enumerate(zip(params, offsets)):
             ent = self._sid.get(id(p))
             if ent is None or ent[1] is not p:
                 ent = ("bucket%d.param%d" % (bucket.index(), pos), p)
                 self._sid[id(p)] = ent
             layout.append((ent[0], off, p.numel(), tuple(p.shape)))
-            off += p.numel()
-        if off != n:
-            raise SpardlError(-22, "spardl.torch: bucket %d holds %d elements but its parameters add up to %d "
-                              "(unsupported DDP bucket layout)" % (bucket.index(), n, off), "Invalid argument")
         return layout
+
+    @staticmethod
+    def _offsets(bucket, params, n):
+        """Where each parameter's gradient starts in the bucket's buffer:
+        from the gradient views DDP hands out, checked against the packed
+        order; anything else is refused rather than guessed."""
+        buf = bucket.buffer()
+        packed, off = [], 0
+        for p in params:
+            packed.append(off)
+            off += p.numel()
+        ok = off == n
+        try:
+            grads = bucket.gradients()
+            base, esz = buf.data_ptr(), buf.element_size()
+            views = [(g.data_ptr() - base) // esz for g in grads]
+            if len(grads) == len(params) and all(0 <= v < n for v in views):
+                ok = ok and views == packed  # views into the buffer: they must be where packing puts them
+        except (AttributeError, RuntimeError):
+            pass  # no gradient views: the packed order alone
+        if not ok:
+            raise SpardlError(-22, "spardl.torch: bucket %d: its %d parameters (%d elements) are not packed in "
+                              "order into its %d-element buffer (unsupported DDP bucket layout)"
+                              % (bucket.index(), len(params), off, n), "Invalid argument")
+        return packed
 
     def _comm(self):
         if self.comm is None:
             self.comm = Comm.from_process_group(self.process_group)
         return self.comm
 
-    def _plan_for(self, bucket, n):
+    def _bucket_for(self, bucket, n):
         layout = self._layout(bucket, n)
         key = (bucket.index(), n, tuple(s for s, _, _, _ in layout))
         b = self._buckets.get(key)
         if b is not None:
-            return b.plan
+            return b
         plan = Plan(self._comm(), n, density=self.density, algo=self.algo, teams=self.teams, sag=self.sag,
                     srs=self.srs, residual=self.residual, average=True)
         b = _Bucket(key, plan, layout)
@@ -126,7 +157,7 @@ class SparDLState:
                 self._bytes_closed += old.plan.stats().bytes_sent
                 old.plan.close()
                 del self._buckets[k]
-        return plan
+        return b
 
     # -- what it did ---------------------------------------------------------
 
@@ -163,6 +194,7 @@ class SparDLState:
             "algo": self.algo,
             "teams": self.teams,
             "residuals": self.residuals(),
+            "velocities": {sid: u.clone() for sid, u in self._velocity.items()},
         }
 
     def load_state_dict(self, sd):
@@ -188,6 +220,8 @@ class SparDLState:
             if hit:
                 b.plan.set_residual(r)
         self._pending = pending
+        self._velocity = {sid: u.detach().to("cpu", torch.float32).reshape(-1).clone()
+                          for sid, u in sd.get("velocities", {}).items()}
 
     def close(self):
         """Release the plans and the communicator."""
@@ -221,8 +255,20 @@ def sparse_allreduce_hook(state, bucket):
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
         fut = allreduce_hook(state.process_group, bucket)
     else:
-        plan = state._plan_for(bucket, buf.numel())
-        plan.allreduce(buf)
+        b = state._bucket_for(bucket, buf.numel())
+        vel = []
+        if state.momentum:
+            for sid, off, numel, _ in b.layout:
+                u = state._velocity.get(sid)
+                if u is None or u.numel() != numel:
+                    u = state._velocity[sid] = torch.zeros(numel)
+                g = buf[off:off + numel]
+                u.mul_(state.momentum).add_(g)
+                g.copy_(u)
+                vel.append((u, g))
+        b.plan.allreduce(buf)
+        for u, g in vel:
+            u.masked_fill_(g != 0, 0.0)  # momentum factor masking: delivered entries start over
         fut = _done(buf)
     if last:
         state.iteration += 1

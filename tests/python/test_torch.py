@@ -211,6 +211,34 @@ raises(lambda: copy.deepcopy(state2), TypeError, "save state_dict() instead", "p
 state.close()
 state2.close()
 
+# Local momentum (momentum correction and factor masking): the hook sparsifies
+# u = m * u + grad; u is cleared where the step delivered a value, kept elsewhere.
+model4 = ddp_of(make_model(4))
+state4 = sdt.SparDLState(density=0.05, momentum=0.9)
+rec4 = Recorder()
+model4.register_comm_hook(state4, rec4.hook)
+opt4 = torch.optim.SGD(model4.parameters(), lr=0.05)
+prev = {}
+for step in range(3):
+    rec4.grad, rec4.out, rec4.keys = {}, {}, []
+    train_step(model4, opt4, step)
+    ok = True
+    for sid, u in state4._velocity.items():
+        want = rec4.grad[sid] + 0.9 * prev.get(sid, torch.zeros_like(u))
+        want = want.masked_fill(rec4.out[sid] != 0, 0.0)
+        ok = ok and torch.allclose(u, want, rtol=1e-6, atol=1e-7)
+    check(ok and len(state4._velocity) == 6, "momentum=0.9, step %d: velocity = 0.9 * velocity + grad, "
+          "cleared where delivered" % step)
+    prev = {sid: u.clone() for sid, u in state4._velocity.items()}
+sd4 = state4.state_dict()
+state5 = sdt.SparDLState(density=0.05, momentum=0.9)
+state5.load_state_dict(sd4)
+check(sd4["velocities"].keys() == state5._velocity.keys()
+      and all(torch.equal(state5._velocity[s], sd4["velocities"][s]) for s in sd4["velocities"]),
+      "state_dict carries the velocities")
+raises(lambda: sdt.SparDLState(momentum=1.0), E, "momentum must be in [0, 1)", "SparDLState(momentum=1.0)")
+state4.close()
+
 # residual=False keeps nothing.
 model3 = ddp_of(make_model(2))
 state3 = sdt.SparDLState(density=0.05, residual=False)
