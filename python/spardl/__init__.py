@@ -12,6 +12,7 @@ libspardl; nothing is computed here.
 
 import ctypes
 import dataclasses
+import weakref
 
 import numpy as np
 
@@ -104,7 +105,33 @@ def _float_buffer(buf, count, what, writable):
     return arr.ctypes.data, (mv, arr)
 
 
-class Comm:
+class _Handle:
+    """An object that owns one C handle, released by close(), at garbage
+    collection or at the end of a with block."""
+
+    _ptr = None
+
+    def _release(self, ptr):
+        raise NotImplementedError
+
+    def close(self):
+        """Release the handle (local)."""
+        if self._ptr:
+            ptr, self._ptr = self._ptr, None
+            self._release(ptr)
+
+    def __del__(self):
+        if self._ptr and _lib is not None:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Comm(_Handle):
     """A communicator over all ranks of the job.
 
     Comm() takes rank, size and the rendezvous from the environment (the
@@ -121,9 +148,9 @@ class Comm:
 
     def __init__(self, *, rank=None, size=None, bootstrap=None, job_key=None, transport=None,
                  timeout=None, process_group=None):
-        self._ptr = None
         self._oob = None
         self._oob_error = None
+        self._plans = weakref.WeakSet()
         p = _capi.CommParams()
         _lib.spardl_comm_params_init(ctypes.byref(p))
         keep = []
@@ -206,21 +233,11 @@ class Comm:
         p.oob_allgather = self._oob
         p.rank, p.size = rank, size
 
-    def close(self):
-        """Release the communicator (local). Destroy its plans first."""
-        if self._ptr:
-            _lib.spardl_comm_destroy(self._ptr)
-            self._ptr = None
-
-    def __del__(self):
-        if getattr(self, "_ptr", None) and _lib is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _release(self, ptr):
+        # Its plans go first: a plan must not outlive its communicator.
+        for plan in list(self._plans):
+            plan.close()
+        _lib.spardl_comm_destroy(ptr)
 
     def __repr__(self):
         return "spardl.Comm(rank=%d, size=%d, transport=%r)" % (self.rank, self.size, self.transport)
@@ -265,7 +282,7 @@ def _choice(name, value, table):
     raise _bad("Plan: %s=%r is not one of %s" % (name, value, ", ".join(sorted(table))))
 
 
-class Plan:
+class Plan(_Handle):
     """A compiled sparse allreduce of count float32 values (collective).
 
     Plan(comm, count, density=0.01, algo="spardl", teams=1, sag="bruck",
@@ -277,7 +294,6 @@ class Plan:
 
     def __init__(self, comm, count, density=0.01, algo="spardl", teams=1, sag="bruck", srs="batched",
                  residual=True, average=True):
-        self._ptr = None
         if not isinstance(comm, Comm) or not comm._ptr:
             raise _bad("Plan: comm must be an open spardl.Comm")
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
@@ -299,9 +315,14 @@ class Plan:
         p.average = 1 if average else 0
         p.mem_type = _capi.MEM_HOST
         ptr = ctypes.c_void_p()
-        _check(_lib.spardl_plan_create(comm._ptr, ctypes.byref(p), ctypes.byref(ptr)), "spardl_plan_create")
+        ret = _lib.spardl_plan_create(comm._ptr, ctypes.byref(p), ctypes.byref(ptr))
+        err, comm._oob_error = comm._oob_error, None
+        if ret and err is not None:
+            raise SpardlError(ret, "Plan: the process group's all-gather failed: %s" % err) from err
+        _check(ret, "spardl_plan_create")
         self._ptr = ptr.value
         self.comm = comm  # keeps the communicator alive as long as the plan
+        comm._plans.add(self)
         self.count = int(count)
         self.density = p.density
         self.algo = algo.lower()
@@ -387,21 +408,8 @@ class Plan:
         finally:
             _libc.free(t.value)
 
-    def close(self):
-        """Release the plan (local)."""
-        if self._ptr:
-            _lib.spardl_plan_destroy(self._ptr)
-            self._ptr = None
-
-    def __del__(self):
-        if getattr(self, "_ptr", None) and _lib is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _release(self, ptr):
+        _lib.spardl_plan_destroy(ptr)
 
     def __repr__(self):
         return "spardl.Plan(count=%d, density=%g, algo=%r)" % (self.count, self.density, self.algo)

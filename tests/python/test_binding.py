@@ -149,6 +149,12 @@ one = np.ones(64, dtype=np.float32)
 again.allreduce(one)
 check(np.all(one == SIZE), "the communicator still works after the errors")
 
+# Closing a communicator closes its plans first: no plan outlives it.
+with spardl.Comm() as c2:
+    p2 = spardl.Plan(c2, 8, density=1.0, algo="dense")
+check(not p2._ptr, "closing a Comm closes its plans")
+raises(lambda: p2.allreduce(np.zeros(8, dtype=np.float32)), E, "plan is closed", "a plan of a closed Comm")
+
 if RANK == 0:
     env = dict(os.environ, SPARDL_LIBRARY="/nonexistent/libspardl.so")
     p = subprocess.run([sys.executable, "-c", "import spardl"], env=env, capture_output=True, text=True)
