@@ -103,4 +103,10 @@ extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t ca
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out);
 
+/* The schedule parameters a plan with these parameters compiles for rank of
+ * size ranks, after the checks one rank can make alone (an error names the
+ * problem). For tools that compile schedules without a communicator. */
+int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, int rank, uint64_t max_write,
+			     struct spardl_sched_params *sp_out);
+
 #endif

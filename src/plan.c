@@ -161,6 +161,40 @@ static int differs(int w, const char *name, long long mine, long long theirs)
 
 /* Every rank publishes its parameters and whether they were valid; all
  * fail together, naming the invalid rank's reason or the differing field. */
+/* Fills the schedule parameters of a plan from its resolved parameters. */
+static void sched_params(const struct spardl_plan_params *p, int size, int rank, uint64_t max_write,
+			 struct spardl_sched_params *sp)
+{
+	sp->size = size;
+	sp->rank = rank;
+	sp->n = p->count;
+	sp->k = spardl_plan_k(p->count, p->density);
+	sp->algo = p->algo;
+	sp->teams = p->algo == SPARDL_ALGO_SPARDL ? p->teams : 1;
+	sp->sag = p->sag;
+	sp->srs = p->srs;
+	sp->residual = p->residual;
+	sp->average = p->average;
+	sp->max_write = max_write;
+}
+
+int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, int rank, uint64_t max_write,
+			     struct spardl_sched_params *sp_out)
+{
+	struct spardl_plan_params p;
+	char msg[200] = "";
+	int ret;
+
+	if (!params || !sp_out || size < 1 || rank < 0 || rank >= size)
+		return spardl_error(-EINVAL, "spardl_plan_sched_params: rank %d of %d is not a rank", rank, size);
+	resolve(params, &p);
+	ret = validate(&p, size, msg, sizeof(msg));
+	if (ret)
+		return spardl_error(ret, "%s", msg);
+	sched_params(&p, size, rank, max_write, sp_out);
+	return 0;
+}
+
 static int agree_params(struct spardl_comm *comm, const struct spardl_plan_params *p, int status)
 {
 	struct agree me = { 0 }, *all = calloc((size_t)comm->size, sizeof(*all));
@@ -473,17 +507,7 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 	if (!plan || !plan->peer_half) {
 		ret = spardl_error(-ENOMEM, "out of memory for a plan");
 	} else {
-		sp.size = comm->size;
-		sp.rank = comm->rank;
-		sp.n = p.count;
-		sp.k = spardl_plan_k(p.count, p.density);
-		sp.algo = p.algo;
-		sp.teams = p.algo == SPARDL_ALGO_SPARDL ? p.teams : 1;
-		sp.sag = p.sag;
-		sp.srs = p.srs;
-		sp.residual = p.residual;
-		sp.average = p.average;
-		sp.max_write = comm->max_write;
+		sched_params(&p, comm->size, comm->rank, comm->max_write, &sp);
 		ret = compile_all(plan, &sp);
 		if (!ret)
 			ret = alloc_local(plan);

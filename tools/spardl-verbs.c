@@ -17,6 +17,7 @@
 #include "core.h"
 #include "env.h"
 #include "log.h"
+#include "verbs-schedule.h"
 #if SPARDL_HAVE_VERBS_TRANSPORT
 #include "verbs.h"
 #endif
@@ -89,6 +90,8 @@ static void usage(FILE *f)
 		"       spardl-verbs bw  [--server | HOST] [-p PORT] [-s BYTES | -a] [-n ITERS] [-t WINDOW] [--json]\n"
 		"       spardl-verbs lat [--server | HOST] [-p PORT] [-s BYTES | -a] [-n ITERS] [--json]\n"
 		"       spardl-verbs env [--markdown]\n"
+		"       spardl-verbs schedule -P SIZE --count N [--rank R | --all] [--algo A] [--density D]\n"
+		"                             [--teams T] [--sag S] [--srs S] [--max-write BYTES] [--check]\n"
 		"devices: every RDMA device, port, state, link layer, MTU and GID table, and the\n"
 		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why.\n"
 		"bw, lat: like ib_write_bw / ib_write_lat, through spardl's own transport (SPARDL_TRANSPORT,\n"
@@ -96,7 +99,9 @@ static void usage(FILE *f)
 		"  under a launcher (spardl-run -n 2 spardl-verbs bw), rank 0 serving. The client writes.\n"
 		"  -s size (default 65536 for bw, 8 for lat), -a sizes 2 B .. 8 MiB (bw: 64 KiB .. 4 MiB),\n"
 		"  -n iterations (bw 1000, lat 1000), -t writes in flight (bw, 128), -p bootstrap port (18515).\n"
-		"env: every environment variable spardl reads; --markdown: as docs/ENVIRONMENT.md's tables.\n");
+		"env: every environment variable spardl reads; --markdown: as docs/ENVIRONMENT.md's tables.\n"
+		"schedule: a plan's compiled schedule for one rank, without running it; --check proves that\n"
+		"  every rank's schedule agrees (spardl-verbs schedule --help).\n");
 }
 
 /* A 2-rank communicator: from a launcher's environment, or server/client. */
@@ -412,6 +417,8 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	o.cmd = argv[1];
+	if (!strcmp(o.cmd, "schedule"))
+		return spardl_verbs_schedule(argc - 1, argv + 1);
 	if (!strcmp(o.cmd, "env") && argc == 3 && !strcmp(argv[2], "--markdown"))
 		return spardl_env_markdown(stdout) ? 1 : 0;
 	optind = 2;
