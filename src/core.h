@@ -8,6 +8,7 @@
 #include <spardl/spardl.h>
 
 #include "bootstrap.h"
+#include "flight.h"
 #include "lists.h"
 #include "schedule.h"
 #include "topk.h"
@@ -86,6 +87,7 @@ struct spardl_plan {
 	uint32_t max_lists;
 	struct spardl_tp_event *events;
 
+	struct spardl_flight *flight; /* the last events, dumped when a call fails (flight.h) */
 	char *gone; /* per rank: 1 exited or disconnected, 2 aborted its call */
 	uint64_t calls;
 	int failed;

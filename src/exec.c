@@ -125,6 +125,24 @@ static int slot_complete(struct call *c, uint32_t slot)
 	return 0;
 }
 
+/* One flight-recorder event of this call's current step. */
+static struct spardl_flight_ev *flight(struct call *c, unsigned kind, unsigned phase, unsigned round, int peer)
+{
+	struct spardl_flight_ev *e = spardl_flight_next(c->plan->flight);
+
+	e->t = now_s();
+	e->call = c->plan->calls;
+	e->step = c->step;
+	e->kind = (uint8_t)kind;
+	e->phase = (uint8_t)phase;
+	e->round = (uint16_t)round;
+	e->peer = peer;
+	e->slot = 0;
+	e->bytes = 0;
+	e->imm = 0;
+	return e;
+}
+
 static const char *gone_why(int g)
 {
 	return g == 2 ? "failed its own call and aborted the plan (see its log)" : "exited or disconnected";
@@ -137,6 +155,8 @@ static int wait_slot(struct call *c, uint32_t slot)
 	int timeout = p->comm->timeout_ms, ret, i, n, drained = 0;
 	double t0 = now_s(), waited = 0;
 
+	if (!slot_arrived(c, slot))
+		flight(c, SPARDL_FL_WAIT, rs->phase, rs->round, rs->peer)->slot = slot;
 	while (!slot_arrived(c, slot)) {
 		/* A peer that wrote and then left: its notification may still be
 		 * queued behind the news that it left, so drain first. */
@@ -177,7 +197,14 @@ static int wait_slot(struct call *c, uint32_t slot)
 					    c->step, (unsigned long long)p->calls);
 	}
 	p->stats.wait += now_s() - t0;
-	return slot_complete(c, slot);
+	ret = slot_complete(c, slot);
+	if (!ret) {
+		struct spardl_flight_ev *e = flight(c, SPARDL_FL_ARRIVED, rs->phase, rs->round, rs->peer);
+
+		e->slot = slot;
+		e->bytes = p->slot_len[slot];
+	}
+	return ret;
 }
 
 /* Changes are logged in runs (one per op and block) sorted by position, so
@@ -642,6 +669,12 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 					    w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0);
 			p->stats.bytes_sent += plen;
 			p->stats.writes++;
+			if (!ret) {
+				struct spardl_flight_ev *e = flight(c, SPARDL_FL_POST, w->phase, w->round, w->peer);
+
+				e->bytes = plen;
+				e->imm = spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j);
+			}
 			if (ret)
 				return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
 							 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round,
@@ -756,6 +789,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		const struct spardl_step *st = &s->steps[i];
 
 		c.step = i;
+		flight(&c, SPARDL_FL_STEP, st->op.phase, st->op.round, -1)->slot = st->op.code;
 		if (spardl_exec_step_hook)
 			spardl_exec_step_hook(plan, plan->calls, i);
 		/* Past the last communication, complete every write: what
@@ -794,6 +828,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	if (ret) {
 		plan->failed = ret;
 		plan->stats.failed_calls++;
+		spardl_flight_dump(plan->flight, s->p.rank, s->p.size, spardl_last_error());
 		rollback(&c);
 		/* The peers still waiting for this rank fail now, not at their timeout. */
 		plan->ops->abort(plan->ep);

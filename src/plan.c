@@ -363,6 +363,8 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->events, SPARDL_MAX_EVENTS, sizeof(*plan->events), "event buffer");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->flight, 1, sizeof(*plan->flight), "flight recorder");
 	if (ret)
 		return ret;
 	for (i = 0; i < s->npieces; i++)
@@ -470,6 +472,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_nl);
 	free(plan->peer_half);
 	free(plan->gone);
+	free(plan->flight);
 	free(plan->events);
 	spardl_sched_free(plan->sched);
 	free(plan);
