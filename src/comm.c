@@ -377,6 +377,8 @@ SPARDL_API int spardl_comm_create(const struct spardl_comm_params *params, struc
 	else if ((ret = spardl_env_word("SPARDL_TRANSPORT", &transport)))
 		goto err;
 	ret = choose_transport(comm, transport);
+	if (!ret)
+		ret = spardl_trace_open(comm->rank, comm->size, &comm->trace);
 	if (ret)
 		goto err;
 	free(addr);
@@ -395,6 +397,7 @@ SPARDL_API void spardl_comm_destroy(struct spardl_comm *comm)
 		return;
 	if (comm->tp)
 		comm->tp_ops->close(comm->tp);
+	spardl_trace_close(comm->trace);
 	spardl_bootstrap_destroy(comm->bs);
 	if (comm->key) {
 		explicit_bzero(comm->key, comm->key_len);

@@ -12,6 +12,7 @@
 #include "lists.h"
 #include "schedule.h"
 #include "topk.h"
+#include "trace.h"
 #include "transport.h"
 
 struct spardl_comm {
@@ -24,6 +25,7 @@ struct spardl_comm {
 	struct spardl_bootstrap *bs;
 	const struct spardl_tp_ops *tp_ops;
 	struct spardl_tp *tp;
+	struct spardl_trace *trace; /* SPARDL_TRACE's file, or NULL */
 };
 
 /* One change to acc: position and the value it had before. */
@@ -86,8 +88,10 @@ struct spardl_plan {
 	uint32_t *blk_nl;
 	uint32_t max_lists;
 	struct spardl_tp_event *events;
+	struct spardl_tp_peer *tp_peers; /* the endpoint's peers, npeers */
 
 	struct spardl_flight *flight; /* the last events, dumped when a call fails (flight.h) */
+	struct spardl_trace_buf *trace; /* this plan's trace records, NULL without SPARDL_TRACE (trace.h) */
 	char *gone; /* per rank: 1 exited or disconnected, 2 aborted its call */
 	uint64_t calls;
 	int failed;
@@ -110,5 +114,9 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
  * problem). For tools that compile schedules without a communicator. */
 int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, int rank, uint64_t max_write,
 			     struct spardl_sched_params *sp_out);
+
+/* The teams the simulator's default model finds fastest for these
+ * parameters (teams ignored) on size ranks: plan parameters teams = 0. */
+int spardl_sim_auto_teams(const struct spardl_plan_params *params, int size, int *teams_out);
 
 #endif

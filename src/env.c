@@ -148,6 +148,8 @@ static const struct env_var vars[] = {
 	/* Logging */
 	{ .name = "SPARDL_DEBUG", .kind = ENV_ENUM, .section = SEC_LOGGING, .words = debug_words, .def = "warn",
 	  .help = "log level: none; warn (errors, once, where they are decided); info (choices such as the transport); debug (plans, peers, sizes)" },
+	{ .name = "SPARDL_TRACE", .kind = ENV_PATH, .section = SEC_LOGGING, .range = "a file path; %r is the rank",
+	  .help = "record every call (phases, rounds, writes, notifications, compute, registrations, QP states) in a binary trace file per rank, read with spardl-verbs trace; unset: no tracing" },
 	{ .name = "SPARDL_TRACE_DIR", .kind = ENV_PATH, .section = SEC_LOGGING, .range = "an existing directory",
 	  .help = "where a failed call's flight recorder (the plan's last 256 events) is written, as spardl-flight-PID-rRANK.txt; unset: only the last 12 go to the log" },
 

@@ -22,6 +22,7 @@ struct call {
 	float *values;
 	size_t nnz;
 	uint32_t step;
+	uint64_t pairs; /* index-value pairs the current op produced or consumed (tracing) */
 };
 
 static double now_s(void)
@@ -85,6 +86,16 @@ static int accept_event(struct call *c, const struct spardl_tp_event *ev)
 				    s->p.rank, ev->peer, piece - s->rslots[slot].piece0, slot,
 				    spardl_phase_name(s->rslots[slot].phase), s->rslots[slot].round);
 	*a = ev->len;
+	if (c->plan->trace) {
+		struct spardl_trace_rec *r = spardl_trace_ev(c->plan->trace, SPARDL_TR_NOTIFY, ev->peer, slot);
+
+		/* A notification of the next call can come during this one. */
+		r->call = c->plan->calls + (par != c->parity);
+		r->imm = ev->imm;
+		r->a = ev->len;
+		r->phase = (uint8_t)((ev->imm >> 28) & 7);
+		r->round = (uint16_t)s->rslots[slot].round;
+	}
 	return 0;
 }
 
@@ -155,8 +166,15 @@ static int wait_slot(struct call *c, uint32_t slot)
 	int timeout = p->comm->timeout_ms, ret, i, n, drained = 0;
 	double t0 = now_s(), waited = 0;
 
-	if (!slot_arrived(c, slot))
+	if (!slot_arrived(c, slot)) {
+		struct spardl_trace_rec *r = spardl_trace_ev(p->trace, SPARDL_TR_WAIT, rs->peer, slot);
+
+		if (r) {
+			r->phase = rs->phase;
+			r->round = (uint16_t)rs->round;
+		}
 		flight(c, SPARDL_FL_WAIT, rs->phase, rs->round, rs->peer)->slot = slot;
+	}
 	while (!slot_arrived(c, slot)) {
 		/* A peer that wrote and then left: its notification may still be
 		 * queued behind the news that it left, so drain first. */
@@ -201,8 +219,15 @@ static int wait_slot(struct call *c, uint32_t slot)
 	if (!ret) {
 		struct spardl_flight_ev *e = flight(c, SPARDL_FL_ARRIVED, rs->phase, rs->round, rs->peer);
 
+		struct spardl_trace_rec *r = spardl_trace_ev(p->trace, SPARDL_TR_ARRIVED, rs->peer, slot);
+
 		e->slot = slot;
 		e->bytes = p->slot_len[slot];
+		if (r) {
+			r->phase = rs->phase;
+			r->round = (uint16_t)rs->round;
+			r->a = p->slot_len[slot];
+		}
 	}
 	return ret;
 }
@@ -306,6 +331,7 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 	}
 	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
 	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
+	c->pairs += cnt;
 	return spardl_wire_bytes(cnt);
 }
 
@@ -378,6 +404,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		}
 		for (j = 0; j < l.count; j++)
 			x[l.idx[j]] = spardl_add(x[l.idx[j]], l.val[j]);
+		c->pairs += l.count;
 		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
 			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
 
@@ -399,8 +426,10 @@ static void op_send_lists(struct call *c, const struct spardl_op *op)
 	uint8_t *dst = (uint8_t *)p->send->addr + s->sslots[op->slot].off, *pos = dst;
 	uint32_t i;
 
-	for (i = 0; i < op->nrl; i++)
+	for (i = 0; i < op->nrl; i++) {
 		pos += spardl_wire_put(pos, &p->regs[s->reglist[op->rl0 + i]]);
+		c->pairs += p->regs[s->reglist[op->rl0 + i]].count;
+	}
 	p->send_len[op->slot] = (uint64_t)(pos - dst);
 }
 
@@ -418,6 +447,7 @@ static int op_recv_lists(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, want, &p->regs[op->r0 + j]);
 		if (ret)
 			return ret;
+		c->pairs += p->regs[op->r0 + j].count;
 	}
 	if (pos != end)
 		return protocol_error(c, "trailing bytes", op->slot);
@@ -468,6 +498,7 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 	}
 	val = spardl_wire_val(dst, (uint32_t)cnt);
 	memcpy(val, p->u_val, cnt * sizeof(float));
+	c->pairs += n;
 	spardl_wire_put_hdr(dst, block, (uint32_t)cnt);
 	view(&p->regs[op->dst], dst);
 }
@@ -573,15 +604,42 @@ static void op_dense_out(struct call *c, const struct spardl_op *op)
 		memcpy(out, in, op->len * sizeof(float));
 }
 
+/* The op's end: bytes it packed into a send slot or read from a receive
+ * slot, and the pairs it handled. */
+static void trace_op_end(struct call *c, const struct spardl_op *op)
+{
+	struct spardl_trace_rec *r = spardl_trace_ev(c->plan->trace, SPARDL_TR_OP_END, -1, op->code);
+
+	switch (op->code) {
+	case SPARDL_OP_SELECT:
+		r->a = op->dst_is_reg ? 0 : c->plan->send_len[op->slot];
+		break;
+	case SPARDL_OP_SEND_LISTS:
+		r->a = c->plan->send_len[op->slot];
+		break;
+	case SPARDL_OP_SCATTER:
+	case SPARDL_OP_RECV_LISTS:
+	case SPARDL_OP_DENSE_ADD:
+		r->a = c->plan->slot_len[op->slot];
+		break;
+	default:
+		break;
+	}
+	r->b = c->pairs;
+}
+
 static int run_op(struct call *c, const struct spardl_op *op)
 {
 	struct spardl_plan_stats *st = &c->plan->stats;
-	double t0 = now_s(), *bucket = &st->reduce;
+	double t0, *bucket = &st->reduce;
 	int ret = 0;
 
-	switch (op->code) {
-	case SPARDL_OP_NONE:
+	if (op->code == SPARDL_OP_NONE)
 		return 0;
+	spardl_trace_ev(c->plan->trace, SPARDL_TR_OP_BEGIN, -1, op->code);
+	c->pairs = 0;
+	t0 = now_s();
+	switch (op->code) {
 	case SPARDL_OP_ACC_INIT:
 		op_acc_init(c);
 		bucket = &st->accumulate;
@@ -605,6 +663,7 @@ static int run_op(struct call *c, const struct spardl_op *op)
 		break;
 	case SPARDL_OP_RESULT:
 		c->plan->u_n = merge_regs(c, op);
+		c->pairs = c->plan->u_n;
 		break;
 	case SPARDL_OP_RESIDUAL:
 		op_residual(c);
@@ -625,6 +684,8 @@ static int run_op(struct call *c, const struct spardl_op *op)
 		return spardl_error(-EINVAL, "internal: unknown op %u", op->code);
 	}
 	*bucket += now_s() - t0;
+	if (c->plan->trace)
+		trace_op_end(c, op);
 	return ret;
 }
 
@@ -644,6 +705,13 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 		uint64_t off = ss->off, len, roff = (uint64_t)c->parity * p->peer_half[w->peer] + w->roff;
 		struct spardl_tp_mr *mr;
 
+		if (p->trace) {
+			/* The transport's records name the write's own phase and round. */
+			struct spardl_trace_ctx *ctx = spardl_trace_ctx(p->trace);
+
+			ctx->phase = w->phase;
+			ctx->round = (uint16_t)w->round;
+		}
 		switch (ss->region) {
 		case SPARDL_REG_SEND:
 			mr = p->send;
@@ -766,6 +834,28 @@ static void absorb(struct spardl_plan *plan, const float *grad)
 	}
 }
 
+static int quiesce(struct spardl_plan *plan)
+{
+	struct spardl_trace_rec *r;
+	int ret;
+
+	spardl_trace_ev(plan->trace, SPARDL_TR_QUIESCE, -1, 0);
+	ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+	r = spardl_trace_ev(plan->trace, SPARDL_TR_QUIESCE, -1, 0);
+	if (r)
+		r->a = 1;
+	return ret;
+}
+
+/* The call's last record; the buffer goes to the file between calls. */
+static void trace_call_end(struct spardl_plan *plan, int ret)
+{
+	if (!plan->trace)
+		return;
+	spardl_trace_ev(plan->trace, SPARDL_TR_CALL_END, ret, 0);
+	spardl_trace_call_done(plan->trace);
+}
+
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out)
 {
@@ -776,8 +866,16 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	uint32_t i, j;
 	int ret = 0;
 
+	if (plan->trace) {
+		struct spardl_trace_ctx *ctx = spardl_trace_ctx(plan->trace);
+
+		memset(ctx, 0, sizeof(*ctx));
+		ctx->call = plan->calls;
+		spardl_trace_ev(plan->trace, SPARDL_TR_CALL_BEGIN, -1, 0)->a = s->p.n;
+	}
 	if (plan->failed) {
 		absorb(plan, grad);
+		trace_call_end(plan, -SPARDL_ERR_PLAN_FAILED);
 		return spardl_error(-SPARDL_ERR_PLAN_FAILED,
 				    "rank %d: an earlier call on this plan failed (%s); its gradient was added to the residual: save the residual, destroy the plan (and the communicator, if a peer died) and create them again",
 				    s->p.rank, spardl_strerror(plan->failed));
@@ -789,6 +887,13 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		const struct spardl_step *st = &s->steps[i];
 
 		c.step = i;
+		if (plan->trace) {
+			struct spardl_trace_ctx *ctx = spardl_trace_ctx(plan->trace);
+
+			ctx->step = i;
+			ctx->phase = st->op.phase;
+			ctx->round = (uint16_t)st->op.round;
+		}
 		flight(&c, SPARDL_FL_STEP, st->op.phase, st->op.round, -1)->slot = st->op.code;
 		if (spardl_exec_step_hook)
 			spardl_exec_step_hook(plan, plan->calls, i);
@@ -797,7 +902,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		if (i == s->quiesce_step) {
 			double tq = now_s();
 
-			ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+			ret = quiesce(plan);
 			plan->stats.post += now_s() - tq;
 			if (ret) {
 				spardl_error_wrap(ret, "rank %d: completing the writes of call %llu", s->p.rank,
@@ -819,7 +924,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	if (!ret && s->quiesce_step >= s->nsteps) {
 		double tq = now_s();
 
-		ret = plan->ops->quiesce(plan->ep, plan->comm->timeout_ms);
+		ret = quiesce(plan);
 		plan->stats.post += now_s() - tq;
 		if (ret)
 			spardl_error_wrap(ret, "rank %d: completing the writes of call %llu", s->p.rank,
@@ -832,6 +937,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		rollback(&c);
 		/* The peers still waiting for this rank fail now, not at their timeout. */
 		plan->ops->abort(plan->ep);
+		trace_call_end(plan, ret);
 		return ret;
 	}
 	if (!out && s->p.algo == SPARDL_ALGO_DENSE)
@@ -843,6 +949,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 	plan->calls++;
 	plan->stats.calls++;
 	plan->stats.total += now_s() - t0;
+	trace_call_end(plan, 0);
 	if (nnz_out)
 		*nnz_out = c.nnz;
 	return 0;

@@ -178,6 +178,16 @@ static void sched_params(const struct spardl_plan_params *p, int size, int rank,
 	sp->max_write = max_write;
 }
 
+/* teams = 0 asks for the choice of the simulator's default model
+ * (simulate.c): the same on every rank, as it depends on the parameters
+ * and the size only. */
+static int auto_teams(struct spardl_plan_params *p, int size)
+{
+	if (p->algo != SPARDL_ALGO_SPARDL || p->teams != 0 || p->count == 0 || !(p->density > 0) || p->density > 1)
+		return 0;
+	return spardl_sim_auto_teams(p, size, &p->teams);
+}
+
 int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, int rank, uint64_t max_write,
 			     struct spardl_sched_params *sp_out)
 {
@@ -188,6 +198,9 @@ int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, 
 	if (!params || !sp_out || size < 1 || rank < 0 || rank >= size)
 		return spardl_error(-EINVAL, "spardl_plan_sched_params: rank %d of %d is not a rank", rank, size);
 	resolve(params, &p);
+	ret = auto_teams(&p, size);
+	if (ret)
+		return ret;
 	ret = validate(&p, size, msg, sizeof(msg));
 	if (ret)
 		return spardl_error(ret, "%s", msg);
@@ -308,12 +321,20 @@ static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, si
 	return 0;
 }
 
-static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, struct spardl_tp_mr **mr_out)
+static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsigned region,
+		    struct spardl_tp_mr **mr_out)
 {
 	int ret = plan->ops->mem_alloc(plan->comm->tp, len, plan->params.mem_type, access, mr_out);
+	struct spardl_trace_rec *r;
 
 	if (ret)
 		return ret;
+	r = spardl_trace_ev(plan->trace, SPARDL_TR_MR, -1, region);
+	if (r) {
+		r->a = (*mr_out)->alloc_len;
+		r->b = (uint64_t)(*mr_out)->mem_type;
+		r->imm = (uint32_t)(*mr_out)->registered;
+	}
 	plan->host_bytes += (*mr_out)->alloc_len;
 	if ((*mr_out)->registered)
 		plan->registered_bytes += (*mr_out)->alloc_len;
@@ -327,13 +348,14 @@ static int alloc_local(struct spardl_plan *plan)
 	int keep_log = s->res_mode == SPARDL_RES_GRC || s->res_mode == SPARDL_RES_LOCAL;
 	int ret;
 
-	ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, &plan->acc);
+	ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, SPARDL_TR_REG_ACC, &plan->acc);
 	if (!ret && s->p.algo == SPARDL_ALGO_DENSE)
-		ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, &plan->res);
+		ret = plan_mem(plan, n * sizeof(float), SPARDL_ACCESS_LOCAL, SPARDL_TR_REG_RES, &plan->res);
 	if (!ret)
-		ret = plan_mem(plan, s->send_bytes, SPARDL_ACCESS_LOCAL, &plan->send);
+		ret = plan_mem(plan, s->send_bytes, SPARDL_ACCESS_LOCAL, SPARDL_TR_REG_SEND, &plan->send);
 	if (!ret)
-		ret = plan_mem(plan, 2 * s->recv_bytes, SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &plan->recv);
+		ret = plan_mem(plan, 2 * s->recv_bytes, SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE,
+			       SPARDL_TR_REG_RECV, &plan->recv);
 	if (!ret)
 		ret = plan_calloc(plan, &plan->arrived[0], s->npieces, sizeof(uint64_t), "arrival table");
 	if (!ret)
@@ -365,6 +387,10 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->events, SPARDL_MAX_EVENTS, sizeof(*plan->events), "event buffer");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->flight, 1, sizeof(*plan->flight), "flight recorder");
+	/* Allocated here, so that endpoint creation cannot fail on one rank
+	 * before the collective steps the others take in ep_create. */
+	if (!ret)
+		ret = plan_calloc(plan, &plan->tp_peers, (size_t)s->npeers, sizeof(*plan->tp_peers), "peer list");
 	if (ret)
 		return ret;
 	for (i = 0; i < s->npieces; i++)
@@ -406,14 +432,11 @@ static int alloc_local(struct spardl_plan *plan)
 static int connect_peers(struct spardl_plan *plan)
 {
 	const struct spardl_sched *s = plan->sched;
-	struct spardl_tp_peer *peers = NULL;
-	int i, ret = 0;
+	struct spardl_tp_peer *peers = plan->tp_peers;
+	int i, ret;
 	uint32_t j;
 
-	peers = calloc((size_t)(s->npeers ? s->npeers : 1), sizeof(*peers));
-	if (!peers)
-		ret = spardl_error(-ENOMEM, "out of memory for %d peers", s->npeers);
-	for (i = 0; !ret && i < s->npeers; i++) {
+	for (i = 0; i < s->npeers; i++) {
 		peers[i].rank = s->peers[i];
 		for (j = 0; j < s->nwrites; j++)
 			if (s->writes[j].peer == s->peers[i])
@@ -424,14 +447,29 @@ static int connect_peers(struct spardl_plan *plan)
 		if (peers[i].flags & SPARDL_TP_PEER_WRITTEN)
 			peers[i].remote_len = 2 * plan->peer_half[s->peers[i]];
 	}
-	/* Collective: even after a local failure here the transport takes
-	 * part, with the same result on every rank. */
-	if (ret)
-		ret = spardl_bootstrap_exchange(plan->comm->bs, ret, "create the plan's endpoints", NULL, NULL, 0);
-	else
-		ret = plan->ops->ep_create(plan->comm->tp, peers, s->npeers, 2 * s->npieces, plan->recv, &plan->ep);
-	free(peers);
+	/* Collective, with the same result on every rank. */
+	plan->comm->tp->trace = plan->trace;
+	ret = plan->ops->ep_create(plan->comm->tp, peers, s->npeers, 2 * s->npieces, plan->recv, &plan->ep);
+	plan->comm->tp->trace = NULL;
+	if (!ret)
+		plan->ep->trace = plan->trace;
 	return ret;
+}
+
+/* The plan's schedule parameters, first in its trace (trace.h). */
+static void trace_plan(struct spardl_trace_buf *b, const struct spardl_sched_params *sp)
+{
+	struct spardl_trace_rec *r = spardl_trace_ev(b, SPARDL_TR_PLAN, sp->size, 0);
+
+	if (!r)
+		return;
+	r->step = (uint32_t)sp->rank;
+	r->a = sp->n;
+	r->b = sp->k;
+	r->call = sp->max_write;
+	r->qpn = (uint32_t)sp->teams;
+	r->imm = (uint32_t)sp->algo | (uint32_t)sp->sag << 8 | (uint32_t)sp->srs << 16 | (uint32_t)!!sp->residual << 24 |
+		 (uint32_t)!!sp->average << 25;
 }
 
 SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
@@ -440,6 +478,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 		return;
 	if (plan->ep)
 		plan->ops->ep_destroy(plan->ep);
+	spardl_trace_buf_free(plan->trace);
 	if (plan->ops) {
 		if (plan->acc)
 			plan->ops->mem_free(plan->comm->tp, plan->acc);
@@ -473,6 +512,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->peer_half);
 	free(plan->gone);
 	free(plan->flight);
+	free(plan->tp_peers);
 	free(plan->events);
 	spardl_sched_free(plan->sched);
 	free(plan);
@@ -491,7 +531,11 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 		return spardl_error(-EINVAL, "spardl_plan_create: %s is NULL",
 				    !comm ? "comm" : !params ? "params" : "plan_out");
 	resolve(params, &p);
-	status = validate(&p, comm->size, msg, sizeof(msg));
+	status = auto_teams(&p, comm->size);
+	if (!status)
+		status = validate(&p, comm->size, msg, sizeof(msg));
+	else
+		snprintf(msg, sizeof(msg), "choosing the teams: %s", spardl_last_error());
 	if (status)
 		status = spardl_error(status, "spardl_plan_create: rank %d: %s", comm->rank, msg);
 	/* Agree before failing: a rank that returned early would leave the
@@ -511,7 +555,11 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 		ret = spardl_error(-ENOMEM, "out of memory for a plan");
 	} else {
 		sched_params(&p, comm->size, comm->rank, comm->max_write, &sp);
-		ret = compile_all(plan, &sp);
+		ret = spardl_trace_buf_new(comm->trace, &plan->trace);
+		if (!ret)
+			trace_plan(plan->trace, &sp);
+		if (!ret)
+			ret = compile_all(plan, &sp);
 		if (!ret)
 			ret = alloc_local(plan);
 	}

@@ -9,6 +9,7 @@
 #include <spardl/spardl.h>
 
 #include "bootstrap.h"
+#include "trace.h"
 
 /*
  * A transport is a const ops table (versioned, size first) found in a static
@@ -21,7 +22,7 @@
  * per-call operations (write, poll, quiesce) record theirs quietly
  * (spardl_error_quiet): the executor adds the step and peer and logs once.
  */
-#define SPARDL_TP_OPS_VERSION 2
+#define SPARDL_TP_OPS_VERSION 3
 
 enum spardl_access {
 	SPARDL_ACCESS_LOCAL = 1 << 0,        /* source of local writes */
@@ -42,6 +43,9 @@ struct spardl_tp {
 	/* Largest single write this rank's transport can make (bytes), set by
 	 * open; the core splits larger messages into pieces. */
 	uint64_t max_write;
+	/* Set by the core around ep_create when tracing: where the transport
+	 * records QP state changes (trace.h). NULL otherwise. */
+	struct spardl_trace_buf *trace;
 };
 
 struct spardl_tp_mr {
@@ -73,6 +77,10 @@ struct spardl_tp_ep {
 	/* Per rank: the receive region of every peer flagged
 	 * SPARDL_TP_PEER_WRITTEN, NULL for the others; owned by the endpoint. */
 	struct spardl_tp_rmr **remote;
+	/* Set by the core after ep_create when tracing, NULL otherwise: the
+	 * transport records each write posted and completed (with its QP and
+	 * wr_id) and QP state changes there, in the executor's context. */
+	struct spardl_trace_buf *trace;
 };
 
 struct spardl_tp_rmr {

@@ -564,8 +564,19 @@ START_TEST(test_plan_bad_params)
 	base_params(&pp);
 	pp.teams = 2;
 	expect_plan_fail(comm, &pp, -EINVAL, "teams=2");
+	pp.teams = -1;
+	expect_plan_fail(comm, &pp, -EINVAL, "teams=-1");
+	/* teams = 0: the simulator's choice, a divisor of the size. */
 	pp.teams = 0;
-	expect_plan_fail(comm, &pp, -EINVAL, "teams=0");
+	{
+		struct spardl_plan *plan = NULL;
+		struct spardl_plan_info info;
+
+		ck_assert_int_eq(spardl_plan_create(comm, &pp, &plan), 0);
+		ck_assert_int_eq(spardl_plan_info(plan, &info), 0);
+		ck_assert_int_eq(info.teams, 1);
+		spardl_plan_destroy(plan);
+	}
 	pp.algo = SPARDL_ALGO_TOPKA;
 	pp.teams = -1;
 	expect_plan_fail(comm, &pp, -EINVAL, "teams=-1");

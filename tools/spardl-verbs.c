@@ -18,6 +18,7 @@
 #include "env.h"
 #include "log.h"
 #include "verbs-schedule.h"
+#include "verbs-trace.h"
 #if SPARDL_HAVE_VERBS_TRANSPORT
 #include "verbs.h"
 #endif
@@ -92,6 +93,7 @@ static void usage(FILE *f)
 		"       spardl-verbs env [--markdown]\n"
 		"       spardl-verbs schedule -P SIZE --count N [--rank R | --all] [--algo A] [--density D]\n"
 		"                             [--teams T] [--sag S] [--srs S] [--max-write BYTES] [--check]\n"
+		"       spardl-verbs trace [--chrome OUT.json] [--no-summary] FILE...\n"
 		"devices: every RDMA device, port, state, link layer, MTU and GID table, and the\n"
 		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why.\n"
 		"bw, lat: like ib_write_bw / ib_write_lat, through spardl's own transport (SPARDL_TRANSPORT,\n"
@@ -101,7 +103,9 @@ static void usage(FILE *f)
 		"  -n iterations (bw 1000, lat 1000), -t writes in flight (bw, 128), -p bootstrap port (18515).\n"
 		"env: every environment variable spardl reads; --markdown: as docs/ENVIRONMENT.md's tables.\n"
 		"schedule: a plan's compiled schedule for one rank, without running it; --check proves that\n"
-		"  every rank's schedule agrees (spardl-verbs schedule --help).\n");
+		"  every rank's schedule agrees (spardl-verbs schedule --help).\n"
+		"trace: merge the ranks' SPARDL_TRACE files, check every write against the compiled schedule,\n"
+		"  summarise each phase and round, export Chrome/Perfetto JSON (spardl-verbs trace --help).\n");
 }
 
 /* A 2-rank communicator: from a launcher's environment, or server/client. */
@@ -419,6 +423,8 @@ int main(int argc, char **argv)
 	o.cmd = argv[1];
 	if (!strcmp(o.cmd, "schedule"))
 		return spardl_verbs_schedule(argc - 1, argv + 1);
+	if (!strcmp(o.cmd, "trace"))
+		return spardl_verbs_trace(argc - 1, argv + 1);
 	if (!strcmp(o.cmd, "env") && argc == 3 && !strcmp(argv[2], "--markdown"))
 		return spardl_env_markdown(stdout) ? 1 : 0;
 	optind = 2;

@@ -146,7 +146,7 @@ struct spardl_plan_params {
 	size_t count;   /* n, elements of the gradient; no default */
 	double density; /* k = ceil(density * n) in double, at least 1; 0.01 */
 	enum spardl_algo algo; /* SPARDL_ALGO_SPARDL */
-	int teams;             /* d, must divide the size; 1 */
+	int teams;             /* d, must divide the size; 0: chosen by the simulator's model; 1 */
 	enum spardl_sag sag;   /* SPARDL_SAG_BRUCK */
 	enum spardl_srs srs;   /* SPARDL_SRS_BATCHED */
 	int residual; /* keep what was not delivered for the next call; 1 */
@@ -255,6 +255,54 @@ SPARDL_API int(spardl_plan_stats)(const struct spardl_plan *plan, struct spardl_
 /* This rank's compiled schedule as readable text; release with free(). */
 SPARDL_API int spardl_plan_schedule_text(const struct spardl_plan *plan,
 					 char **text_out);
+
+/* ------------------------------------------------------------------ */
+/* Simulation                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A plan's compiled schedules, every rank's, run on a virtual clock under
+ * an alpha-beta-gamma model, without a communicator (docs/SIMULATION.md).
+ * Plan parameters with teams = 0 (SparDL) simulate every divisor of the
+ * size and keep the fastest; spardl_plan_create() makes the same choice
+ * for teams = 0 under the default model.
+ */
+enum spardl_sim_model_field {
+	SPARDL_SIM_ALPHA = 1u << 0,
+	SPARDL_SIM_BETA = 1u << 1,
+	SPARDL_SIM_GAMMA = 1u << 2,
+	SPARDL_SIM_GAMMA_PAIR = 1u << 3,
+	SPARDL_SIM_RANKS_PER_NODE = 1u << 4,
+};
+
+struct spardl_sim_model {
+	uint64_t field_mask; /* bits of enum spardl_sim_model_field */
+	double alpha;        /* seconds per message between nodes: latency and overhead; 2e-6 */
+	double beta;         /* bytes per second of a node's NIC, each direction; 12.5e9 (100 Gb/s) */
+	double gamma;        /* seconds per gradient element of a streaming pass; 0 */
+	double gamma_pair;   /* seconds per index-value pair selected, packed, merged or added; 0 */
+	int ranks_per_node;  /* consecutive ranks sharing one NIC; messages among them are free; 1 */
+};
+
+/* Grows at its end like struct spardl_plan_info. */
+struct spardl_sim_result {
+	double time;              /* one call, on the rank that finishes last, seconds */
+	double phase_time[7];     /* that rank's time per phase (enum order: srs, sag, ag, merge, rs, rag)
+				   * and, last, in steps that neither wait nor write */
+	double bytes_per_rank;    /* most bytes one rank sends in a call (messages at their bounds) */
+	double messages_per_rank; /* most messages one rank sends in a call */
+	int teams;                /* the teams simulated (the choice when teams = 0) */
+	int exact;                /* 1: every rank simulated; 0: rank 0, peers taken as symmetric */
+};
+#define SPARDL_SIM_RESULT_SIZE_V1 (10 * sizeof(double) + 2 * sizeof(int))
+
+SPARDL_API void spardl_sim_model_init(struct spardl_sim_model *model);
+/* model may be NULL (the defaults). */
+SPARDL_API int spardl_simulate_sized(const struct spardl_plan_params *params, int size,
+				     const struct spardl_sim_model *model, struct spardl_sim_result *result_out,
+				     size_t result_size);
+#define spardl_simulate(params, size, model, result_out) \
+	spardl_simulate_sized((params), (size), (model), (result_out), sizeof(*(result_out)))
 
 /* One line per environment variable the library reads, with its default
  * and help; a static string. */

@@ -35,7 +35,7 @@ fails_with() {
 	cat "$log.out"
 }
 
-echo "1..13"
+echo "1..14"
 check "devices: rxe0 is listed and picked" sh -c "$build/tools/spardl-verbs devices | tee /dev/stderr | grep -q 'spardl would pick: rxe0 port 1'"
 check "allreduce P=2, every algorithm and variant, large blocks" $run -n 2 "$build/tests/mp_allreduce"
 for p in 3 4 5 6 8; do
@@ -50,5 +50,13 @@ check "an excluded device leaves nothing: clear error" fails_with "no ACTIVE por
 	env SPARDL_VERBS_DEVICE=^rxe0 $run -n 2 "$build/tests/mp_allreduce" --quick
 check "bw and lat through the transport" sh -c "$run -n 2 $build/tools/spardl-verbs bw -n 50 -s 65536 --json && $run -n 2 $build/tools/spardl-verbs lat -n 100 --json"
 check "SparDL bench over verbs, results checked" $run -n 4 "$build/tools/spardl-bench" -n 262144 -d 0.01 --iters 3 --warmup 1 --algos spardl,dense,topka
+tdir=$(mktemp -d)
+check "traced over verbs: writes with QP numbers and completions, as scheduled" sh -c "
+	SPARDL_TRACE=$tdir/v-%r.trace $run -n 4 $build/tools/spardl-bench -n 65536 -d 0.01 --iters 2 --warmup 1 \
+		--algos spardl,dense,gtopk --teams 2 &&
+	$build/tools/spardl-verbs trace --chrome $tdir/v.json $tdir/v-*.trace | tee $tdir/out &&
+	grep -q 'every write as scheduled' $tdir/out && grep -q '\"qpn\":[1-9]' $tdir/v.json &&
+	grep -q '\"name\":\"completed\"' $tdir/v.json && grep -q 'connected' $tdir/v.json"
+rm -rf "$tdir"
 rm -f "$log" "$log.out"
 [ "$failed" = 0 ]

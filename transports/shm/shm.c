@@ -100,6 +100,7 @@ struct shm_ep {
 	int *pidfds;         /* per listed peer, -1 when unavailable */
 	char *gone;          /* per listed peer: its exit was reported */
 	struct timespec last_check;
+	uint64_t writes; /* writes made, the wr_id of traced ones */
 };
 
 static struct shm_tp *tp_of(struct spardl_tp *tp)
@@ -571,13 +572,21 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 {
 	struct shm_ep *ep = (struct shm_ep *)base;
 	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
+	int ret;
 
 	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
 	    loff > lmr->len || len > lmr->len - loff || roff > rmr->map_len || len > rmr->map_len - roff)
 		return spardl_error_quiet(-EINVAL, "shm: internal: write of %zu bytes to rank %d out of bounds",
 					  len, peer);
+	/* No queue pair: the write is the copy, complete when its
+	 * notification is published. */
+	ep->writes++;
+	spardl_trace_write(base->trace, SPARDL_TR_POST, peer, 0, ep->writes, imm, len);
 	memcpy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
-	return ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
+	ret = ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
+	if (!ret)
+		spardl_trace_write(base->trace, SPARDL_TR_DONE, peer, 0, ep->writes, imm, len);
+	return ret;
 }
 
 static void shm_abort(struct spardl_tp_ep *base)

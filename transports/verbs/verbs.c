@@ -398,6 +398,15 @@ static struct rdma_conn_param conn_param(struct verbs_tp *tp, const struct conn_
 	return p;
 }
 
+/* A QP's state change, in the plan's trace. */
+static void trace_qp(struct spardl_trace_buf *b, const struct vqp *q, unsigned state)
+{
+	struct spardl_trace_rec *r = spardl_trace_ev(b, SPARDL_TR_QP, q->peer, state);
+
+	if (r)
+		r->qpn = q->qp ? q->qp->qp_num : 0;
+}
+
 static struct vqp *qp_by_peer(struct verbs_ep *ep, int peer)
 {
 	return peer >= 0 && peer < ep->base.tp->size && ep->qp_of[peer] >= 0 ? &ep->qps[ep->qp_of[peer]] : NULL;
@@ -587,6 +596,7 @@ static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev)
 				return ret;
 		}
 		q->connected = 1;
+		trace_qp(ep->base.tp->trace, q, SPARDL_TR_QP_CONNECTED);
 		return 0;
 	case RDMA_CM_EVENT_REJECTED: {
 		const char *why = ev->param.conn.private_data_len ? ev->param.conn.private_data : NULL;
@@ -629,6 +639,8 @@ static void verbs_ep_destroy(struct spardl_tp_ep *base)
 		struct vqp *q = &ep->qps[i];
 
 		/* Teardown goes on whatever fails; failures are logged. */
+		if (q->connected)
+			trace_qp(ep->base.trace, q, SPARDL_TR_QP_CLOSED);
 		if (q->connected && rdma_disconnect(q->id) && errno != EINVAL)
 			SPARDL_DEBUG("verbs: rdma_disconnect from rank %d: %s", q->peer, strerror(errno));
 		if (q->qp)
@@ -903,6 +915,8 @@ static int peer_gone(struct verbs_ep *ep, struct vqp *q)
 	if (q->gone)
 		return 0;
 	q->gone = 1;
+	if (q->qp)
+		trace_qp(ep->base.trace, q, SPARDL_TR_QP_ERROR);
 	/* The peer's side is gone, but a user QP stays up until we move it
 	 * to the error state: do so, so that writes still in flight to it
 	 * complete (flushed) instead of waiting out their retries. */
@@ -957,6 +971,7 @@ static int reap(struct verbs_ep *ep, struct spardl_tp_event *ev, int max)
 			struct vqp *q = &ep->qps[WR_QP(wc[i].wr_id)];
 
 			q->completed = wc[i].wr_id & SEQ_MASK;
+			spardl_trace_write(ep->base.trace, SPARDL_TR_DONE, q->peer, wc[i].qp_num, wc[i].wr_id, 0, 0);
 		}
 	}
 	return got;
@@ -1148,6 +1163,8 @@ static int post_write(struct verbs_ep *ep, struct vqp *q, uint64_t laddr, uint32
 					  q->qp->qp_num, strerror(err));
 	q->posted++;
 	q->since_signal++;
+	if (with_imm)
+		spardl_trace_write(ep->base.trace, SPARDL_TR_POST, q->peer, q->qp->qp_num, wr.wr_id, imm, len);
 	if (signal) {
 		q->last_signaled = q->posted;
 		q->since_signal = 0;
@@ -1241,6 +1258,8 @@ static void verbs_abort(struct spardl_tp_ep *base)
 	for (i = 0; i < ep->nqp; i++) {
 		struct vqp *q = &ep->qps[i];
 
+		if (q->connected)
+			trace_qp(ep->base.trace, q, SPARDL_TR_QP_CLOSED);
 		if (q->connected && rdma_disconnect(q->id) && errno != EINVAL)
 			SPARDL_DEBUG("verbs: rdma_disconnect from rank %d: %s", q->peer, strerror(errno));
 		q->connected = 0;
