@@ -5,9 +5,11 @@
  *
  * Each rank walks its steps as the executor does: wait for the step's
  * receive slots, compute, post the step's writes. A write of b bytes to a
- * rank on another node leaves when the sending node's NIC is free, takes
- * b / beta on it and arrives alpha later, and no earlier than the receiving
- * node's NIC can take it in; a write to a rank of the same node is free.
+ * rank on another node starts when the sending node's NIC is free, holds it
+ * for alpha + b / beta (so back-to-back messages each pay alpha, as in the
+ * Hockney model) and arrives alpha + b / beta after it started, and no
+ * earlier than the receiving node's NIC can take b more bytes in; a write
+ * to a rank of the same node is free.
  * Messages are taken at their schedule bounds (SparDL's messages are that
  * size; a union may be smaller). Compute costs gamma per gradient element
  * of a streaming pass and gamma_pair per index-value pair handled. Ranks
@@ -193,8 +195,10 @@ static double transfer(struct sim *S, int from, int to, double t, uint64_t bytes
 
 	if (a == b)
 		return t;
+	/* alpha is per message, on the sending NIC too (Hockney): back-to-back
+	 * messages each pay it. */
 	start = t > S->tx[a] ? t : S->tx[a];
-	S->tx[a] = start + d;
+	S->tx[a] = start + S->m->alpha + d;
 	in = start + S->m->alpha;
 	if (in < S->rx[b])
 		in = S->rx[b];
@@ -391,7 +395,7 @@ static int sim_symmetric(const struct spardl_plan_params *pp, int size, const st
 			if (w->peer / m->ranks_per_node != 0) {
 				double start = t > tx ? t : tx;
 
-				tx = start + (double)b * m->ranks_per_node / m->beta;
+				tx = start + m->alpha + (double)b * m->ranks_per_node / m->beta;
 				posted[st->write0 + j] = start;
 			} else {
 				posted[st->write0 + j] = t - m->alpha - (double)b * m->ranks_per_node / m->beta;
@@ -406,6 +410,30 @@ static int sim_symmetric(const struct spardl_plan_params *pp, int size, const st
 	free(posted);
 	spardl_sched_free(s);
 	return 0;
+}
+
+/* Every rank when that fits, else rank 0 with symmetric peers. The
+ * choice of teams keeps plan creation quick: beyond AUTO_EXACT_MAX_RANKS
+ * ranks it simulates rank 0 only. */
+#define AUTO_EXACT_MAX_RANKS 1024
+
+static int sim_run(const struct spardl_plan_params *pp, int size, const struct spardl_sim_model *m,
+		   uint64_t max_steps, struct spardl_sim_result *res)
+{
+	struct spardl_sched_params sp;
+	struct spardl_sched *s0 = NULL;
+	uint64_t steps;
+	int ret;
+
+	ret = spardl_plan_sched_params(pp, size, 0, 0, &sp);
+	if (!ret)
+		ret = spardl_sched_compile(&sp, &s0);
+	if (ret)
+		return ret;
+	res->teams = sp.teams;
+	steps = (uint64_t)s0->nsteps * (uint64_t)size;
+	spardl_sched_free(s0);
+	return steps <= max_steps ? sim_exact(pp, size, m, res) : sim_symmetric(pp, size, m, res);
 }
 
 /* The teams the automatic choice picks: the divisor of size with the least
@@ -425,7 +453,7 @@ static int choose_teams(const struct spardl_plan_params *pp, int size, const str
 			continue;
 		q.teams = d;
 		memset(&r, 0, sizeof(r));
-		ret = sim_symmetric(&q, size, m, &r);
+		ret = sim_run(&q, size, m, size <= AUTO_EXACT_MAX_RANKS ? EXACT_MAX_STEPS : 0, &r);
 		if (ret)
 			return ret;
 		if (r.time < best * (1 - 1e-9)) {
@@ -454,8 +482,6 @@ SPARDL_API int spardl_simulate_sized(const struct spardl_plan_params *params, in
 	struct spardl_sim_model m;
 	struct spardl_sim_result res;
 	struct spardl_plan_params p;
-	struct spardl_sched_params sp;
-	uint64_t steps;
 	int ret;
 
 	if (!params || !result_out)
@@ -476,24 +502,8 @@ SPARDL_API int spardl_simulate_sized(const struct spardl_plan_params *params, in
 		if (ret)
 			return ret;
 	}
-	/* The parameters' errors, named as plan creation names them. */
-	ret = spardl_plan_sched_params(&p, size, 0, 0, &sp);
-	if (ret)
-		return ret;
-	res.teams = sp.teams;
-	{
-		struct spardl_sched *s0 = NULL;
-
-		ret = spardl_sched_compile(&sp, &s0);
-		if (ret)
-			return ret;
-		steps = (uint64_t)s0->nsteps * (uint64_t)size;
-		spardl_sched_free(s0);
-	}
-	if (steps <= EXACT_MAX_STEPS)
-		ret = sim_exact(&p, size, &m, &res);
-	else
-		ret = sim_symmetric(&p, size, &m, &res);
+	/* The parameters' errors are named as plan creation names them. */
+	ret = sim_run(&p, size, &m, EXACT_MAX_STEPS, &res);
 	if (ret)
 		return ret;
 	memcpy(result_out, &res, result_size < sizeof(res) ? result_size : sizeof(res));

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* spardl-bench: allreduce timings against dense, CPU top-k against memcpy, transport write bandwidth. */
+/*
+ * spardl-bench: a sweep of allreduce timings over counts x densities x
+ * algorithms through the public API, like nccl-tests; or, with --simulate,
+ * the same sweep on the library's simulator for any number of ranks.
+ */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -9,22 +13,36 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <spardl/spardl.h>
 
-#include "core.h"
-#include "topk.h"
+#define MAX_LIST 64
+
+/* One algorithm of the sweep, with its SparDL options. */
+struct variant {
+	char label[64];
+	int algo, teams, sag, srs;
+	int teams_set, sag_set, srs_set;
+};
 
 struct opts {
-	const char *mode;
-	char algos[128];
-	size_t count;
-	double density;
-	int teams, sag, srs;
+	size_t counts[MAX_LIST];
+	int ncounts;
+	double dens[MAX_LIST];
+	int ndens;
+	char algos[512];
+	int teams, sag, srs; /* defaults of the SparDL variants */
 	int iters, warmup, check;
 	uint64_t seed;
-	size_t msg_size;
 	int json;
+	const char *csv;
+	int progress; /* -1 auto */
+	/* --simulate */
+	int simulate;
+	int ranks[MAX_LIST];
+	int nranks;
+	struct spardl_sim_model model;
 };
 
 static int rank, size;
@@ -84,122 +102,235 @@ static const char *tunables(void)
 	return t ? t : "(unset)";
 }
 
-static int parse_algo(const char *s)
+static const char *const algo_names[] = { "spardl", "dense", "topka", "gtopk" };
+
+static int is_pow2(int x)
 {
-	if (!strcmp(s, "spardl"))
-		return SPARDL_ALGO_SPARDL;
-	if (!strcmp(s, "dense"))
-		return SPARDL_ALGO_DENSE;
-	if (!strcmp(s, "topka"))
-		return SPARDL_ALGO_TOPKA;
-	if (!strcmp(s, "gtopk"))
-		return SPARDL_ALGO_GTOPK;
-	return -1;
+	return x > 0 && !(x & (x - 1));
+}
+
+/* "spardl[:teams=T][:sag=bruck|recursive][:srs=batched|sequential]", "topka",
+ * "gtopk", "dense"; spardl-seq and spardl-rsag are short for the options. */
+static int parse_variant(const char *tok, const struct opts *o, struct variant *v)
+{
+	char buf[128], *save = NULL, *part;
+	int i;
+
+	memset(v, 0, sizeof(*v));
+	v->algo = -1;
+	v->teams = o->teams;
+	v->sag = o->sag;
+	v->srs = o->srs;
+	if (!strcmp(tok, "spardl-seq"))
+		tok = "spardl:srs=sequential";
+	else if (!strcmp(tok, "spardl-rsag"))
+		tok = "spardl:sag=recursive";
+	snprintf(buf, sizeof(buf), "%s", tok);
+	part = strtok_r(buf, ":", &save);
+	for (i = 0; part && i < 4; i++)
+		if (!strcmp(part, algo_names[i]))
+			v->algo = i;
+	if (v->algo < 0)
+		return -1;
+	while ((part = strtok_r(NULL, ":", &save))) {
+		char *eq = strchr(part, '='), *end;
+
+		if (v->algo != 0 || !eq)
+			return -1;
+		*eq++ = 0;
+		if (!strcmp(part, "teams") || !strcmp(part, "t")) {
+			if (!strcmp(eq, "auto")) {
+				v->teams = 0;
+			} else {
+				v->teams = (int)strtol(eq, &end, 10);
+				if (*end || v->teams < 1)
+					return -1;
+			}
+			v->teams_set = 1;
+		} else if (!strcmp(part, "sag") && (!strcmp(eq, "bruck") || !strcmp(eq, "recursive"))) {
+			v->sag = !strcmp(eq, "recursive");
+			v->sag_set = 1;
+		} else if (!strcmp(part, "srs") && (!strcmp(eq, "batched") || !strcmp(eq, "sequential"))) {
+			v->srs = !strcmp(eq, "sequential");
+			v->srs_set = 1;
+		} else {
+			return -1;
+		}
+	}
+	if (v->algo != 0) {
+		snprintf(v->label, sizeof(v->label), "%s", algo_names[v->algo]);
+		return 0;
+	}
+	i = snprintf(v->label, sizeof(v->label), "spardl");
+	if (v->teams != 1)
+		i += v->teams ? snprintf(v->label + i, sizeof(v->label) - (size_t)i, ":teams=%d", v->teams) :
+				snprintf(v->label + i, sizeof(v->label) - (size_t)i, ":teams=auto");
+	if (v->sag)
+		i += snprintf(v->label + i, sizeof(v->label) - (size_t)i, ":sag=recursive");
+	if (v->srs)
+		snprintf(v->label + i, sizeof(v->label) - (size_t)i, ":srs=sequential");
+	return 0;
+}
+
+/* The algorithms for p ranks: --algos expanded ("all": every algorithm and
+ * SparDL variant that p ranks allow), dense first (the baseline). */
+static int expand_algos(const struct opts *o, int p, struct variant *out, int max, char *err, size_t elen)
+{
+	char buf[512], *save = NULL, *tok;
+	int n = 1, i;
+
+	parse_variant("dense", o, &out[0]);
+	snprintf(buf, sizeof(buf), "%s", o->algos);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct variant v;
+
+		if (!strcmp(tok, "all")) {
+			static const char *const every[] = { "spardl", "spardl:srs=sequential", "spardl:teams=2",
+							     "spardl:teams=2:sag=recursive", "spardl:teams=auto",
+							     "topka", "gtopk" };
+
+			for (i = 0; i < 7 && n < max; i++) {
+				parse_variant(every[i], o, &v);
+				if ((v.teams > 1 && (p % v.teams || p == v.teams)) || (v.algo == 3 && !is_pow2(p)))
+					continue;
+				out[n++] = v;
+			}
+			continue;
+		}
+		if (parse_variant(tok, o, &v)) {
+			snprintf(err, elen,
+				 "unknown algorithm '%s': give spardl[:teams=T|auto][:sag=bruck|recursive]"
+				 "[:srs=batched|sequential], spardl-seq, spardl-rsag, topka, gtopk, dense or all",
+				 tok);
+			return -1;
+		}
+		if (v.algo == 1)
+			continue; /* dense always runs, first */
+		if (n == max) {
+			snprintf(err, elen, "more than %d algorithms", max);
+			return -1;
+		}
+		out[n++] = v;
+	}
+	return n;
+}
+
+static void plan_params(const struct variant *v, size_t n, double d, struct spardl_plan_params *pp)
+{
+	spardl_plan_params_init(pp);
+	pp->count = n;
+	pp->density = d;
+	pp->algo = (enum spardl_algo)v->algo;
+	pp->teams = v->algo == 0 ? v->teams : 1;
+	pp->sag = (enum spardl_sag)v->sag;
+	pp->srs = (enum spardl_srs)v->srs;
 }
 
 /* ---------------------------------------------------------------- */
-/* --mode allreduce                                                  */
+/* The sweep                                                         */
 /* ---------------------------------------------------------------- */
 
 struct result {
-	const char *algo;
-	double med, min, max;
+	const struct variant *v;
+	size_t n;
+	double density;
+	int teams;
+	double med, min, max; /* ms, the slowest rank per call */
+	double speedup;       /* the dense median at this count over this median */
 	struct spardl_plan_stats st;
 	const char *check;
 };
 
-/* Sum a small vector over ranks through a dense plan (exact for the
- * integers and timings we send). */
-static int dense_sum(struct spardl_plan *p, float *v)
+/* Checks, on an untimed call: at density 1 the exact dense sum; at any
+ * density, the same result on every rank and conservation (what every rank
+ * sent or kept adds up to its input). The data are integers, so every sum
+ * is exact. */
+static int check_call(struct spardl_comm *comm, struct spardl_plan *plan, size_t n, double density, float *grad,
+		      const float *pool, const char **verdict)
 {
-	return spardl_allreduce(p, v);
+	struct spardl_plan_params dp;
+	struct spardl_plan *dense = NULL;
+	const void *r0;
+	float *v = malloc(n * sizeof(float)), *old = malloc(n * sizeof(float)), *chk = malloc(n * sizeof(float));
+	size_t i, bad = 0;
+	int ret;
+
+	spardl_plan_params_init(&dp);
+	dp.count = n;
+	dp.algo = SPARDL_ALGO_DENSE;
+	dp.average = 0;
+	ret = !chk || !v || !old ? -ENOMEM : spardl_plan_create(comm, &dp, &dense);
+	if (!ret)
+		ret = spardl_plan_residual(plan, &r0);
+	if (!ret) {
+		memcpy(old, r0, n * sizeof(float));
+		memcpy(grad, pool, n * sizeof(float));
+		ret = spardl_allreduce(plan, grad);
+	}
+	if (!ret)
+		ret = spardl_plan_residual(plan, &r0);
+	if (!ret) {
+		/* Conservation: sum_w (res - g - old) + P * result == 0. */
+		for (i = 0; i < n; i++)
+			v[i] = ((const float *)r0)[i] - pool[i] - old[i];
+		ret = spardl_allreduce(dense, v);
+		for (i = 0; !ret && i < n; i++)
+			if (v[i] + grad[i] * (float)size != 0.0f)
+				bad++;
+		/* Same result everywhere: the sum of P equal vectors. */
+		memcpy(chk, grad, n * sizeof(float));
+		if (!ret)
+			ret = spardl_allreduce(dense, chk);
+		for (i = 0; !ret && i < n; i++)
+			if (chk[i] != grad[i] * (float)size)
+				bad++;
+		if (!ret && density >= 1.0) {
+			for (i = 0; i < n; i++)
+				v[i] = pool[i] + old[i];
+			ret = spardl_allreduce(dense, v);
+			for (i = 0; !ret && i < n; i++)
+				if (v[i] != grad[i] * (float)size)
+					bad++;
+		}
+	}
+	spardl_plan_destroy(dense);
+	free(v);
+	free(old);
+	free(chk);
+	*verdict = bad ? "FAILED" : density >= 1.0 ? "exact" : "ok";
+	return ret;
 }
 
-static int run_algo(struct spardl_comm *comm, const struct opts *o, int algo, const char *name, float *grad,
-		    const float *pool, struct spardl_plan *small, size_t nsmall, struct result *res)
+static int run_point(struct spardl_comm *comm, const struct opts *o, const struct variant *var, size_t n,
+		     double density, float *grad, const float *pool, struct spardl_plan *small, float *times,
+		     struct result *res)
 {
 	struct spardl_plan_params pp;
 	struct spardl_plan *plan = NULL;
-	size_t n = o->count, i;
+	struct spardl_plan_info info;
 	double *t = calloc((size_t)o->iters, sizeof(double));
-	float *times = calloc(nsmall, sizeof(float));
-	float *chk = NULL;
-	int it, ret, bad = 0;
+	size_t nsmall = (size_t)size * (size_t)o->iters;
+	int it, ret;
 
-	if (!t || !times)
+	if (!t)
 		return -ENOMEM;
-	spardl_plan_params_init(&pp);
-	pp.count = n;
-	pp.density = o->density;
-	pp.algo = algo;
-	pp.teams = algo == SPARDL_ALGO_SPARDL ? o->teams : 1;
-	pp.sag = o->sag;
-	pp.srs = o->srs;
-	ret = spardl_plan_create(comm, &pp, &plan);
-	if (ret) {
-		fprintf(stderr, "spardl-bench: %s: %s\n", name, spardl_last_error());
-		goto out;
-	}
-	res->algo = name;
+	memset(res, 0, sizeof(*res));
+	res->v = var;
+	res->n = n;
+	res->density = density;
 	res->check = "skipped";
-	/* Checks, on untimed calls: at density 1 the exact dense sum; at any
-	 * density, the same result on every rank and conservation. */
+	plan_params(var, n, density, &pp);
+	ret = spardl_plan_create(comm, &pp, &plan);
+	if (ret)
+		goto out;
+	ret = spardl_plan_info(plan, &info);
+	if (ret)
+		goto out;
+	res->teams = info.teams;
 	if (o->check) {
-		struct spardl_plan_params dp;
-		struct spardl_plan *dense = NULL;
-		const void *r0;
-		float *v, *old;
-
-		spardl_plan_params_init(&dp);
-		dp.count = n;
-		dp.algo = SPARDL_ALGO_DENSE;
-		dp.average = 0;
-		chk = malloc(n * sizeof(float));
-		v = malloc(n * sizeof(float));
-		old = malloc(n * sizeof(float));
-		ret = !chk || !v || !old ? -ENOMEM : spardl_plan_create(comm, &dp, &dense);
-		if (!ret) {
-			spardl_plan_residual(plan, &r0);
-			memcpy(old, r0, n * sizeof(float));
-			memcpy(grad, pool, n * sizeof(float));
-			ret = spardl_allreduce(plan, grad);
-		}
-		if (!ret) {
-			/* Conservation: sum_w (res - g - old) + P * result == 0. */
-			spardl_plan_residual(plan, &r0);
-			for (i = 0; i < n; i++)
-				v[i] = ((const float *)r0)[i] - pool[i] - old[i];
-			ret = dense_sum(dense, v);
-			for (i = 0; !ret && i < n; i++)
-				if (v[i] + grad[i] * (float)size != 0.0f)
-					bad++;
-			/* Same result everywhere: the average of equal
-			 * integer-valued vectors is the vector itself. */
-			memcpy(chk, grad, n * sizeof(float));
-			if (!ret)
-				ret = dense_sum(dense, chk);
-			for (i = 0; !ret && i < n; i++)
-				if (chk[i] != grad[i] * (float)size)
-					bad++;
-			if (!ret && o->density >= 1.0) {
-				/* The exact dense sum of the inputs. */
-				memcpy(v, pool, n * sizeof(float));
-				for (i = 0; i < n; i++)
-					v[i] += old[i];
-				ret = dense_sum(dense, v);
-				for (i = 0; !ret && i < n; i++)
-					if (v[i] != grad[i] * (float)size)
-						bad++;
-			}
-		}
-		spardl_plan_destroy(dense);
-		free(v);
-		free(old);
-		if (ret) {
-			fprintf(stderr, "spardl-bench: %s check: %s\n", name, spardl_last_error());
+		ret = check_call(comm, plan, n, density, grad, pool, &res->check);
+		if (ret)
 			goto out;
-		}
-		res->check = bad ? "FAILED" : o->density >= 1.0 ? "exact" : "ok";
 	}
 	for (it = -o->warmup; it < o->iters; it++) {
 		double t0;
@@ -210,16 +341,36 @@ static int run_algo(struct spardl_comm *comm, const struct opts *o, int algo, co
 			goto out;
 		t0 = now();
 		ret = spardl_allreduce(plan, grad);
-		if (ret) {
-			fprintf(stderr, "spardl-bench: %s: %s\n", name, spardl_last_error());
+		if (ret)
 			goto out;
-		}
 		if (it >= 0)
 			t[it] = now() - t0;
-		if (it == -1)
-			memset(&res->st, 0, sizeof(res->st));
+		if (it == -1) {
+			/* Stats of the timed calls only: what was there before. */
+			ret = spardl_plan_stats(plan, &res->st);
+			if (ret)
+				goto out;
+		}
 	}
-	spardl_plan_stats(plan, &res->st);
+	{
+		struct spardl_plan_stats end;
+
+		ret = spardl_plan_stats(plan, &end);
+		if (ret)
+			goto out;
+		end.calls -= res->st.calls;
+		end.total -= res->st.total;
+		end.accumulate -= res->st.accumulate;
+		end.select -= res->st.select;
+		end.reduce -= res->st.reduce;
+		end.wait -= res->st.wait;
+		end.post -= res->st.post;
+		end.output -= res->st.output;
+		end.scans -= res->st.scans;
+		end.bytes_sent -= res->st.bytes_sent;
+		end.writes -= res->st.writes;
+		res->st = end;
+	}
 	/* A call lasts as long as its slowest rank: gather every rank's times. */
 	memset(times, 0, nsmall * sizeof(float));
 	for (it = 0; it < o->iters; it++)
@@ -242,27 +393,90 @@ static int run_algo(struct spardl_comm *comm, const struct opts *o, int algo, co
 		res->max = t[it] > res->max ? t[it] : res->max;
 	}
 	res->med = median(t, o->iters);
-	ret = bad ? -EIO : 0;
 out:
 	spardl_plan_destroy(plan);
 	free(t);
-	free(times);
-	free(chk);
 	return ret;
 }
 
-static int mode_allreduce(const struct opts *o)
+static double algbw(const struct result *r)
+{
+	return r->med > 0 ? (double)r->n * 4.0 / (r->med * 1e-3) / 1e9 : 0;
+}
+
+static double busbw(const struct result *r)
+{
+	return algbw(r) * 2.0 * (size - 1) / size;
+}
+
+static void print_row(const struct result *r)
+{
+	const struct spardl_plan_stats *st = &r->st;
+	double c = st->calls ? (double)st->calls : 1;
+
+	printf("%12zu %8g %-30s %5d %10.3f %10.3f %10.3f %8.3f %8.3f %8.2fx | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f "
+	       "%10.0f %5.2f | %s\n",
+	       r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r), r->speedup,
+	       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
+	       st->wait / c * 1e3, st->output / c * 1e3, (double)st->bytes_sent / c, (double)st->scans / c,
+	       r->check);
+	fflush(stdout);
+}
+
+static void csv_header(FILE *f)
+{
+	fprintf(f, "ranks,transport,count,density,algo,teams,median_ms,min_ms,max_ms,algbw_gbs,busbw_gbs,"
+		   "speedup_vs_dense,accumulate_ms,select_ms,reduce_ms,post_ms,wait_ms,output_ms,bytes_sent,scans,"
+		   "check,glibc_tunables\n");
+}
+
+static void csv_row(FILE *f, const char *tp, const struct result *r)
+{
+	const struct spardl_plan_stats *st = &r->st;
+	double c = st->calls ? (double)st->calls : 1;
+
+	fprintf(f, "%d,%s,%zu,%g,%s,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.3f,%s,%s\n",
+		size, tp, r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r),
+		r->speedup, st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
+		st->wait / c * 1e3, st->output / c * 1e3, (double)st->bytes_sent / c, (double)st->scans / c,
+		r->check, tunables());
+}
+
+static void json_row(const char *tp, const struct result *r, int first)
+{
+	const struct spardl_plan_stats *st = &r->st;
+	double c = st->calls ? (double)st->calls : 1;
+
+	printf("%s\n  {\"ranks\": %d, \"transport\": \"%s\", \"count\": %zu, \"density\": %g, \"algo\": \"%s\", "
+	       "\"teams\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"algbw_gbs\": %.4f, "
+	       "\"busbw_gbs\": %.4f, \"speedup_vs_dense\": %.4f, \"check\": \"%s\", \"bytes_sent\": %.0f, "
+	       "\"rank0_split_ms\": {\"accumulate\": %.4f, \"select\": %.4f, \"reduce\": %.4f, \"post\": %.4f, "
+	       "\"wait\": %.4f, \"output\": %.4f}}",
+	       first ? "" : ",", size, tp, r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r),
+	       busbw(r), r->speedup, r->check, (double)st->bytes_sent / c, st->accumulate / c * 1e3,
+	       st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3, st->wait / c * 1e3,
+	       st->output / c * 1e3);
+}
+
+static int sweep(const struct opts *o)
 {
 	struct spardl_comm *comm;
 	struct spardl_plan *small = NULL;
 	struct spardl_plan_params pp;
-	struct result res[8];
-	char algos[128], *tok, *save = NULL;
-	float *grad = NULL, *pool = NULL;
-	double dense_med = 0;
-	int nres = 0, ret, i, failed = 0;
-	size_t nsmall;
+	struct variant vars[MAX_LIST];
+	float *grad = NULL, *pool = NULL, *times = NULL;
+	size_t maxn = 0, nsmall;
+	int nv, ret, i, j, k, failed = 0, points, done = 0, first = 1, progress;
+	char err[300];
+	FILE *csv = NULL;
+	const char *tp;
+	double t_start;
 
+	/* Bad names are found before any rank waits for another. */
+	if (expand_algos(o, 1, vars, MAX_LIST, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spardl-bench: %s\n", err);
+		return 2;
+	}
 	ret = spardl_comm_create(NULL, &comm);
 	if (ret) {
 		fprintf(stderr, "spardl-bench: %s\n", spardl_last_error());
@@ -270,6 +484,16 @@ static int mode_allreduce(const struct opts *o)
 	}
 	rank = spardl_comm_rank(comm);
 	size = spardl_comm_size(comm);
+	tp = spardl_comm_transport(comm);
+	nv = expand_algos(o, size, vars, MAX_LIST, err, sizeof(err));
+	if (nv < 0) {
+		if (rank == 0)
+			fprintf(stderr, "spardl-bench: %s\n", err);
+		spardl_comm_destroy(comm);
+		return 2;
+	}
+	for (i = 0; i < o->ncounts; i++)
+		maxn = o->counts[i] > maxn ? o->counts[i] : maxn;
 	nsmall = (size_t)size * (size_t)o->iters;
 	spardl_plan_params_init(&pp);
 	pp.count = nsmall;
@@ -279,368 +503,376 @@ static int mode_allreduce(const struct opts *o)
 	if (ret)
 		goto out;
 	/* Allocate and touch the data once, outside every timing. */
-	grad = malloc(o->count * sizeof(float));
-	pool = malloc(o->count * sizeof(float));
-	if (!grad || !pool) {
+	grad = malloc(maxn * sizeof(float));
+	pool = malloc(maxn * sizeof(float));
+	times = malloc(nsmall * sizeof(float));
+	if (!grad || !pool || !times) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	memset(grad, 0, o->count * sizeof(float));
-	gen_int(pool, o->count, o->seed + (uint64_t)rank * 7919);
-	snprintf(algos, sizeof(algos), "%s", o->algos);
-	if (!strstr(algos, "dense"))
-		strncat(algos, ",dense", sizeof(algos) - strlen(algos) - 1);
-	for (tok = strtok_r(algos, ",", &save); tok && nres < 8; tok = strtok_r(NULL, ",", &save)) {
-		int a = parse_algo(tok);
-
-		if (a < 0) {
-			if (rank == 0)
-				fprintf(stderr, "spardl-bench: unknown algorithm '%s' (spardl, dense, topka, gtopk)\n",
-					tok);
-			ret = -EINVAL;
+	memset(grad, 0, maxn * sizeof(float));
+	gen_int(pool, maxn, o->seed + (uint64_t)rank * 7919);
+	if (rank == 0 && o->csv) {
+		csv = fopen(o->csv, "w");
+		if (!csv) {
+			fprintf(stderr, "spardl-bench: cannot create %s: %m\n", o->csv);
+			ret = -errno;
 			goto out;
 		}
-		ret = run_algo(comm, o, a, tok, grad, pool, small, nsmall, &res[nres]);
-		if (ret == -EIO)
-			failed = 1;
-		else if (ret)
-			goto out;
-		if (a == SPARDL_ALGO_DENSE)
-			dense_med = res[nres].med;
-		nres++;
+		csv_header(csv);
 	}
+	/* Dense once per count, then every other algorithm at every density. */
+	points = o->ncounts * (1 + (nv - 1) * o->ndens);
+	progress = o->progress < 0 ? points > 1 && isatty(2) : o->progress;
+	if (rank == 0 && o->json)
+		printf("{\"glibc_tunables\": \"%s\", \"iters\": %d, \"warmup\": %d, \"data\": \"int\", \"points\": [",
+		       tunables(), o->iters, o->warmup);
+	else if (rank == 0) {
+		printf("# spardl-bench: %d ranks, transport %s, %d iterations (+%d warm-up) per point, data: integers "
+		       "(sigma 1000), GLIBC_TUNABLES=%s\n",
+		       size, tp, o->iters, o->warmup, tunables());
+		printf("# time = the slowest rank's, ms; algbw = 4n bytes / time, busbw = algbw * 2(P-1)/P, GB/s; "
+		       "split = rank 0's ms per call; sent = rank 0's bytes per call\n");
+		printf("%12s %8s %-30s %5s %10s %10s %10s %8s %8s %9s | %7s %7s %7s %7s %7s %7s %10s %5s | %s\n",
+		       "count", "density", "algo", "teams", "median", "min", "max", "algbw", "busbw", "vs_dense",
+		       "accum", "select", "reduce", "post", "wait", "output", "sent", "scans", "check");
+	}
+	t_start = now();
+	for (i = 0; i < o->ncounts; i++) {
+		size_t n = o->counts[i];
+		double dense_med = 0;
+
+		for (j = 0; j < o->ndens; j++) {
+			for (k = 0; k < nv; k++) {
+				struct result r;
+
+				if (k == 0 && j > 0)
+					continue; /* dense does not depend on the density */
+				ret = run_point(comm, o, &vars[k], n, o->dens[j], grad, pool, small, times, &r);
+				if (ret) {
+					if (rank == 0)
+						fprintf(stderr, "spardl-bench: %s, n=%zu, density %g: %s\n", vars[k].label, n,
+							o->dens[j], spardl_last_error());
+					goto out;
+				}
+				if (k == 0)
+					dense_med = r.med;
+				r.speedup = r.med > 0 ? dense_med / r.med : 0;
+				if (strcmp(r.check, "ok") && strcmp(r.check, "exact") && strcmp(r.check, "skipped"))
+					failed = 1;
+				done++;
+				if (rank != 0)
+					continue;
+				if (o->json)
+					json_row(tp, &r, first);
+				else
+					print_row(&r);
+				first = 0;
+				if (csv)
+					csv_row(csv, tp, &r);
+				if (progress) {
+					double el = now() - t_start;
+
+					fprintf(stderr, "\r[%d/%d] %s n=%zu d=%g: %.3f ms; %.0f s elapsed, about %.0f s left   %s",
+						done, points, vars[k].label, n, o->dens[j], r.med, el,
+						el / done * (points - done), done == points ? "\n" : "");
+				}
+			}
+		}
+	}
+	if (rank == 0 && o->json)
+		printf("\n]}\n");
 	ret = 0;
-	if (rank != 0)
-		goto out;
-	if (o->json) {
-		printf("{\"ranks\": %d, \"transport\": \"%s\", \"count\": %zu, \"density\": %g, \"teams\": %d, \"iters\": %d, \"glibc_tunables\": \"%s\", \"results\": [",
-		       size, spardl_comm_transport(comm), o->count, o->density, o->teams, o->iters, tunables());
-		for (i = 0; i < nres; i++) {
-			const struct spardl_plan_stats *st = &res[i].st;
-			double c = st->calls ? (double)st->calls : 1;
-
-			printf("%s{\"algo\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"speedup_vs_dense\": %.3f, \"check\": \"%s\", \"rank0_split_ms\": {\"accumulate\": %.3f, \"select\": %.3f, \"reduce\": %.3f, \"post\": %.3f, \"wait\": %.3f, \"output\": %.3f}}",
-			       i ? ", " : "", res[i].algo, res[i].med, res[i].min, res[i].max,
-			       res[i].med > 0 ? dense_med / res[i].med : 0, res[i].check,
-			       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3,
-			       st->post / c * 1e3, st->wait / c * 1e3, st->output / c * 1e3);
-		}
-		printf("]}\n");
-		goto out;
-	}
-	printf("# spardl-bench allreduce: %d ranks, transport %s, n=%zu, density %g, teams %d, %d iterations (+%d warm-up), GLIBC_TUNABLES=%s\n",
-	       size, spardl_comm_transport(comm), o->count, o->density, o->teams, o->iters, o->warmup,
-	       tunables());
-	printf("# time per call = slowest rank; split = rank 0's time per call in each part\n");
-	printf("%-8s %10s %10s %10s %9s | %8s %8s %8s %8s %8s %8s %6s | %s\n", "algo", "median_ms", "min_ms",
-	       "max_ms", "vs_dense", "accum", "select", "reduce", "post", "wait", "output", "scans", "check");
-	for (i = 0; i < nres; i++) {
-		const struct spardl_plan_stats *st = &res[i].st;
-		double c = st->calls ? (double)st->calls : 1;
-
-		printf("%-8s %10.3f %10.3f %10.3f %8.2fx | %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f %6.2f | %s\n",
-		       res[i].algo, res[i].med, res[i].min, res[i].max, res[i].med > 0 ? dense_med / res[i].med : 0,
-		       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
-		       st->wait / c * 1e3, st->output / c * 1e3, (double)st->scans / c, res[i].check);
-	}
 out:
 	if (ret)
 		fprintf(stderr, "spardl-bench: rank %d: %s\n", rank, spardl_last_error());
+	if (csv && fclose(csv)) {
+		fprintf(stderr, "spardl-bench: writing %s: %m\n", o->csv);
+		ret = -EIO;
+	}
 	free(grad);
 	free(pool);
+	free(times);
 	spardl_plan_destroy(small);
 	spardl_comm_destroy(comm);
-	return ret || failed ? 1 : 0;
+	if (failed && rank == 0)
+		fprintf(stderr, "spardl-bench: a result check FAILED (see the check column)\n");
+	return ret ? 1 : failed ? 1 : 0;
 }
 
 /* ---------------------------------------------------------------- */
-/* --mode topk: one thread, acc = g + residual then topk, vs memcpy  */
+/* --simulate                                                         */
 /* ---------------------------------------------------------------- */
 
-static int mode_topk(const struct opts *o)
+/* Ok-Topk's published cost: at most (2P + 2 log2 P) alpha + 6k(P-1)/P words
+ * of 4 bytes over beta; the lower bound moves 2k(P-1)/P words. */
+static double oktopk_cost(int p, double k, const struct spardl_sim_model *m)
 {
-	size_t n = o->count, m = (size_t)ceil(o->density * (double)n), i;
-	float *g = malloc(n * sizeof(float)), *r = malloc(n * sizeof(float)), *acc = malloc(n * sizeof(float));
-	float *dst = malloc(n * sizeof(float)), *val = malloc((m ? m : 1) * sizeof(float));
-	uint32_t *idx = malloc((m ? m : 1) * sizeof(uint32_t));
-	double *tc = calloc((size_t)o->iters, sizeof(double)), *ts = calloc((size_t)o->iters, sizeof(double));
-	struct spardl_topk_ws ws;
-	uint64_t s = o->seed * 2654435761u + 7;
-	size_t got = 0, ccap = spardl_topk_cand_cap(m), nc;
-	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), lo;
-	float *cval = malloc(ccap * sizeof(float));
-	int it, fallbacks = 0;
-
-	if (!g || !r || !acc || !dst || !val || !idx || !tc || !ts || !cand || !cval || spardl_topk_ws_init(&ws, m, 0)) {
-		fprintf(stderr, "spardl-bench: out of memory\n");
-		return 1;
-	}
-	/* Gaussian gradients and a smaller residual; every buffer touched here. */
-	for (i = 0; i < n; i += 2) {
-		double u1 = ((double)(rng_next(&s) >> 11) + 1) / 9007199254740993.0;
-		double u2 = (double)(rng_next(&s) >> 11) / 9007199254740992.0;
-		double rad = sqrt(-2 * log(u1));
-
-		g[i] = (float)(rad * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			g[i + 1] = (float)(rad * sin(2 * M_PI * u2));
-	}
-	for (i = 0; i < n; i++)
-		r[i] = 0.1f * g[(i * 7919) % n];
-	memset(acc, 0, n * sizeof(float));
-	memset(dst, 0, n * sizeof(float));
-	memset(cand, 0, ccap * sizeof(uint32_t));
-	memset(cval, 0, ccap * sizeof(float));
-	for (it = -o->warmup; it < o->iters; it++) {
-		double t0 = now(), t1;
-		float *a = acc;
-		const float *gg = g, *rr = r;
-
-		memcpy(dst, g, n * sizeof(float));
-		memcpy(a, rr, n * sizeof(float)); /* acc holds the residual, as in a plan */
-		t1 = now();
-		/* What a plan's call does: acc += g while gathering candidates,
-		 * then the exact selection from them (a scan when they fail). */
-		lo = spardl_topk_bound(gg, a, n, m);
-		nc = lo ? spardl_topk_acc_gather(a, gg, n, 1, lo, cand, cval, ccap) : SIZE_MAX;
-		if (!lo)
-			for (i = 0; i < n; i++)
-				a[i] += gg[i];
-		got = nc == SIZE_MAX ? SIZE_MAX :
-				       spardl_topk_from_cands(acc, m, lo, cand, cval, nc, NULL, NULL, 0, idx, val, &ws);
-		if (got == SIZE_MAX) {
-			got = spardl_topk_block(acc, n, m, idx, val, &ws);
-			fallbacks++;
-		}
-		if (it >= 0) {
-			tc[it] = t1 - t0;
-			ts[it] = now() - t1;
-		}
-	}
-	{
-		double mc = median(tc, o->iters), ms = median(ts, o->iters);
-		double gbc = (double)n * 4 / mc / 1e9, gbs = (double)n * 4 / ms / 1e9;
-
-		if (o->json)
-			printf("{\"count\": %zu, \"k\": %zu, \"selected\": %zu, \"memcpy_gbps\": %.2f, \"topk_gbps\": %.2f, \"topk_ms\": %.3f, \"memcpy_ms\": %.3f, \"glibc_tunables\": \"%s\"}\n",
-			       n, m, got, gbc, gbs, ms * 1e3, mc * 1e3, tunables());
-		else {
-			printf("# spardl-bench topk: n=%zu, k=%zu (density %g), one thread, %d iterations, GLIBC_TUNABLES=%s\n",
-			       n, m, o->density, o->iters, tunables());
-			printf("%-28s %10s %10s\n", "operation", "median_ms", "GB/s");
-			printf("%-28s %10.3f %10.2f\n", "memcpy (same bytes)", mc * 1e3, gbc);
-			printf("%-28s %10.3f %10.2f\n", "acc = g + residual; topk", ms * 1e3, gbs);
-			printf("# top-k scans at %.0f%% of memcpy bandwidth; selected %zu; %d of %d selections fell back to a scan\n",
-			       100 * gbs / gbc, got, fallbacks, o->iters + o->warmup);
-		}
-	}
-	spardl_topk_ws_fini(&ws);
-	free(cand);
-	free(cval);
-	free(g);
-	free(r);
-	free(acc);
-	free(dst);
-	free(val);
-	free(idx);
-	free(tc);
-	free(ts);
-	return 0;
+	return (2.0 * p + 2.0 * log2((double)p)) * m->alpha + 6.0 * k * (p - 1) / p * 4.0 / m->beta;
 }
 
-/* ---------------------------------------------------------------- */
-/* --mode write-bw: rank 0 writes to rank 1 through the transport    */
-/* ---------------------------------------------------------------- */
-
-#define WINDOW 16
-
-static int mode_write_bw(const struct opts *o)
+static double lower_bound_bytes(int p, double k)
 {
-	struct spardl_comm *comm;
-	const struct spardl_tp_ops *ops;
-	struct spardl_tp_mr *src = NULL, *dst = NULL;
-	struct spardl_tp_ep *ep = NULL;
-	struct spardl_tp_rmr *rmr = NULL;
-	struct spardl_tp_event ev[64];
-	struct spardl_tp_peer tpeer;
-	size_t sz = o->msg_size, i;
-	int peer, ret, it, total, got, rounds = o->iters;
-	double *tw = calloc((size_t)rounds, sizeof(double)), *tm = calloc((size_t)rounds, sizeof(double));
+	return 2.0 * k * (p - 1) / p * 4.0;
+}
 
-	ret = spardl_comm_create(NULL, &comm);
-	if (ret) {
-		fprintf(stderr, "spardl-bench: %s\n", spardl_last_error());
-		return 1;
+static int simulate(const struct opts *o)
+{
+	static const char *const ph[] = { "srs", "sag", "ag", "merge", "rs", "rag", "local" };
+	struct variant vars[MAX_LIST];
+	FILE *csv = NULL;
+	char err[300];
+	int a, i, j, k, q, first = 1, ret = 0;
+
+	if (o->csv) {
+		csv = fopen(o->csv, "w");
+		if (!csv) {
+			fprintf(stderr, "spardl-bench: cannot create %s: %m\n", o->csv);
+			return 1;
+		}
+		fprintf(csv, "ranks,count,density,k,algo,teams,time_ms,srs_ms,sag_ms,ag_ms,merge_ms,rs_ms,rag_ms,"
+			     "local_ms,bytes_per_rank,messages_per_rank,speedup_vs_dense,oktopk_ms,speedup_vs_oktopk,"
+			     "volume_over_lower_bound,exact,alpha_s,beta_Bps,gamma_s,gamma_pair_s,ranks_per_node\n");
 	}
-	rank = comm->rank;
-	size = comm->size;
-	if (size != 2) {
-		if (rank == 0)
-			fprintf(stderr, "spardl-bench: --mode write-bw needs exactly 2 ranks (got %d)\n", size);
-		spardl_comm_destroy(comm);
-		return 2;
-	}
-	ops = comm->tp_ops;
-	peer = 1 - rank;
-	/* Both sides hold WINDOW slots of sz bytes as source and target. */
-	ret = ops->mem_alloc(comm->tp, sz * WINDOW, SPARDL_MEM_HOST, SPARDL_ACCESS_LOCAL, &src);
-	if (!ret)
-		ret = ops->mem_alloc(comm->tp, sz * WINDOW, SPARDL_MEM_HOST,
-				     SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &dst);
-	tpeer.rank = peer;
-	tpeer.flags = SPARDL_TP_PEER_WRITES_HERE | SPARDL_TP_PEER_WRITTEN;
-	tpeer.remote_len = sz * WINDOW;
-	/* ep_create is collective: every rank calls it, whatever failed before. */
-	if (ret)
-		ret = spardl_bootstrap_exchange(comm->bs, ret, "allocate the benchmark's memory", NULL, NULL, 0);
+	if (o->json)
+		printf("{\"model\": {\"alpha_s\": %g, \"beta_Bps\": %g, \"gamma_s\": %g, \"gamma_pair_s\": %g, "
+		       "\"ranks_per_node\": %d}, \"points\": [",
+		       o->model.alpha, o->model.beta, o->model.gamma, o->model.gamma_pair, o->model.ranks_per_node);
 	else
-		ret = ops->ep_create(comm->tp, &tpeer, 1, 4 * WINDOW, dst, &ep);
-	if (ret)
-		goto out;
-	rmr = ep->remote[peer];
-	memset(src->addr, rank + 1, sz * WINDOW);
-	for (it = -o->warmup; it < rounds; it++) {
-		double t0;
+		printf("# spardl-bench --simulate: alpha %g s, beta %g B/s (%.1f Gb/s), gamma %g s/element, "
+		       "gamma_pair %g s/pair, %d ranks per node\n"
+		       "# messages at their schedule bounds; times in ms on the rank that finishes last; word = 4 B\n",
+		       o->model.alpha, o->model.beta, o->model.beta * 8 / 1e9, o->model.gamma, o->model.gamma_pair,
+		       o->model.ranks_per_node);
+	for (q = 0; q < o->nranks; q++) {
+		int p = o->ranks[q], nv = expand_algos(o, p, vars, MAX_LIST, err, sizeof(err));
 
-		ret = spardl_bootstrap_barrier(comm->bs);
-		if (ret)
+		if (nv < 0) {
+			fprintf(stderr, "spardl-bench: %s\n", err);
+			ret = 2;
 			goto out;
-		t0 = now();
-		if (rank == 0) {
-			/* WINDOW writes, then wait for the one-slot ack. */
-			for (i = 0; i < WINDOW; i++) {
-				ret = ops->write(ep, peer, src, i * sz, rmr, i * sz, sz, (uint32_t)i,
-						 i + 1 == WINDOW ? SPARDL_TP_WRITE_LAST : 0);
-				if (ret)
-					goto out;
-			}
-			ret = ops->quiesce(ep, comm->timeout_ms);
-			for (got = 0; !ret && got < 1;) {
-				total = ops->poll(ep, ev, 64, comm->timeout_ms);
-				if (total <= 0) {
-					ret = total ? total : -ETIMEDOUT;
-					break;
-				}
-				got += total;
-			}
-		} else {
-			for (got = 0; got < WINDOW;) {
-				total = ops->poll(ep, ev, 64, comm->timeout_ms);
-				if (total <= 0) {
-					ret = total ? total : -ETIMEDOUT;
-					goto out;
-				}
-				got += total;
-			}
-			ret = ops->write(ep, peer, src, 0, rmr, 0, 8, 0, SPARDL_TP_WRITE_LAST);
-			if (!ret)
-				ret = ops->quiesce(ep, comm->timeout_ms);
 		}
-		if (ret)
-			goto out;
-		if (it >= 0)
-			tw[it] = now() - t0;
-		/* memcpy of the same bytes between buffers of the same kinds
-		 * (the transport's source and receive memory, here local), same
-		 * process, same round. */
-		if (rank != 0)
-			continue; /* the other rank idles, as it does while written to */
-		t0 = now();
-		for (i = 0; i < WINDOW; i++)
-			memcpy((uint8_t *)dst->addr + i * sz, (uint8_t *)src->addr + i * sz, sz);
-		__asm__ volatile("" : : "r"(dst->addr) : "memory");
-		if (it >= 0)
-			tm[it] = now() - t0;
-	}
-	if (rank == 0) {
-		double mw = median(tw, rounds), mm = median(tm, rounds);
-		double bw = (double)sz * WINDOW / mw / 1e9, bm = (double)sz * WINDOW / mm / 1e9;
+		for (i = 0; i < o->ncounts; i++) {
+			for (j = 0; j < o->ndens; j++) {
+				size_t n = o->counts[i];
+				double d = o->dens[j], kk = ceil(d * (double)n), dense = 0, okt = oktopk_cost(p, kk, &o->model);
 
-		if (o->json)
-			printf("{\"transport\": \"%s\", \"msg_bytes\": %zu, \"window\": %d, \"write_gbps\": %.2f, \"memcpy_gbps\": %.2f, \"ratio\": %.3f, \"glibc_tunables\": \"%s\"}\n",
-			       ops->name, sz, WINDOW, bw, bm, bw / bm, tunables());
-		else {
-			printf("# spardl-bench write-bw: transport %s, %zu-byte writes, %d in flight, %d rounds, GLIBC_TUNABLES=%s\n",
-			       ops->name, sz, WINDOW, rounds, tunables());
-			printf("%-24s %10s\n", "operation", "GB/s");
-			printf("%-24s %10.2f\n", "transport write", bw);
-			printf("%-24s %10.2f\n", "memcpy (same bytes)", bm);
-			printf("# write bandwidth is %.0f%% of memcpy\n", 100 * bw / bm);
+				if (kk < 1)
+					kk = 1;
+				if (!o->json)
+					printf("\n# P=%d n=%zu density %g k=%.0f: Ok-Topk's published cost %.4f ms; lower "
+					       "bound %.0f B per rank\n%-30s %5s %10s %8s %8s %8s %8s %8s %8s %8s %12s %8s %9s %9s %6s\n",
+					       p, n, d, kk, okt * 1e3, lower_bound_bytes(p, kk), "algo", "teams", "time_ms",
+					       ph[0], ph[1], ph[2], ph[3], ph[4], ph[5], ph[6], "bytes/rank", "msgs",
+					       "vs_dense", "vs_oktopk", "vol/lb");
+				for (k = 0; k < nv; k++) {
+					struct spardl_plan_params pp;
+					struct spardl_sim_result r;
+
+					plan_params(&vars[k], n, d, &pp);
+					ret = spardl_simulate(&pp, p, &o->model, &r);
+					if (ret) {
+						fprintf(stderr, "spardl-bench: simulating %s at P=%d, n=%zu, density %g: %s\n",
+							vars[k].label, p, n, d, spardl_last_error());
+						ret = 1;
+						goto out;
+					}
+					if (k == 0)
+						dense = r.time;
+					if (o->json) {
+						printf("%s\n  {\"ranks\": %d, \"count\": %zu, \"density\": %g, \"algo\": \"%s\", "
+						       "\"teams\": %d, \"time_ms\": %.6f, \"phase_ms\": {",
+						       first ? "" : ",", p, n, d, vars[k].label, r.teams, r.time * 1e3);
+						for (a = 0; a < 7; a++)
+							printf("%s\"%s\": %.6f", a ? ", " : "", ph[a], r.phase_time[a] * 1e3);
+						printf("}, \"bytes_per_rank\": %.0f, \"messages_per_rank\": %.0f, "
+						       "\"speedup_vs_dense\": %.4f, \"oktopk_ms\": %.6f, \"volume_over_lower_bound\": %.4f, "
+						       "\"exact\": %d}",
+						       r.bytes_per_rank, r.messages_per_rank, r.time > 0 ? dense / r.time : 0,
+						       okt * 1e3, r.bytes_per_rank / lower_bound_bytes(p, kk), r.exact);
+						first = 0;
+					} else {
+						printf("%-30s %5d %10.4f", vars[k].label, r.teams, r.time * 1e3);
+						for (a = 0; a < 7; a++)
+							printf(" %8.4f", r.phase_time[a] * 1e3);
+						printf(" %12.0f %8.0f %8.2fx %8.2fx %6.2f%s\n", r.bytes_per_rank,
+						       r.messages_per_rank, r.time > 0 ? dense / r.time : 0,
+						       r.time > 0 ? okt / r.time : 0, r.bytes_per_rank / lower_bound_bytes(p, kk),
+						       r.exact ? "" : " (symmetric)");
+					}
+					if (csv) {
+						fprintf(csv, "%d,%zu,%g,%.0f,%s,%d,%.6f", p, n, d, kk, vars[k].label, r.teams,
+							r.time * 1e3);
+						for (a = 0; a < 7; a++)
+							fprintf(csv, ",%.6f", r.phase_time[a] * 1e3);
+						fprintf(csv, ",%.0f,%.0f,%.4f,%.6f,%.4f,%.4f,%d,%g,%g,%g,%g,%d\n", r.bytes_per_rank,
+							r.messages_per_rank, r.time > 0 ? dense / r.time : 0, okt * 1e3,
+							r.time > 0 ? okt / r.time : 0, r.bytes_per_rank / lower_bound_bytes(p, kk),
+							r.exact, o->model.alpha, o->model.beta, o->model.gamma,
+							o->model.gamma_pair, o->model.ranks_per_node);
+					}
+				}
+			}
 		}
 	}
+	if (o->json)
+		printf("\n]}\n");
 out:
-	if (ret)
-		fprintf(stderr, "spardl-bench: rank %d: %s\n", rank, spardl_last_error());
-	if (ep)
-		ops->ep_destroy(ep);
-	if (src)
-		ops->mem_free(comm->tp, src);
-	if (dst)
-		ops->mem_free(comm->tp, dst);
-	free(tw);
-	free(tm);
-	spardl_comm_destroy(comm);
-	return ret ? 1 : 0;
+	if (csv && fclose(csv)) {
+		fprintf(stderr, "spardl-bench: writing %s: %m\n", o->csv);
+		ret = 1;
+	}
+	return ret;
 }
+
+/* ---------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: spardl-bench [options]        (one rank; start it under spardl-run, mpirun, srun...)\n"
-		"  --mode M          allreduce (default), topk (one process), write-bw (2 ranks)\n"
-		"  --algos LIST      comma list of spardl, dense, topka, gtopk (default spardl,dense;\n"
-		"                    dense always runs as the baseline)\n"
-		"  -n, --count N     gradient elements (default 4194304)\n"
-		"  -d, --density D   kept fraction, (0, 1] (default 0.01)\n"
-		"  --teams D         SparDL teams (default 1)\n"
-		"  --sag S           bruck (default) or recursive\n"
-		"  --srs S           batched (default) or sequential\n"
-		"  --iters I         timed calls (default 20)\n"
+		"       spardl-bench --simulate --ranks LIST [options]   (no ranks needed)\n"
+		"A sweep over counts x densities x algorithms; dense runs first at each count as the baseline.\n"
+		"  -n, --count LIST  gradient elements, comma list; 2^N allowed (default 4194304)\n"
+		"  -d, --density LIST kept fractions in (0, 1] (default 0.01)\n"
+		"  --algos LIST      spardl[:teams=T|auto][:sag=bruck|recursive][:srs=batched|sequential],\n"
+		"                    spardl-seq, spardl-rsag, topka, gtopk, dense, or all (every one the size\n"
+		"                    allows) (default spardl)\n"
+		"  --teams T, --sag S, --srs S   defaults of the spardl entries (1, bruck, batched)\n"
+		"  --iters I         timed calls per point (default 20)\n"
 		"  --warmup W        untimed calls first (default 3)\n"
-		"  --no-check        skip the result checks\n"
-		"  --size B          message bytes for write-bw (default 1048576)\n"
-		"  --seed S          data seed (default 1)\n"
+		"  --check           check every result (default): conservation, every rank the same result,\n"
+		"                    at density 1 the exact sum; --no-check skips\n"
+		"  --csv FILE        every point as a CSV row too\n"
 		"  --json            one JSON object instead of the table\n"
-		"example: spardl-run -n 4 spardl-bench --algos spardl,dense -n 16777216 -d 0.01\n");
+		"  --progress, --no-progress   a progress line on stderr (default: when it is a terminal)\n"
+		"  --seed S          data seed (default 1)\n"
+		"simulation (spardl_simulate(): the compiled schedules on a virtual clock):\n"
+		"  --simulate        simulate instead of running; --ranks LIST gives the sizes (up to 4096 and more)\n"
+		"  --alpha S         seconds per message between nodes (default 2e-6)\n"
+		"  --link-gbps G     NIC bandwidth per node in Gbit/s (default 100), or --beta B in bytes/s\n"
+		"  --gamma S         seconds per gradient element of a streaming pass (default 0)\n"
+		"  --gamma-pair S    seconds per index-value pair handled (default 0)\n"
+		"  --ranks-per-node R   ranks sharing one NIC (default 1)\n"
+		"examples: spardl-run -n 4 spardl-bench --algos all -n 2^20,2^22 -d 0.001,0.01 --csv out.csv\n"
+		"          spardl-bench --simulate --ranks 256 -n 25000000 -d 0.01 --algos all --link-gbps 100\n");
+}
+
+static int parse_counts(const char *arg, size_t *out, int *n)
+{
+	char buf[512], *save = NULL, *tok, *end;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		unsigned long long v;
+
+		if (*n == MAX_LIST)
+			return -1;
+		if (!strncmp(tok, "2^", 2)) {
+			v = strtoull(tok + 2, &end, 10);
+			if (*end || v > 40)
+				return -1;
+			v = 1ull << v;
+		} else {
+			v = strtoull(tok, &end, 0);
+			if (*end)
+				return -1;
+		}
+		if (!v)
+			return -1;
+		out[(*n)++] = (size_t)v;
+	}
+	return *n ? 0 : -1;
+}
+
+static int parse_doubles(const char *arg, double *out, int *n)
+{
+	char buf[512], *save = NULL, *tok, *end;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		double v = strtod(tok, &end);
+
+		if (*end || !(v > 0 && v <= 1) || *n == MAX_LIST)
+			return -1;
+		out[(*n)++] = v;
+	}
+	return *n ? 0 : -1;
+}
+
+static int parse_ints(const char *arg, int *out, int *n)
+{
+	char buf[512], *save = NULL, *tok, *end;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		long v = strtol(tok, &end, 10);
+
+		if (*end || v < 1 || v > (1 << 20) || *n == MAX_LIST)
+			return -1;
+		out[(*n)++] = (int)v;
+	}
+	return *n ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "mode", required_argument, NULL, 'm' }, { "algos", required_argument, NULL, 'a' },
-		{ "count", required_argument, NULL, 'n' }, { "density", required_argument, NULL, 'd' },
-		{ "teams", required_argument, NULL, 't' }, { "sag", required_argument, NULL, 'S' },
-		{ "srs", required_argument, NULL, 'R' },   { "iters", required_argument, NULL, 'i' },
-		{ "warmup", required_argument, NULL, 'w' }, { "no-check", no_argument, NULL, 'C' },
-		{ "size", required_argument, NULL, 'b' },  { "seed", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },        { "help", no_argument, NULL, 'h' },
+		{ "algos", required_argument, NULL, 'a' },  { "count", required_argument, NULL, 'n' },
+		{ "density", required_argument, NULL, 'd' }, { "teams", required_argument, NULL, 't' },
+		{ "sag", required_argument, NULL, 'S' },    { "srs", required_argument, NULL, 'R' },
+		{ "iters", required_argument, NULL, 'i' },  { "warmup", required_argument, NULL, 'w' },
+		{ "check", no_argument, NULL, 'K' },        { "no-check", no_argument, NULL, 'C' },
+		{ "seed", required_argument, NULL, 's' },   { "json", no_argument, NULL, 'j' },
+		{ "csv", required_argument, NULL, 'c' },    { "progress", no_argument, NULL, 'p' },
+		{ "no-progress", no_argument, NULL, 'P' },  { "simulate", no_argument, NULL, 'M' },
+		{ "ranks", required_argument, NULL, 'r' },  { "alpha", required_argument, NULL, 'A' },
+		{ "beta", required_argument, NULL, 'B' },   { "link-gbps", required_argument, NULL, 'L' },
+		{ "gamma", required_argument, NULL, 'G' },  { "gamma-pair", required_argument, NULL, 'g' },
+		{ "ranks-per-node", required_argument, NULL, 'N' }, { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .mode = "allreduce", .algos = "spardl,dense", .count = 4194304, .density = 0.01,
-			  .teams = 1, .iters = 20, .warmup = 3, .check = 1, .seed = 1, .msg_size = 1 << 20 };
+	struct opts o;
 	char *end;
 	int c;
 
+	memset(&o, 0, sizeof(o));
+	o.counts[0] = 4194304;
+	o.ncounts = 1;
+	o.dens[0] = 0.01;
+	o.ndens = 1;
+	snprintf(o.algos, sizeof(o.algos), "spardl");
+	o.teams = 1;
+	o.iters = 20;
+	o.warmup = 3;
+	o.check = 1;
+	o.seed = 1;
+	o.progress = -1;
+	spardl_sim_model_init(&o.model);
 	while ((c = getopt_long(argc, argv, "n:d:h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'm':
-			o.mode = optarg;
-			break;
 		case 'a':
 			snprintf(o.algos, sizeof(o.algos), "%s", optarg);
 			break;
 		case 'n':
-			o.count = strtoull(optarg, &end, 0);
-			if (*end || !o.count)
+			if (parse_counts(optarg, o.counts, &o.ncounts))
 				goto bad;
 			break;
 		case 'd':
-			o.density = strtod(optarg, &end);
-			if (*end || !(o.density > 0 && o.density <= 1))
+			if (parse_doubles(optarg, o.dens, &o.ndens))
 				goto bad;
 			break;
 		case 't':
-			o.teams = atoi(optarg);
+			if (!strcmp(optarg, "auto")) {
+				o.teams = 0;
+				break;
+			}
+			o.teams = (int)strtol(optarg, &end, 10);
+			if (*end || o.teams < 1)
+				goto bad;
 			break;
 		case 'S':
 			if (strcmp(optarg, "bruck") && strcmp(optarg, "recursive"))
@@ -653,28 +885,74 @@ int main(int argc, char **argv)
 			o.srs = !strcmp(optarg, "sequential");
 			break;
 		case 'i':
-			o.iters = atoi(optarg);
-			if (o.iters < 1)
+			o.iters = (int)strtol(optarg, &end, 10);
+			if (*end || o.iters < 1)
 				goto bad;
 			break;
 		case 'w':
-			o.warmup = atoi(optarg);
-			if (o.warmup < 0)
+			o.warmup = (int)strtol(optarg, &end, 10);
+			if (*end || o.warmup < 0)
 				goto bad;
+			break;
+		case 'K':
+			o.check = 1;
 			break;
 		case 'C':
 			o.check = 0;
 			break;
-		case 'b':
-			o.msg_size = strtoull(optarg, &end, 0);
-			if (*end || !o.msg_size)
-				goto bad;
-			break;
 		case 's':
-			o.seed = strtoull(optarg, NULL, 0);
+			o.seed = strtoull(optarg, &end, 0);
+			if (*end)
+				goto bad;
 			break;
 		case 'j':
 			o.json = 1;
+			break;
+		case 'c':
+			o.csv = optarg;
+			break;
+		case 'p':
+			o.progress = 1;
+			break;
+		case 'P':
+			o.progress = 0;
+			break;
+		case 'M':
+			o.simulate = 1;
+			break;
+		case 'r':
+			if (parse_ints(optarg, o.ranks, &o.nranks))
+				goto bad;
+			break;
+		case 'A':
+			o.model.alpha = strtod(optarg, &end);
+			if (*end || !(o.model.alpha >= 0))
+				goto bad;
+			break;
+		case 'B':
+			o.model.beta = strtod(optarg, &end);
+			if (*end || !(o.model.beta > 0))
+				goto bad;
+			break;
+		case 'L':
+			o.model.beta = strtod(optarg, &end) * 1e9 / 8;
+			if (*end || !(o.model.beta > 0))
+				goto bad;
+			break;
+		case 'G':
+			o.model.gamma = strtod(optarg, &end);
+			if (*end || !(o.model.gamma >= 0))
+				goto bad;
+			break;
+		case 'g':
+			o.model.gamma_pair = strtod(optarg, &end);
+			if (*end || !(o.model.gamma_pair >= 0))
+				goto bad;
+			break;
+		case 'N':
+			o.model.ranks_per_node = (int)strtol(optarg, &end, 10);
+			if (*end || o.model.ranks_per_node < 1)
+				goto bad;
 			break;
 		case 'h':
 			usage(stdout);
@@ -688,14 +966,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spardl-bench: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (!strcmp(o.mode, "allreduce"))
-		return mode_allreduce(&o);
-	if (!strcmp(o.mode, "topk"))
-		return mode_topk(&o);
-	if (!strcmp(o.mode, "write-bw"))
-		return mode_write_bw(&o);
-	fprintf(stderr, "spardl-bench: unknown mode '%s' (allreduce, topk, write-bw)\n", o.mode);
-	return 2;
+	if (o.simulate) {
+		if (!o.nranks) {
+			fprintf(stderr, "spardl-bench: --simulate needs --ranks LIST (e.g. --ranks 8,64,256)\n");
+			return 2;
+		}
+		/* Errors are printed here once, with the point that caused them. */
+		setenv("SPARDL_DEBUG", "none", 0);
+		return simulate(&o);
+	}
+	if (o.nranks) {
+		fprintf(stderr, "spardl-bench: --ranks is for --simulate; a run takes its size from its launcher\n");
+		return 2;
+	}
+	return sweep(&o);
 bad:
 	fprintf(stderr, "spardl-bench: bad value '%s' for option %s\n", optarg, argv[optind - 1]);
 	usage(stderr);

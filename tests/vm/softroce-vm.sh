@@ -21,12 +21,19 @@ mem=${SPARDL_VM_MEM:-3072}
 smp=${SPARDL_VM_SMP:-2}
 mode=run
 envs=()
+vde=
+ip_addr=
+mac=52:54:00:00:00:01
+shape=
+vm_name=localhost
 
 # Modules whose dependency closure the guest needs. crc32_generic is no
 # declared dependency of rdma_rxe, but `rdma link add` fails with ENOENT
 # without it (rxe asks the crypto API for crc32 when it creates a device).
 # rdma_ucm is what librdmacm needs; dummy gives dummy0.
-modules_wanted="virtio_pci 9pnet_virtio 9p crc32_generic rdma_ucm rdma_rxe dummy"
+# virtio_net and sch_netem serve the cluster mode (--vde): a NIC on a virtual
+# switch, shaped with tc netem.
+modules_wanted="virtio_pci 9pnet_virtio 9p crc32_generic rdma_ucm rdma_rxe dummy virtio_net sch_netem"
 
 usage() {
 	cat <<EOF
@@ -39,6 +46,12 @@ options:
   --env NAME=VALUE    set NAME in COMMAND's environment (repeatable)
   --mem MIB           guest memory (default $mem; env SPARDL_VM_MEM)
   --smp N             guest CPUs (default $smp; env SPARDL_VM_SMP)
+cluster mode (tests/vm/cluster.sh starts several such VMs):
+  --vde DIR           a virtio NIC on the vde_switch listening at DIR; rxe0 goes on it
+  --ip ADDR/PREFIX    its address (documentation ranges: 192.0.2.0/24, 2001:db8::/32)
+  --mac MAC           its MAC address (default $mac)
+  --shape "ARGS"      tc netem ARGS on its egress, e.g. "rate 100mbit delay 0.2ms"
+  --name NAME         the guest's host name (default $vm_name)
 Also: SPARDL_VM_ACCEL (tcg|kvm; default probes KVM), SPARDL_VM_APPEND (kernel args).
 Exit status: COMMAND's; 124 timeout; 125 VM/setup failure; 77 cannot run here (skip).
 EOF
@@ -60,6 +73,11 @@ while [ $# -gt 0 ]; do
 	--env=*) envs+=("${1#*=}"); shift ;;
 	--mem) [ $# -ge 2 ] || { usage >&2; exit 2; }; mem=$2; shift 2 ;;
 	--smp) [ $# -ge 2 ] || { usage >&2; exit 2; }; smp=$2; shift 2 ;;
+	--vde) [ $# -ge 2 ] || { usage >&2; exit 2; }; vde=$2; shift 2 ;;
+	--ip) [ $# -ge 2 ] || { usage >&2; exit 2; }; ip_addr=$2; shift 2 ;;
+	--mac) [ $# -ge 2 ] || { usage >&2; exit 2; }; mac=$2; shift 2 ;;
+	--shape) [ $# -ge 2 ] || { usage >&2; exit 2; }; shape=$2; shift 2 ;;
+	--name) [ $# -ge 2 ] || { usage >&2; exit 2; }; vm_name=$2; shift 2 ;;
 	--check) mode=check; shift ;;
 	--prepare) mode=prepare; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -69,6 +87,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
+if [ -n "$vde" ] && [ -z "$ip_addr" ]; then say "--vde needs --ip ADDR/PREFIX"; exit 2; fi
+case $vm_name in '' | *[!A-Za-z0-9.-]*) say "--name: letters, digits, dots and dashes only"; exit 2 ;; esac
 for v in "$timeout_s" "$mem" "$smp"; do
 	is_uint "$v" && [ "$v" -gt 0 ] || { say "not a positive integer: $v"; exit 2; }
 done
@@ -208,6 +228,7 @@ prepare_kernel() {
 	done
 	cp "$root/boot/vmlinuz-$ver" "$t/out/vmlinuz" &&
 		echo "$pkg" >"$t/out/package" &&
+		echo "$modules_wanted" >"$t/out/wanted" &&
 		touch "$t/out/ready" &&
 		rm -rf "$kdir" &&
 		mv "$t/out" "$kdir" || return 1
@@ -278,7 +299,7 @@ ln -sf /proc/self/fd/2 /newroot/dev/stderr
 # The host's /run (sockets, pid files) is not the guest's.
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "tmpfs /run"
 mkdir -p /newroot/run/lock
-hostname localhost
+hostname "$(cat /run9/hostname 2>/dev/null || echo localhost)"
 
 # Run the host's tools. Through env: busybox's chroot prefers its own applets
 # for bare names, and busybox ip knows no "nodad" (nor does it have rdma).
@@ -287,11 +308,23 @@ c() { chroot /newroot /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 # lo up adds 127.0.0.1 by itself; nodad makes the address usable at once.
 # Documentation prefixes only (RFC 3849, RFC 5737); the VM has no NIC. The
 # IPv4 one is for tools whose rdma_cm client is IPv4-only (perftest 4.5).
-[ -e /sys/class/net/dummy0 ] || ip link add dummy0 type dummy || fail "add dummy0"
-printf '%s\n' "link set lo up" "link set dummy0 mtu 4200 up" \
-	"addr add 2001:db8::1/128 dev dummy0 nodad" "addr add 192.0.2.1/32 dev dummy0" |
-	c ip -batch - || fail "network setup"
-c rdma link add rxe0 type rxe netdev dummy0 || fail "rdma link add rxe0"
+if [ -s /run9/net ]; then
+	# Cluster mode: the virtio NIC on the virtual switch, MTU 1500 (larger
+	# frames hung large RDMA writes over VDE), shaped with netem.
+	addr=$(cat /run9/net)
+	printf '%s\n' "link set lo up" "link set eth0 mtu 1500 up" "addr add $addr dev eth0" |
+		c ip -batch - || fail "network setup of eth0 ($addr)"
+	if [ -s /run9/shape ]; then
+		c tc qdisc add dev eth0 root netem limit 100000 $(cat /run9/shape) || fail "tc netem $(cat /run9/shape)"
+	fi
+	c rdma link add rxe0 type rxe netdev eth0 || fail "rdma link add rxe0 (eth0)"
+else
+	[ -e /sys/class/net/dummy0 ] || ip link add dummy0 type dummy || fail "add dummy0"
+	printf '%s\n' "link set lo up" "link set dummy0 mtu 4200 up" \
+		"addr add 2001:db8::1/128 dev dummy0 nodad" "addr add 192.0.2.1/32 dev dummy0" |
+		c ip -batch - || fail "network setup"
+	c rdma link add rxe0 type rxe netdev dummy0 || fail "rdma link add rxe0"
+fi
 i=0
 until grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state 2>/dev/null; do
 	i=$((i + 1))
@@ -354,7 +387,9 @@ pkg=$(LC_ALL=C apt-cache depends linux-image-amd64 2>/dev/null |
 	sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1) || pkg=
 if [ -n "$pkg" ]; then
 	ver=${pkg#linux-image-}
-	if [ ! -e "$workdir/kernels/$ver/ready" ] && ! prepare_kernel "$pkg" "$ver"; then
+	if { [ ! -e "$workdir/kernels/$ver/ready" ] ||
+		[ "$(cat "$workdir/kernels/$ver/wanted" 2>/dev/null)" != "$modules_wanted" ]; } &&
+		! prepare_kernel "$pkg" "$ver"; then
 		ver=$(newest_cached) || ver=
 		[ -n "$ver" ] || skip "could not download/unpack $pkg (run apt-get update?)"
 		say "using cached kernel $ver instead of $pkg"
@@ -382,6 +417,7 @@ tmp_paths+=("$run")
 chmod 755 "$run"
 
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+esc() { printf '%s' "${1//,/,,}"; } # qemu option values double their commas
 
 cwd=$(pwd -P)
 # Keep the guest command's own timeout inside the host's so that diagnostics
@@ -403,6 +439,15 @@ case $cwd in
 /tmp/?*) e=${cwd#/tmp/}; echo "${e%%/*}" >"$run/tmpbinds" ;;
 *) : >"$run/tmpbinds" ;;
 esac
+echo "$vm_name" >"$run/hostname"
+nic=(-nic none)
+if [ -n "$vde" ]; then
+	command -v vde_switch >/dev/null 2>&1 || skip "cluster mode needs Debian's vde2 (vde_switch)"
+	[ -S "$vde/ctl" ] || die "no vde_switch listening at $vde (start: vde_switch -s $vde -d)"
+	echo "$ip_addr" >"$run/net"
+	printf '%s\n' "$shape" >"$run/shape"
+	nic=(-netdev "vde,id=net0,sock=$(esc "$vde")" -device "virtio-net-pci,netdev=net0,mac=$mac")
+fi
 
 accel=
 # /dev/kvm can exist and still fail (nested virtualisation without vmx: qemu
@@ -420,7 +465,6 @@ elif kvm_works 2>/dev/null; then
 	accel=",accel=kvm"
 fi
 
-esc() { printf '%s' "${1//,/,,}"; } # qemu option values double their commas
 
 start=$(date +%s)
 # Not -nographic: with it SeaBIOS writes terminal resets (ESC c, clear
@@ -431,7 +475,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-nodefaults -display none -serial stdio -monitor none -no-reboot \
 	-kernel "$kdir/vmlinuz" -initrd "$(esc "$initrd")" \
 	-append "console=ttyS0 quiet panic=-1 ${SPARDL_VM_APPEND:-}" \
-	-nic none \
+	"${nic[@]}" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=$secmodel,id=hostroot,multidevs=remap" \
 	-virtfs "local,path=$(esc "$run"),mount_tag=spardlrun,security_model=$secmodel,id=spardlrun" \
 	</dev/null &

@@ -1,0 +1,370 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Internal micro-benchmarks (not installed): one thread's selection against
+ * memcpy (topk), and the transport's write bandwidth between two ranks
+ * (write-bw). They call the library's internals; spardl-bench measures the
+ * public API only.
+ *
+ *   build/tests/spardl-bench-internal topk -n 33554432 -d 0.01 --iters 10
+ *   build/tools/spardl-run -n 2 build/tests/spardl-bench-internal write-bw --iters 100
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <spardl/spardl.h>
+
+#include "core.h"
+#include "topk.h"
+
+struct opts {
+	size_t count;
+	double density;
+	int iters, warmup;
+	uint64_t seed;
+	size_t msg_size;
+	int json;
+};
+
+static int rank, size;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static const char *tunables(void)
+{
+	const char *t = getenv("GLIBC_TUNABLES");
+
+	return t ? t : "(unset)";
+}
+
+static int mode_topk(const struct opts *o)
+{
+	size_t n = o->count, m = (size_t)ceil(o->density * (double)n), i;
+	float *g = malloc(n * sizeof(float)), *r = malloc(n * sizeof(float)), *acc = malloc(n * sizeof(float));
+	float *dst = malloc(n * sizeof(float)), *val = malloc((m ? m : 1) * sizeof(float));
+	uint32_t *idx = malloc((m ? m : 1) * sizeof(uint32_t));
+	double *tc = calloc((size_t)o->iters, sizeof(double)), *ts = calloc((size_t)o->iters, sizeof(double));
+	struct spardl_topk_ws ws;
+	uint64_t s = o->seed * 2654435761u + 7;
+	size_t got = 0, ccap = spardl_topk_cand_cap(m), nc;
+	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), lo;
+	float *cval = malloc(ccap * sizeof(float));
+	int it, fallbacks = 0;
+
+	if (!g || !r || !acc || !dst || !val || !idx || !tc || !ts || !cand || !cval || spardl_topk_ws_init(&ws, m, 0)) {
+		fprintf(stderr, "spardl-bench: out of memory\n");
+		return 1;
+	}
+	/* Gaussian gradients and a smaller residual; every buffer touched here. */
+	for (i = 0; i < n; i += 2) {
+		double u1 = ((double)(rng_next(&s) >> 11) + 1) / 9007199254740993.0;
+		double u2 = (double)(rng_next(&s) >> 11) / 9007199254740992.0;
+		double rad = sqrt(-2 * log(u1));
+
+		g[i] = (float)(rad * cos(2 * M_PI * u2));
+		if (i + 1 < n)
+			g[i + 1] = (float)(rad * sin(2 * M_PI * u2));
+	}
+	for (i = 0; i < n; i++)
+		r[i] = 0.1f * g[(i * 7919) % n];
+	memset(acc, 0, n * sizeof(float));
+	memset(dst, 0, n * sizeof(float));
+	memset(cand, 0, ccap * sizeof(uint32_t));
+	memset(cval, 0, ccap * sizeof(float));
+	for (it = -o->warmup; it < o->iters; it++) {
+		double t0 = now(), t1;
+		float *a = acc;
+		const float *gg = g, *rr = r;
+
+		memcpy(dst, g, n * sizeof(float));
+		memcpy(a, rr, n * sizeof(float)); /* acc holds the residual, as in a plan */
+		t1 = now();
+		/* What a plan's call does: acc += g while gathering candidates,
+		 * then the exact selection from them (a scan when they fail). */
+		lo = spardl_topk_bound(gg, a, n, m);
+		nc = lo ? spardl_topk_acc_gather(a, gg, n, 1, lo, cand, cval, ccap) : SIZE_MAX;
+		if (!lo)
+			for (i = 0; i < n; i++)
+				a[i] += gg[i];
+		got = nc == SIZE_MAX ? SIZE_MAX :
+				       spardl_topk_from_cands(acc, m, lo, cand, cval, nc, NULL, NULL, 0, idx, val, &ws);
+		if (got == SIZE_MAX) {
+			got = spardl_topk_block(acc, n, m, idx, val, &ws);
+			fallbacks++;
+		}
+		if (it >= 0) {
+			tc[it] = t1 - t0;
+			ts[it] = now() - t1;
+		}
+	}
+	{
+		double mc = median(tc, o->iters), ms = median(ts, o->iters);
+		double gbc = (double)n * 4 / mc / 1e9, gbs = (double)n * 4 / ms / 1e9;
+
+		if (o->json)
+			printf("{\"count\": %zu, \"k\": %zu, \"selected\": %zu, \"memcpy_gbps\": %.2f, \"topk_gbps\": %.2f, \"topk_ms\": %.3f, \"memcpy_ms\": %.3f, \"glibc_tunables\": \"%s\"}\n",
+			       n, m, got, gbc, gbs, ms * 1e3, mc * 1e3, tunables());
+		else {
+			printf("# spardl-bench topk: n=%zu, k=%zu (density %g), one thread, %d iterations, GLIBC_TUNABLES=%s\n",
+			       n, m, o->density, o->iters, tunables());
+			printf("%-28s %10s %10s\n", "operation", "median_ms", "GB/s");
+			printf("%-28s %10.3f %10.2f\n", "memcpy (same bytes)", mc * 1e3, gbc);
+			printf("%-28s %10.3f %10.2f\n", "acc = g + residual; topk", ms * 1e3, gbs);
+			printf("# top-k scans at %.0f%% of memcpy bandwidth; selected %zu; %d of %d selections fell back to a scan\n",
+			       100 * gbs / gbc, got, fallbacks, o->iters + o->warmup);
+		}
+	}
+	spardl_topk_ws_fini(&ws);
+	free(cand);
+	free(cval);
+	free(g);
+	free(r);
+	free(acc);
+	free(dst);
+	free(val);
+	free(idx);
+	free(tc);
+	free(ts);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* write-bw: rank 0 writes to rank 1 through the transport    */
+/* ---------------------------------------------------------------- */
+
+#define WINDOW 16
+
+static int mode_write_bw(const struct opts *o)
+{
+	struct spardl_comm *comm;
+	const struct spardl_tp_ops *ops;
+	struct spardl_tp_mr *src = NULL, *dst = NULL;
+	struct spardl_tp_ep *ep = NULL;
+	struct spardl_tp_rmr *rmr = NULL;
+	struct spardl_tp_event ev[64];
+	struct spardl_tp_peer tpeer;
+	size_t sz = o->msg_size, i;
+	int peer, ret, it, total, got, rounds = o->iters;
+	double *tw = calloc((size_t)rounds, sizeof(double)), *tm = calloc((size_t)rounds, sizeof(double));
+
+	ret = spardl_comm_create(NULL, &comm);
+	if (ret) {
+		fprintf(stderr, "spardl-bench: %s\n", spardl_last_error());
+		return 1;
+	}
+	rank = comm->rank;
+	size = comm->size;
+	if (size != 2) {
+		if (rank == 0)
+			fprintf(stderr, "spardl-bench: write-bw needs exactly 2 ranks (got %d)\n", size);
+		spardl_comm_destroy(comm);
+		return 2;
+	}
+	ops = comm->tp_ops;
+	peer = 1 - rank;
+	/* Both sides hold WINDOW slots of sz bytes as source and target. */
+	ret = ops->mem_alloc(comm->tp, sz * WINDOW, SPARDL_MEM_HOST, SPARDL_ACCESS_LOCAL, &src);
+	if (!ret)
+		ret = ops->mem_alloc(comm->tp, sz * WINDOW, SPARDL_MEM_HOST,
+				     SPARDL_ACCESS_LOCAL | SPARDL_ACCESS_REMOTE_WRITE, &dst);
+	tpeer.rank = peer;
+	tpeer.flags = SPARDL_TP_PEER_WRITES_HERE | SPARDL_TP_PEER_WRITTEN;
+	tpeer.remote_len = sz * WINDOW;
+	/* ep_create is collective: every rank calls it, whatever failed before. */
+	if (ret)
+		ret = spardl_bootstrap_exchange(comm->bs, ret, "allocate the benchmark's memory", NULL, NULL, 0);
+	else
+		ret = ops->ep_create(comm->tp, &tpeer, 1, 4 * WINDOW, dst, &ep);
+	if (ret)
+		goto out;
+	rmr = ep->remote[peer];
+	memset(src->addr, rank + 1, sz * WINDOW);
+	for (it = -o->warmup; it < rounds; it++) {
+		double t0;
+
+		ret = spardl_bootstrap_barrier(comm->bs);
+		if (ret)
+			goto out;
+		t0 = now();
+		if (rank == 0) {
+			/* WINDOW writes, then wait for the one-slot ack. */
+			for (i = 0; i < WINDOW; i++) {
+				ret = ops->write(ep, peer, src, i * sz, rmr, i * sz, sz, (uint32_t)i,
+						 i + 1 == WINDOW ? SPARDL_TP_WRITE_LAST : 0);
+				if (ret)
+					goto out;
+			}
+			ret = ops->quiesce(ep, comm->timeout_ms);
+			for (got = 0; !ret && got < 1;) {
+				total = ops->poll(ep, ev, 64, comm->timeout_ms);
+				if (total <= 0) {
+					ret = total ? total : -ETIMEDOUT;
+					break;
+				}
+				got += total;
+			}
+		} else {
+			for (got = 0; got < WINDOW;) {
+				total = ops->poll(ep, ev, 64, comm->timeout_ms);
+				if (total <= 0) {
+					ret = total ? total : -ETIMEDOUT;
+					goto out;
+				}
+				got += total;
+			}
+			ret = ops->write(ep, peer, src, 0, rmr, 0, 8, 0, SPARDL_TP_WRITE_LAST);
+			if (!ret)
+				ret = ops->quiesce(ep, comm->timeout_ms);
+		}
+		if (ret)
+			goto out;
+		if (it >= 0)
+			tw[it] = now() - t0;
+		/* memcpy of the same bytes between buffers of the same kinds
+		 * (the transport's source and receive memory, here local), same
+		 * process, same round. */
+		if (rank != 0)
+			continue; /* the other rank idles, as it does while written to */
+		t0 = now();
+		for (i = 0; i < WINDOW; i++)
+			memcpy((uint8_t *)dst->addr + i * sz, (uint8_t *)src->addr + i * sz, sz);
+		__asm__ volatile("" : : "r"(dst->addr) : "memory");
+		if (it >= 0)
+			tm[it] = now() - t0;
+	}
+	if (rank == 0) {
+		double mw = median(tw, rounds), mm = median(tm, rounds);
+		double bw = (double)sz * WINDOW / mw / 1e9, bm = (double)sz * WINDOW / mm / 1e9;
+
+		if (o->json)
+			printf("{\"transport\": \"%s\", \"msg_bytes\": %zu, \"window\": %d, \"write_gbps\": %.2f, \"memcpy_gbps\": %.2f, \"ratio\": %.3f, \"glibc_tunables\": \"%s\"}\n",
+			       ops->name, sz, WINDOW, bw, bm, bw / bm, tunables());
+		else {
+			printf("# spardl-bench write-bw: transport %s, %zu-byte writes, %d in flight, %d rounds, GLIBC_TUNABLES=%s\n",
+			       ops->name, sz, WINDOW, rounds, tunables());
+			printf("%-24s %10s\n", "operation", "GB/s");
+			printf("%-24s %10.2f\n", "transport write", bw);
+			printf("%-24s %10.2f\n", "memcpy (same bytes)", bm);
+			printf("# write bandwidth is %.0f%% of memcpy\n", 100 * bw / bm);
+		}
+	}
+out:
+	if (ret)
+		fprintf(stderr, "spardl-bench: rank %d: %s\n", rank, spardl_last_error());
+	if (ep)
+		ops->ep_destroy(ep);
+	if (src)
+		ops->mem_free(comm->tp, src);
+	if (dst)
+		ops->mem_free(comm->tp, dst);
+	free(tw);
+	free(tm);
+	spardl_comm_destroy(comm);
+	return ret ? 1 : 0;
+}
+
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: spardl-bench-internal topk|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
+		   "                              [--seed S] [--json]\n"
+		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
+		   "  write-bw  2 ranks (under spardl-run): the transport's one-sided write bandwidth, against memcpy\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "count", required_argument, NULL, 'n' }, { "density", required_argument, NULL, 'd' },
+		{ "iters", required_argument, NULL, 'i' }, { "warmup", required_argument, NULL, 'w' },
+		{ "size", required_argument, NULL, 'b' },  { "seed", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },        { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .count = 4194304, .density = 0.01, .iters = 20, .warmup = 3, .seed = 1,
+			  .msg_size = 1 << 20 };
+	const char *mode;
+	int c;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	mode = argv[1];
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "n:d:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			o.count = strtoull(optarg, NULL, 0);
+			break;
+		case 'd':
+			o.density = strtod(optarg, NULL);
+			break;
+		case 'i':
+			o.iters = atoi(optarg);
+			break;
+		case 'w':
+			o.warmup = atoi(optarg);
+			break;
+		case 'b':
+			o.msg_size = strtoull(optarg, NULL, 0);
+			break;
+		case 's':
+			o.seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'j':
+			o.json = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!o.count || !(o.density > 0 && o.density <= 1) || o.iters < 1 || o.warmup < 0 || !o.msg_size) {
+		fprintf(stderr, "spardl-bench-internal: bad option value\n");
+		return 2;
+	}
+	if (!strcmp(mode, "topk"))
+		return mode_topk(&o);
+	if (!strcmp(mode, "write-bw"))
+		return mode_write_bw(&o);
+	usage(stderr);
+	return 2;
+}
