@@ -14,6 +14,6 @@ $sudo apt-get install -y -qq --no-install-recommends \
 	check libhwloc-dev libibverbs-dev librdmacm-dev rdma-core ibverbs-providers libssl-dev \
 	clang libclang-rt-14-dev \
 	openmpi-bin libopenmpi-dev valgrind \
-	qemu-system-x86 busybox-static kmod cpio iproute2 ibverbs-utils rdmacm-utils perftest \
+	qemu-system-x86 busybox-static kmod cpio iproute2 ibverbs-utils rdmacm-utils perftest vde2 gnuplot-nox \
 	python3-numpy python3-torch python3-matplotlib dataset-fashion-mnist >/dev/null
 echo "install-deps: done"

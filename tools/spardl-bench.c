@@ -197,10 +197,24 @@ static int expand_algos(const struct opts *o, int p, struct variant *out, int ma
 			}
 			continue;
 		}
+		if (!strcmp(tok, "spardl:teams=every")) {
+			/* SparDL at every team count the size allows. */
+			for (i = 1; i <= p && n < max; i++) {
+				char t[48];
+
+				if (p % i)
+					continue;
+				snprintf(t, sizeof(t), "spardl:teams=%d", i);
+				parse_variant(t, o, &v);
+				out[n++] = v;
+			}
+			continue;
+		}
 		if (parse_variant(tok, o, &v)) {
 			snprintf(err, elen,
 				 "unknown algorithm '%s': give spardl[:teams=T|auto][:sag=bruck|recursive]"
-				 "[:srs=batched|sequential], spardl-seq, spardl-rsag, topka, gtopk, dense or all",
+				 "[:srs=batched|sequential], spardl:teams=every, spardl-seq, spardl-rsag, topka, gtopk, "
+				 "dense or all",
 				 tok);
 			return -1;
 		}
@@ -736,8 +750,8 @@ static void usage(FILE *f)
 		"  -n, --count LIST  gradient elements, comma list; 2^N allowed (default 4194304)\n"
 		"  -d, --density LIST kept fractions in (0, 1] (default 0.01)\n"
 		"  --algos LIST      spardl[:teams=T|auto][:sag=bruck|recursive][:srs=batched|sequential],\n"
-		"                    spardl-seq, spardl-rsag, topka, gtopk, dense, or all (every one the size\n"
-		"                    allows) (default spardl)\n"
+		"                    spardl:teams=every (each divisor of the size), spardl-seq, spardl-rsag,\n"
+		"                    topka, gtopk, dense, or all (every one the size allows) (default spardl)\n"
 		"  --teams T, --sag S, --srs S   defaults of the spardl entries (1, bruck, batched)\n"
 		"  --iters I         timed calls per point (default 20)\n"
 		"  --warmup W        untimed calls first (default 3)\n"
