@@ -19,6 +19,8 @@
 
 #include <spardl/spardl.h>
 
+#include "bench-util.h"
+
 #include "core.h"
 #include "topk.h"
 
@@ -33,43 +35,7 @@ struct opts {
 
 static int rank, size;
 
-static double now(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static const char *tunables(void)
-{
-	const char *t = getenv("GLIBC_TUNABLES");
-
-	return t ? t : "(unset)";
-}
 
 static int mode_topk(const struct opts *o)
 {
@@ -91,8 +57,8 @@ static int mode_topk(const struct opts *o)
 	}
 	/* Gaussian gradients and a smaller residual; every buffer touched here. */
 	for (i = 0; i < n; i += 2) {
-		double u1 = ((double)(rng_next(&s) >> 11) + 1) / 9007199254740993.0;
-		double u2 = (double)(rng_next(&s) >> 11) / 9007199254740992.0;
+		double u1 = ((double)(bench_rng_next(&s) >> 11) + 1) / 9007199254740993.0;
+		double u2 = (double)(bench_rng_next(&s) >> 11) / 9007199254740992.0;
 		double rad = sqrt(-2 * log(u1));
 
 		g[i] = (float)(rad * cos(2 * M_PI * u2));
@@ -106,13 +72,13 @@ static int mode_topk(const struct opts *o)
 	memset(cand, 0, ccap * sizeof(uint32_t));
 	memset(cval, 0, ccap * sizeof(float));
 	for (it = -o->warmup; it < o->iters; it++) {
-		double t0 = now(), t1;
+		double t0 = bench_now(), t1;
 		float *a = acc;
 		const float *gg = g, *rr = r;
 
 		memcpy(dst, g, n * sizeof(float));
 		memcpy(a, rr, n * sizeof(float)); /* acc holds the residual, as in a plan */
-		t1 = now();
+		t1 = bench_now();
 		/* What a plan's call does: acc += g while gathering candidates,
 		 * then the exact selection from them (a scan when they fail). */
 		lo = spardl_topk_bound(gg, a, n, m);
@@ -128,19 +94,19 @@ static int mode_topk(const struct opts *o)
 		}
 		if (it >= 0) {
 			tc[it] = t1 - t0;
-			ts[it] = now() - t1;
+			ts[it] = bench_now() - t1;
 		}
 	}
 	{
-		double mc = median(tc, o->iters), ms = median(ts, o->iters);
+		double mc = bench_median(tc, o->iters), ms = bench_median(ts, o->iters);
 		double gbc = (double)n * 4 / mc / 1e9, gbs = (double)n * 4 / ms / 1e9;
 
 		if (o->json)
 			printf("{\"count\": %zu, \"k\": %zu, \"selected\": %zu, \"memcpy_gbps\": %.2f, \"topk_gbps\": %.2f, \"topk_ms\": %.3f, \"memcpy_ms\": %.3f, \"glibc_tunables\": \"%s\"}\n",
-			       n, m, got, gbc, gbs, ms * 1e3, mc * 1e3, tunables());
+			       n, m, got, gbc, gbs, ms * 1e3, mc * 1e3, bench_tunables());
 		else {
 			printf("# spardl-bench topk: n=%zu, k=%zu (density %g), one thread, %d iterations, GLIBC_TUNABLES=%s\n",
-			       n, m, o->density, o->iters, tunables());
+			       n, m, o->density, o->iters, bench_tunables());
 			printf("%-28s %10s %10s\n", "operation", "median_ms", "GB/s");
 			printf("%-28s %10.3f %10.2f\n", "memcpy (same bytes)", mc * 1e3, gbc);
 			printf("%-28s %10.3f %10.2f\n", "acc = g + residual; topk", ms * 1e3, gbs);
@@ -219,7 +185,7 @@ static int mode_write_bw(const struct opts *o)
 		ret = spardl_bootstrap_barrier(comm->bs);
 		if (ret)
 			goto out;
-		t0 = now();
+		t0 = bench_now();
 		if (rank == 0) {
 			/* WINDOW writes, then wait for the one-slot ack. */
 			for (i = 0; i < WINDOW; i++) {
@@ -253,29 +219,29 @@ static int mode_write_bw(const struct opts *o)
 		if (ret)
 			goto out;
 		if (it >= 0)
-			tw[it] = now() - t0;
+			tw[it] = bench_now() - t0;
 		/* memcpy of the same bytes between buffers of the same kinds
 		 * (the transport's source and receive memory, here local), same
 		 * process, same round. */
 		if (rank != 0)
 			continue; /* the other rank idles, as it does while written to */
-		t0 = now();
+		t0 = bench_now();
 		for (i = 0; i < WINDOW; i++)
 			memcpy((uint8_t *)dst->addr + i * sz, (uint8_t *)src->addr + i * sz, sz);
 		__asm__ volatile("" : : "r"(dst->addr) : "memory");
 		if (it >= 0)
-			tm[it] = now() - t0;
+			tm[it] = bench_now() - t0;
 	}
 	if (rank == 0) {
-		double mw = median(tw, rounds), mm = median(tm, rounds);
+		double mw = bench_median(tw, rounds), mm = bench_median(tm, rounds);
 		double bw = (double)sz * WINDOW / mw / 1e9, bm = (double)sz * WINDOW / mm / 1e9;
 
 		if (o->json)
 			printf("{\"transport\": \"%s\", \"msg_bytes\": %zu, \"window\": %d, \"write_gbps\": %.2f, \"memcpy_gbps\": %.2f, \"ratio\": %.3f, \"glibc_tunables\": \"%s\"}\n",
-			       ops->name, sz, WINDOW, bw, bm, bw / bm, tunables());
+			       ops->name, sz, WINDOW, bw, bm, bw / bm, bench_tunables());
 		else {
 			printf("# spardl-bench write-bw: transport %s, %zu-byte writes, %d in flight, %d rounds, GLIBC_TUNABLES=%s\n",
-			       ops->name, sz, WINDOW, rounds, tunables());
+			       ops->name, sz, WINDOW, rounds, bench_tunables());
 			printf("%-24s %10s\n", "operation", "GB/s");
 			printf("%-24s %10.2f\n", "transport write", bw);
 			printf("%-24s %10.2f\n", "memcpy (same bytes)", bm);

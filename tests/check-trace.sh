@@ -56,6 +56,14 @@ else
 	notok "Chrome JSON check"
 fi
 
+if "$verbs" trace --no-summary --fit "$dir"/a-*.trace >"$dir/out" 2>&1 &&
+	grep -Eq '^fit: (time from post to notification = [0-9.]+ us \+ bytes / [0-9.]+ MB/s, over [0-9]+ writes on one host|the same-host writes. times do not grow)' "$dir/out"; then
+	# On one loaded host the receiver's busy time can outweigh the size: either answer is a fit report.
+	ok "--fit reports ($(grep '^fit' "$dir/out" | cut -c6-90))"
+else
+	notok "--fit"
+fi
+
 # 2. Three ranks: every SparDL variant the multi-process test runs.
 if SPARDL_TRACE="$dir/b-%r.trace" "$run" -n 3 --timeout 200 "$allreduce" >"$dir/out" 2>&1 &&
 	"$verbs" trace --no-summary "$dir"/b-*.trace >"$dir/out" 2>&1; then

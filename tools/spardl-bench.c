@@ -17,6 +17,8 @@
 
 #include <spardl/spardl.h>
 
+#include "bench-util.h"
+
 #define MAX_LIST 64
 
 /* One algorithm of the sweep, with its SparDL options. */
@@ -47,23 +49,6 @@ struct opts {
 
 static int rank, size;
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 /* Roughly normal integers (sigma 1000): realistic magnitudes, and every sum
  * stays exact in float so results can be checked bit for bit. */
@@ -73,7 +58,7 @@ static void gen_int(float *g, size_t n, uint64_t seed)
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		uint64_t r = rng_next(&s);
+		uint64_t r = bench_rng_next(&s);
 		/* Sum of 4 uniforms: cheap bell shape. */
 		int v = (int)(r & 0xffff) + (int)((r >> 16) & 0xffff) + (int)((r >> 32) & 0xffff) +
 			(int)((r >> 48) & 0xffff) - 2 * 65536;
@@ -82,25 +67,6 @@ static void gen_int(float *g, size_t n, uint64_t seed)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static const char *tunables(void)
-{
-	const char *t = getenv("GLIBC_TUNABLES");
-
-	return t ? t : "(unset)";
-}
 
 static const char *const algo_names[] = { "spardl", "dense", "topka", "gtopk" };
 
@@ -353,12 +319,12 @@ static int run_point(struct spardl_comm *comm, const struct opts *o, const struc
 		ret = spardl_allreduce(small, times); /* aligns the ranks */
 		if (ret)
 			goto out;
-		t0 = now();
+		t0 = bench_now();
 		ret = spardl_allreduce(plan, grad);
 		if (ret)
 			goto out;
 		if (it >= 0)
-			t[it] = now() - t0;
+			t[it] = bench_now() - t0;
 		if (it == -1) {
 			/* Stats of the timed calls only: what was there before. */
 			ret = spardl_plan_stats(plan, &res->st);
@@ -406,7 +372,7 @@ static int run_point(struct spardl_comm *comm, const struct opts *o, const struc
 		res->min = t[it] < res->min ? t[it] : res->min;
 		res->max = t[it] > res->max ? t[it] : res->max;
 	}
-	res->med = median(t, o->iters);
+	res->med = bench_median(t, o->iters);
 out:
 	spardl_plan_destroy(plan);
 	free(t);
@@ -453,7 +419,7 @@ static void csv_row(FILE *f, const char *tp, const struct result *r)
 		size, tp, r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r),
 		r->speedup, st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
 		st->wait / c * 1e3, st->output / c * 1e3, (double)st->bytes_sent / c, (double)st->scans / c,
-		r->check, tunables());
+		r->check, bench_tunables());
 }
 
 static void json_row(const char *tp, const struct result *r, int first)
@@ -540,18 +506,18 @@ static int sweep(const struct opts *o)
 	progress = o->progress < 0 ? points > 1 && isatty(2) : o->progress;
 	if (rank == 0 && o->json)
 		printf("{\"glibc_tunables\": \"%s\", \"iters\": %d, \"warmup\": %d, \"data\": \"int\", \"points\": [",
-		       tunables(), o->iters, o->warmup);
+		       bench_tunables(), o->iters, o->warmup);
 	else if (rank == 0) {
 		printf("# spardl-bench: %d ranks, transport %s, %d iterations (+%d warm-up) per point, data: integers "
 		       "(sigma 1000), GLIBC_TUNABLES=%s\n",
-		       size, tp, o->iters, o->warmup, tunables());
+		       size, tp, o->iters, o->warmup, bench_tunables());
 		printf("# time = the slowest rank's, ms; algbw = 4n bytes / time, busbw = algbw * 2(P-1)/P, GB/s; "
 		       "split = rank 0's ms per call; sent = rank 0's bytes per call\n");
 		printf("%12s %8s %-30s %5s %10s %10s %10s %8s %8s %9s | %7s %7s %7s %7s %7s %7s %10s %5s | %s\n",
 		       "count", "density", "algo", "teams", "median", "min", "max", "algbw", "busbw", "vs_dense",
 		       "accum", "select", "reduce", "post", "wait", "output", "sent", "scans", "check");
 	}
-	t_start = now();
+	t_start = bench_now();
 	for (i = 0; i < o->ncounts; i++) {
 		size_t n = o->counts[i];
 		double dense_med = 0;
@@ -585,7 +551,7 @@ static int sweep(const struct opts *o)
 				if (csv)
 					csv_row(csv, tp, &r);
 				if (progress) {
-					double el = now() - t_start;
+					double el = bench_now() - t_start;
 
 					fprintf(stderr, "\r[%d/%d] %s n=%zu d=%g: %.3f ms; %.0f s elapsed, about %.0f s left   %s",
 						done, points, vars[k].label, n, o->dens[j], r.med, el,

@@ -93,7 +93,7 @@ static void usage(FILE *f)
 		"       spardl-verbs env [--markdown]\n"
 		"       spardl-verbs schedule -P SIZE --count N [--rank R | --all] [--algo A] [--density D]\n"
 		"                             [--teams T] [--sag S] [--srs S] [--max-write BYTES] [--check]\n"
-		"       spardl-verbs trace [--chrome OUT.json] [--no-summary] FILE...\n"
+		"       spardl-verbs trace [--chrome OUT.json] [--no-summary] [--fit] FILE...\n"
 		"devices: every RDMA device, port, state, link layer, MTU and GID table, and the\n"
 		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why.\n"
 		"bw, lat: like ib_write_bw / ib_write_lat, through spardl's own transport (SPARDL_TRANSPORT,\n"

@@ -42,6 +42,10 @@ struct trace_set {
 	struct plan_info *plans;
 	uint32_t nplans;
 	int errors;
+	/* --fit: sums over matched writes (bytes x, post-to-notification time y),
+	 * between different hosts [1] and on one host [0]. */
+	double fx[2], fy[2], fxx[2], fxy[2];
+	uint64_t fn[2];
 };
 
 static const char *const algo_names[] = { "spardl", "dense", "topka", "gtopk" };
@@ -455,6 +459,7 @@ static void validate(struct trace_set *ts, uint64_t *checked_writes, uint64_t *f
 		for (i = 0; rt->path && i < rt->nrec; i++) {
 			const struct spardl_trace_rec *x = &rt->rec[i];
 			struct rank_trace *dt;
+			const struct spardl_trace_rec *match = NULL;
 			int found = 0;
 
 			if (x->kind != SPARDL_TR_POST || !ts->rt[x->peer].path)
@@ -464,10 +469,21 @@ static void validate(struct trace_set *ts, uint64_t *checked_writes, uint64_t *f
 				const struct spardl_trace_rec *y = &dt->rec[j];
 
 				if (y->kind == SPARDL_TR_NOTIFY && y->plan == x->plan && y->call == x->call && y->peer == r &&
-				    y->imm == x->imm)
+				    y->imm == x->imm) {
 					found++;
+					match = y;
+				}
 			}
 			if (found == 1) {
+				int cross = strcmp(rt->h.host, dt->h.host) != 0;
+				double bx = (double)x->a,
+				       dy = ((double)abs_ns(ts, x->peer, match) - (double)abs_ns(ts, r, x)) * 1e-9;
+
+				ts->fx[cross] += bx;
+				ts->fy[cross] += dy;
+				ts->fxx[cross] += bx * bx;
+				ts->fxy[cross] += bx * dy;
+				ts->fn[cross]++;
 				(*flows)++;
 				continue;
 			}
@@ -813,16 +829,47 @@ static int chrome(struct trace_set *ts, const char *out)
 	return 0;
 }
 
+/* --fit: time from post to notification = alpha + bytes / beta, least
+ * squares over the matched writes, between hosts when there are any. */
+static void fit(const struct trace_set *ts)
+{
+	int c = ts->fn[1] >= 2 ? 1 : 0;
+	double n = (double)ts->fn[c], mx, my, var, cov, slope, alpha;
+
+	if (ts->fn[c] < 2) {
+		printf("fit: fewer than 2 matched writes, nothing to fit\n");
+		return;
+	}
+	mx = ts->fx[c] / n;
+	my = ts->fy[c] / n;
+	var = ts->fxx[c] / n - mx * mx;
+	cov = ts->fxy[c] / n - mx * my;
+	if (!(var > 0) || !(cov > 0)) {
+		printf("fit: the %s writes' times do not grow with their sizes (sizes all alike, or clocks apart): no fit\n",
+		       c ? "cross-host" : "same-host");
+		return;
+	}
+	slope = cov / var;
+	alpha = my - slope * mx;
+	printf("fit: time from post to notification = %.2f us + bytes / %.2f MB/s, over %.0f writes %s\n"
+	       "     (spardl-bench --simulate --alpha %.3g --beta %.4g%s; writes queued behind others count as\n"
+	       "     slower links, and ranks on several hosts need synchronised clocks)\n",
+	       alpha * 1e6, 1.0 / slope / 1e6, n, c ? "between hosts" : "on one host (no cross-host writes)",
+	       alpha > 0 ? alpha : 0, 1.0 / slope, c ? "" : "; same-host copies, not a network");
+}
+
 static void trace_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: spardl-verbs trace [--chrome OUT.json] [--no-summary] FILE...\n"
+		"usage: spardl-verbs trace [--chrome OUT.json] [--no-summary] [--fit] FILE...\n"
 		"Reads the trace files SPARDL_TRACE wrote (one per rank), checks them (format and checksums,\n"
 		"then every recorded write against the plan's compiled schedule: each expected write seen\n"
 		"exactly once, nothing extra, sizes within bounds, and each write's notification on its\n"
 		"receiver), prints per plan a summary per phase and round (messages, bytes, pairs, time of the\n"
 		"slowest rank, bandwidth per rank, wait time, slowest rank) and with --chrome writes Chrome/\n"
 		"Perfetto trace JSON (pid = rank, tid = phase or peer, flow arrows from writes to notifications).\n"
+		"--fit fits alpha and beta (post to notification = alpha + bytes / beta) to the matched writes,\n"
+		"between hosts when there are any, for spardl-bench --simulate.\n"
 		"Exit status: 0 when the traces agree with the schedules, 1 naming each mismatch, 2 on bad input.\n");
 }
 
@@ -831,12 +878,13 @@ int spardl_verbs_trace(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "chrome", required_argument, NULL, 'c' },
 		{ "no-summary", no_argument, NULL, 'S' },
+		{ "fit", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct trace_set ts;
 	const char *out = NULL;
-	int c, i, r, summary = 1, ret = 2;
+	int c, i, r, summary = 1, do_fit = 0, ret = 2;
 	uint64_t writes = 0, flows = 0, first = UINT64_MAX;
 	uint32_t p;
 
@@ -850,6 +898,9 @@ int spardl_verbs_trace(int argc, char **argv)
 			break;
 		case 'S':
 			summary = 0;
+			break;
+		case 'F':
+			do_fit = 1;
 			break;
 		case 'h':
 			trace_usage(stdout);
@@ -897,6 +948,8 @@ int spardl_verbs_trace(int argc, char **argv)
 	if (summary)
 		summarize(&ts);
 	validate(&ts, &writes, &flows);
+	if (do_fit)
+		fit(&ts);
 	if (out && chrome(&ts, out))
 		goto out;
 	if (ts.nfiles < ts.size)

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/* What the benchmarks share: the clock, a data generator's random numbers,
+ * medians and the allocator setting they print. */
+#ifndef SPARDL_TOOLS_BENCH_UTIL_H
+#define SPARDL_TOOLS_BENCH_UTIL_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* xorshift64: reproducible data. */
+static inline uint64_t bench_rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts v. */
+static inline double bench_median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* GLIBC_TUNABLES, which changes large-buffer timings 5-10x: printed with every result. */
+static inline const char *bench_tunables(void)
+{
+	const char *t = getenv("GLIBC_TUNABLES");
+
+	return t ? t : "(unset)";
+}
+
+#endif
