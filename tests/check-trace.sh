@@ -41,10 +41,25 @@ ends = collections.Counter(e["id"] for e in ev if e["ph"] == "f")
 assert starts and set(starts) == set(ends), "flow starts and ends differ"
 assert all(v == 1 for v in starts.values()) and all(v == 1 for v in ends.values()), "a flow id repeats"
 assert len(starts) == int(sys.argv[2]), "flow count %d, the tool said %s" % (len(starts), sys.argv[2])
-slices = {(e["pid"], e["tid"], e["ts"]) for e in ev if e["ph"] == "X"}
+import bisect
+slices = collections.defaultdict(list)
+for e in ev:
+    if e["ph"] == "X":
+        slices[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
+for k in slices:
+    slices[k].sort()
+    # Properly nested or disjoint, as the trace viewers require of a track.
+    stack = []
+    for b, e in slices[k]:
+        while stack and stack[-1] <= b + 1e-6:
+            stack.pop()
+        assert not stack or e <= stack[-1] + 1e-6, "slices overlap on track %r at %.3f" % (k, b)
+        stack.append(e)
 for e in ev:
     if e["ph"] in "sf":
-        assert (e["pid"], e["tid"], e["ts"]) in slices, "flow event not on a slice: %r" % e
+        track = slices[(e["pid"], e["tid"])]
+        i = bisect.bisect_right(track, (e["ts"], float("inf"))) - 1
+        assert i >= 0 and track[i][0] <= e["ts"] <= track[i][1], "flow event inside no slice of its track: %r" % e
 assert {e["pid"] for e in ev if e["ph"] == "X"} == {0, 1, 2, 3}, "pids are not the ranks"
 names = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name"}
 assert "srs" in names and "writes to rank 1" in names, names

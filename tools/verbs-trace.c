@@ -25,7 +25,67 @@ struct rank_trace {
 	struct spardl_trace_hdr h;
 	struct spardl_trace_rec *rec;
 	size_t nrec;
+	/* Its NOTIFY records, sorted by (plan, call, writer, immediate). */
+	const struct spardl_trace_rec **notify;
+	size_t nnotify;
 };
+
+static int cmp_notify_key(const struct spardl_trace_rec *a, const struct spardl_trace_rec *b)
+{
+	if (a->plan != b->plan)
+		return a->plan < b->plan ? -1 : 1;
+	if (a->call != b->call)
+		return a->call < b->call ? -1 : 1;
+	if (a->peer != b->peer)
+		return a->peer < b->peer ? -1 : 1;
+	if (a->imm != b->imm)
+		return a->imm < b->imm ? -1 : 1;
+	return 0;
+}
+
+static int cmp_notify(const void *a, const void *b)
+{
+	return cmp_notify_key(*(const struct spardl_trace_rec *const *)a, *(const struct spardl_trace_rec *const *)b);
+}
+
+static int index_notify(struct rank_trace *rt)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < rt->nrec; i++)
+		n += rt->rec[i].kind == SPARDL_TR_NOTIFY;
+	rt->notify = malloc((n ? n : 1) * sizeof(*rt->notify));
+	if (!rt->notify)
+		return -1;
+	for (i = 0; i < rt->nrec; i++)
+		if (rt->rec[i].kind == SPARDL_TR_NOTIFY)
+			rt->notify[rt->nnotify++] = &rt->rec[i];
+	qsort(rt->notify, rt->nnotify, sizeof(*rt->notify), cmp_notify);
+	return 0;
+}
+
+/* The notifications on rt of the write x posted by rank `from`: the first
+ * one, and how many there are. */
+static const struct spardl_trace_rec *find_notify(const struct rank_trace *rt, const struct spardl_trace_rec *x,
+						  int from, int *count)
+{
+	struct spardl_trace_rec key = *x;
+	size_t lo = 0, hi = rt->nnotify, i;
+
+	key.peer = from;
+	*count = 0;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (cmp_notify_key(rt->notify[mid], &key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (i = lo; i < rt->nnotify && !cmp_notify_key(rt->notify[i], &key); i++)
+		(*count)++;
+	return *count ? rt->notify[lo] : NULL;
+}
 
 /* One plan as the traces describe it. */
 struct plan_info {
@@ -454,26 +514,18 @@ static void validate(struct trace_set *ts, uint64_t *checked_writes, uint64_t *f
 	/* Flows: a write's notification on its receiver, exactly once. */
 	for (r = 0; r < ts->size; r++) {
 		struct rank_trace *rt = &ts->rt[r];
-		size_t i, j;
+		size_t i;
 
 		for (i = 0; rt->path && i < rt->nrec; i++) {
 			const struct spardl_trace_rec *x = &rt->rec[i];
 			struct rank_trace *dt;
-			const struct spardl_trace_rec *match = NULL;
-			int found = 0;
+			const struct spardl_trace_rec *match;
+			int found;
 
 			if (x->kind != SPARDL_TR_POST || !ts->rt[x->peer].path)
 				continue;
 			dt = &ts->rt[x->peer];
-			for (j = 0; j < dt->nrec; j++) {
-				const struct spardl_trace_rec *y = &dt->rec[j];
-
-				if (y->kind == SPARDL_TR_NOTIFY && y->plan == x->plan && y->call == x->call && y->peer == r &&
-				    y->imm == x->imm) {
-					found++;
-					match = y;
-				}
-			}
+			match = find_notify(dt, x, r, &found);
 			if (found == 1) {
 				int cross = strcmp(rt->h.host, dt->h.host) != 0;
 				double bx = (double)x->a,
@@ -670,6 +722,28 @@ static const char *op_label(unsigned code)
 	return spardl_op_name(code);
 }
 
+/* A write's or notification's slice: 50 ns, or less where the next one on
+ * the same track (same kind, same peer) starts sooner, so that slices of a
+ * track never overlap. In microseconds. */
+static double short_slice(const struct trace_set *ts, int r, size_t i)
+{
+	const struct rank_trace *rt = &ts->rt[r];
+	const struct spardl_trace_rec *x = &rt->rec[i];
+	double dur = 0.05;
+	size_t j;
+
+	for (j = i + 1; j < rt->nrec && j < i + 256; j++) {
+		const struct spardl_trace_rec *y = &rt->rec[j];
+
+		if (y->kind == x->kind && y->peer == x->peer) {
+			double gap = (double)(y->t_ns - x->t_ns) / 1000.0;
+
+			return gap < dur ? gap : dur;
+		}
+	}
+	return dur;
+}
+
 static int tid_write(const struct spardl_trace_rec *x)
 {
 	return 100 + x->peer;
@@ -759,31 +833,29 @@ static int chrome(struct trace_set *ts, const char *out)
 			case SPARDL_TR_POST: {
 				struct rank_trace *dt = &ts->rt[x->peer];
 				const struct spardl_trace_rec *y = NULL;
+				double dur = short_slice(ts, r, i);
+				int count = 0;
 
+				/* Writes and notifications are short slices, and
+				 * the flow events sit inside them, so that they bind. */
 				fprintf(f, "%s{\"ph\":\"X\",\"cat\":\"write\",\"name\":\"write %s %u\",\"pid\":%d,\"tid\":%d,"
-					   "\"ts\":%.3f,\"dur\":0,\"args\":{\"bytes\":%" PRIu64 ",\"peer\":%d,\"qpn\":%u,"
+					   "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"bytes\":%" PRIu64 ",\"peer\":%d,\"qpn\":%u,"
 					   "\"wr_id\":\"0x%" PRIx64 "\",\"imm\":\"0x%08x\",\"step\":%u,\"call\":%" PRIu64 "}}",
-					SEP(), spardl_phase_name(x->phase), x->round, r, tid_write(x), t, x->a, x->peer, x->qpn,
+					SEP(), spardl_phase_name(x->phase), x->round, r, tid_write(x), t, dur, x->a, x->peer, x->qpn,
 					x->b, x->imm, x->step, x->call);
-				for (j = 0; dt->path && j < dt->nrec; j++) {
-					const struct spardl_trace_rec *z = &dt->rec[j];
-
-					if (z->kind == SPARDL_TR_NOTIFY && z->plan == x->plan && z->call == x->call &&
-					    z->peer == r && z->imm == x->imm) {
-						y = z;
-						break;
-					}
-				}
+				if (dt->path)
+					y = find_notify(dt, x, r, &count);
 				if (y) {
-					double ty = (double)abs_ns(ts, x->peer, y) / 1000.0;
+					double ty = (double)abs_ns(ts, x->peer, y) / 1000.0,
+					       ydur = short_slice(ts, x->peer, (size_t)(y - dt->rec));
 
 					flow++;
 					fprintf(f, "%s{\"ph\":\"s\",\"cat\":\"write\",\"name\":\"write\",\"id\":%" PRIu64
 						   ",\"pid\":%d,\"tid\":%d,\"ts\":%.3f}",
-						SEP(), flow, r, tid_write(x), t);
+						SEP(), flow, r, tid_write(x), t + dur / 2);
 					fprintf(f, "%s{\"ph\":\"f\",\"bp\":\"e\",\"cat\":\"write\",\"name\":\"write\",\"id\":%" PRIu64
 						   ",\"pid\":%d,\"tid\":%d,\"ts\":%.3f}",
-						SEP(), flow, x->peer, 200 + r, ty);
+						SEP(), flow, x->peer, 200 + r, ty + ydur / 2);
 				}
 				break;
 			}
@@ -794,9 +866,10 @@ static int chrome(struct trace_set *ts, const char *out)
 				break;
 			case SPARDL_TR_NOTIFY:
 				fprintf(f, "%s{\"ph\":\"X\",\"cat\":\"write\",\"name\":\"notification %s\",\"pid\":%d,\"tid\":%d,"
-					   "\"ts\":%.3f,\"dur\":0,\"args\":{\"bytes\":%" PRIu64 ",\"imm\":\"0x%08x\",\"call\":%" PRIu64
+					   "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"bytes\":%" PRIu64 ",\"imm\":\"0x%08x\",\"call\":%" PRIu64
 					   "}}",
-					SEP(), spardl_phase_name(x->phase), r, 200 + x->peer, t, x->a, x->imm, x->call);
+					SEP(), spardl_phase_name(x->phase), r, 200 + x->peer, t, short_slice(ts, r, i), x->a, x->imm,
+					x->call);
 				break;
 			case SPARDL_TR_MR:
 				fprintf(f, "%s{\"ph\":\"i\",\"s\":\"p\",\"cat\":\"setup\",\"name\":\"memory %s\",\"pid\":%d,"
@@ -937,6 +1010,11 @@ int spardl_verbs_trace(int argc, char **argv)
 			goto out;
 		}
 		sort_records(&rt);
+		if (index_notify(&rt)) {
+			printf("%s: out of memory\n", argv[i]);
+			free(rt.rec);
+			goto out;
+		}
 		ts.rt[rt.h.rank] = rt;
 		ts.nfiles++;
 		if (rt.h.epoch_real_ns < first)
@@ -960,8 +1038,10 @@ int spardl_verbs_trace(int argc, char **argv)
 	       (int)ts.nplans, writes, flows, ts.errors ? "MISMATCH" : "every write as scheduled");
 	ret = ts.errors ? 1 : 0;
 out:
-	for (r = 0; ts.rt && r < ts.size; r++)
+	for (r = 0; ts.rt && r < ts.size; r++) {
 		free(ts.rt[r].rec);
+		free(ts.rt[r].notify);
+	}
 	free(ts.rt);
 	for (p = 0; p < ts.nplans; p++) {
 		for (r = 0; ts.plans[p].sched && r < ts.size; r++)
