@@ -28,6 +28,8 @@ struct rank_trace {
 	/* Its NOTIFY records, sorted by (plan, call, writer, immediate). */
 	const struct spardl_trace_rec **notify;
 	size_t nnotify;
+	/* All records, sorted by (plan, call, time), to find a call's records. */
+	const struct spardl_trace_rec **bycall;
 };
 
 static int cmp_notify_key(const struct spardl_trace_rec *a, const struct spardl_trace_rec *b)
@@ -48,6 +50,39 @@ static int cmp_notify(const void *a, const void *b)
 	return cmp_notify_key(*(const struct spardl_trace_rec *const *)a, *(const struct spardl_trace_rec *const *)b);
 }
 
+static int cmp_bycall(const void *pa, const void *pb)
+{
+	const struct spardl_trace_rec *a = *(const struct spardl_trace_rec *const *)pa,
+				      *b = *(const struct spardl_trace_rec *const *)pb;
+
+	if (a->plan != b->plan)
+		return a->plan < b->plan ? -1 : 1;
+	if (a->call != b->call)
+		return a->call < b->call ? -1 : 1;
+	/* Time order, as recorded (the records are sorted by time already). */
+	return a < b ? -1 : a > b;
+}
+
+/* The records of one call of one plan: bycall[*lo .. *hi). */
+static void call_range(const struct rank_trace *rt, uint32_t plan, uint64_t call, size_t *lo_out, size_t *hi_out)
+{
+	size_t lo = 0, hi = rt->nrec;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct spardl_trace_rec *x = rt->bycall[mid];
+
+		if (x->plan < plan || (x->plan == plan && x->call < call))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*lo_out = lo;
+	while (lo < rt->nrec && rt->bycall[lo]->plan == plan && rt->bycall[lo]->call == call)
+		lo++;
+	*hi_out = lo;
+}
+
 static int index_notify(struct rank_trace *rt)
 {
 	size_t i, n = 0;
@@ -55,8 +90,15 @@ static int index_notify(struct rank_trace *rt)
 	for (i = 0; i < rt->nrec; i++)
 		n += rt->rec[i].kind == SPARDL_TR_NOTIFY;
 	rt->notify = malloc((n ? n : 1) * sizeof(*rt->notify));
-	if (!rt->notify)
+	rt->bycall = malloc((rt->nrec ? rt->nrec : 1) * sizeof(*rt->bycall));
+	if (!rt->notify || !rt->bycall) {
+		free(rt->notify);
+		free(rt->bycall);
 		return -1;
+	}
+	for (i = 0; i < rt->nrec; i++)
+		rt->bycall[i] = &rt->rec[i];
+	qsort(rt->bycall, rt->nrec, sizeof(*rt->bycall), cmp_bycall);
 	for (i = 0; i < rt->nrec; i++)
 		if (rt->rec[i].kind == SPARDL_TR_NOTIFY)
 			rt->notify[rt->nnotify++] = &rt->rec[i];
@@ -455,14 +497,15 @@ static void validate(struct trace_set *ts, uint64_t *checked_writes, uint64_t *f
 				int began = 0, ended = 0, status = 0;
 				char name[200];
 
+				size_t lo, hi;
+
 				for (i = 0; i < n; i++)
 					e[i].seen = 0;
-				for (i = 0; i < rt->nrec; i++) {
-					const struct spardl_trace_rec *x = &rt->rec[i];
+				call_range(rt, p, call, &lo, &hi);
+				for (i = lo; i < hi; i++) {
+					const struct spardl_trace_rec *x = rt->bycall[i];
 					struct expect *m;
 
-					if (x->plan != p || x->call != call)
-						continue;
 					if (x->kind == SPARDL_TR_CALL_BEGIN)
 						began = 1;
 					if (x->kind == SPARDL_TR_CALL_END) {
@@ -613,14 +656,16 @@ static void summarize(struct trace_set *ts)
 				double begin = -1, step_t0 = -1, wait_t0 = -1;
 				int cur_row = LOCAL_ROW;
 				uint32_t cur_step = UINT32_MAX;
-				size_t i;
+				size_t i, lo = 0, hi = 0;
 
-				for (i = 0; rt->path && i < rt->nrec; i++) {
-					const struct spardl_trace_rec *x = &rt->rec[i];
+				if (rt->path)
+					call_range(rt, p, call, &lo, &hi);
+				for (i = lo; i < hi; i++) {
+					const struct spardl_trace_rec *x = rt->bycall[i];
 					double t = (double)abs_ns(ts, r, x) * 1e-9;
 					struct pr_stat *q;
 
-					if (x->plan != p || x->call != call || x->kind == SPARDL_TR_NOTIFY ||
+					if (x->kind == SPARDL_TR_NOTIFY ||
 					    x->kind == SPARDL_TR_MR || x->kind == SPARDL_TR_QP || x->kind == SPARDL_TR_PLAN)
 						continue;
 					if (x->kind == SPARDL_TR_CALL_BEGIN) {
@@ -1041,6 +1086,7 @@ out:
 	for (r = 0; ts.rt && r < ts.size; r++) {
 		free(ts.rt[r].rec);
 		free(ts.rt[r].notify);
+		free(ts.rt[r].bycall);
 	}
 	free(ts.rt);
 	for (p = 0; p < ts.nplans; p++) {
