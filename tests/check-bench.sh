@@ -43,6 +43,16 @@ else
 	cat "$dir/json" >>"$dir/out"
 	notok "P=3 JSON output"
 fi
+for data in int normal; do
+	if "$run" -n 2 --timeout 120 "$bench" --algos spardl,topka -n 2^16 --iters 3 --warmup 1 --floor --data $data \
+		--csv "$dir/floor.csv" >"$dir/out" 2>&1 && grep -q '# floor, n=65536' "$dir/out" &&
+		[ "$(tail -n +2 "$dir/floor.csv" | awk -F, -v d=$data '$23 == d && $24 > 0 && $25 > 0 && ($21 == "ok")' | wc -l)" = 3 ]; then
+		ok "--floor --data $data: the streaming floor timed, every point's ratio to it, checks ok"
+	else
+		cat "$dir/floor.csv" >>"$dir/out" 2>/dev/null
+		notok "--floor --data $data"
+	fi
+done
 if "$run" -n 3 --timeout 60 "$bench" --algos gtopk -n 5000 --iters 1 >"$dir/out" 2>&1; then
 	notok "gTopk at P=3 should fail"
 elif grep -q 'power-of-two' "$dir/out"; then

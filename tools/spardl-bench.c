@@ -36,6 +36,8 @@ struct opts {
 	char algos[512];
 	int teams, sag, srs; /* defaults of the SparDL variants */
 	int iters, warmup, check;
+	int normal; /* --data normal (default): N(0,1) floats; else integers */
+	int floor;  /* --floor: time the streaming pass too */
 	uint64_t seed;
 	int json;
 	const char *csv;
@@ -49,6 +51,23 @@ struct opts {
 
 static int rank, size;
 
+
+/* N(0,1) floats (Box-Muller): realistic data for timings. */
+static void gen_normal(float *g, size_t n, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+	size_t i;
+
+	for (i = 0; i < n; i += 2) {
+		double u1 = ((double)(bench_rng_next(&s) >> 11) + 1.0) / 9007199254740993.0;
+		double u2 = (double)(bench_rng_next(&s) >> 11) / 9007199254740992.0;
+		double r = sqrt(-2.0 * log(u1));
+
+		g[i] = (float)(r * cos(2 * M_PI * u2));
+		if (i + 1 < n)
+			g[i + 1] = (float)(r * sin(2 * M_PI * u2));
+	}
+}
 
 /* Roughly normal integers (sigma 1000): realistic magnitudes, and every sum
  * stays exact in float so results can be checked bit for bit. */
@@ -217,6 +236,7 @@ struct result {
 	int teams;
 	double med, min, max; /* ms, the slowest rank per call */
 	double speedup;       /* the dense median at this count over this median */
+	double floor_ms;      /* the streaming pass at this count (--floor), else 0 */
 	struct spardl_plan_stats st;
 	const char *check;
 };
@@ -281,15 +301,78 @@ static int check_call(struct spardl_comm *comm, struct spardl_plan *plan, size_t
 	return ret;
 }
 
+/* A call lasts as long as its slowest rank: every rank's times t[iters]
+ * (seconds) gathered, the maximum per iteration, then median, min and max
+ * in ms. */
+static int slowest(const struct opts *o, struct spardl_plan *small, float *times, double *t, double *med,
+		   double *min, double *max)
+{
+	size_t nsmall = (size_t)size * (size_t)o->iters;
+	int it, ret;
+
+	memset(times, 0, nsmall * sizeof(float));
+	for (it = 0; it < o->iters; it++)
+		times[(size_t)rank * (size_t)o->iters + (size_t)it] = (float)(t[it] * 1e3);
+	ret = spardl_allreduce(small, times);
+	if (ret)
+		return ret;
+	for (it = 0; it < o->iters; it++) {
+		double m = 0;
+		int w;
+
+		for (w = 0; w < size; w++)
+			if (times[(size_t)w * (size_t)o->iters + (size_t)it] > m)
+				m = times[(size_t)w * (size_t)o->iters + (size_t)it];
+		t[it] = m;
+	}
+	*min = *max = t[0];
+	for (it = 0; it < o->iters; it++) {
+		*min = t[it] < *min ? t[it] : *min;
+		*max = t[it] > *max ? t[it] : *max;
+	}
+	*med = bench_median(t, o->iters);
+	return 0;
+}
+
+/* --floor: one streaming pass c[i] += a[i] over n floats plus a memset of
+ * n floats, on every rank at once (they share the memory bus as calls do),
+ * timed like a call. */
+static int time_floor(const struct opts *o, size_t n, float *c, const float *a, float *m,
+		      struct spardl_plan *small, float *times, double *med)
+{
+	double *t = calloc((size_t)o->iters, sizeof(double)), mn, mx;
+	size_t i;
+	int it, ret = 0;
+
+	if (!t)
+		return -ENOMEM;
+	for (it = -o->warmup; it < o->iters && !ret; it++) {
+		double t0;
+
+		ret = spardl_allreduce(small, times); /* aligns the ranks */
+		if (ret)
+			break;
+		t0 = bench_now();
+		for (i = 0; i < n; i++)
+			c[i] += a[i];
+		memset(m, 0, n * sizeof(float));
+		if (it >= 0)
+			t[it] = bench_now() - t0;
+	}
+	if (!ret)
+		ret = slowest(o, small, times, t, med, &mn, &mx);
+	free(t);
+	return ret;
+}
+
 static int run_point(struct spardl_comm *comm, const struct opts *o, const struct variant *var, size_t n,
-		     double density, float *grad, const float *pool, struct spardl_plan *small, float *times,
-		     struct result *res)
+		     double density, float *grad, const float *pool, size_t pool_n, const float *check_pool,
+		     struct spardl_plan *small, float *times, struct result *res)
 {
 	struct spardl_plan_params pp;
 	struct spardl_plan *plan = NULL;
 	struct spardl_plan_info info;
 	double *t = calloc((size_t)o->iters, sizeof(double));
-	size_t nsmall = (size_t)size * (size_t)o->iters;
 	int it, ret;
 
 	if (!t)
@@ -308,14 +391,22 @@ static int run_point(struct spardl_comm *comm, const struct opts *o, const struc
 		goto out;
 	res->teams = info.teams;
 	if (o->check) {
-		ret = check_call(comm, plan, n, density, grad, pool, &res->check);
+		ret = check_call(comm, plan, n, density, grad, check_pool, &res->check);
 		if (ret)
 			goto out;
 	}
 	for (it = -o->warmup; it < o->iters; it++) {
+		/* Each call its own data: a window of the pool moved along. */
+		size_t off = pool_n > n ? ((size_t)(it + o->warmup) * 7919u * 64u) % (pool_n - n + 1) : 0;
 		double t0;
 
-		memcpy(grad, pool, n * sizeof(float));
+		memcpy(grad, pool + off, n * sizeof(float));
+		if (it == 0) {
+			/* Stats of the timed calls only: what was there before. */
+			ret = spardl_plan_stats(plan, &res->st);
+			if (ret)
+				goto out;
+		}
 		ret = spardl_allreduce(small, times); /* aligns the ranks */
 		if (ret)
 			goto out;
@@ -325,12 +416,6 @@ static int run_point(struct spardl_comm *comm, const struct opts *o, const struc
 			goto out;
 		if (it >= 0)
 			t[it] = bench_now() - t0;
-		if (it == -1) {
-			/* Stats of the timed calls only: what was there before. */
-			ret = spardl_plan_stats(plan, &res->st);
-			if (ret)
-				goto out;
-		}
 	}
 	{
 		struct spardl_plan_stats end;
@@ -351,28 +436,7 @@ static int run_point(struct spardl_comm *comm, const struct opts *o, const struc
 		end.writes -= res->st.writes;
 		res->st = end;
 	}
-	/* A call lasts as long as its slowest rank: gather every rank's times. */
-	memset(times, 0, nsmall * sizeof(float));
-	for (it = 0; it < o->iters; it++)
-		times[(size_t)rank * (size_t)o->iters + (size_t)it] = (float)(t[it] * 1e3);
-	ret = spardl_allreduce(small, times);
-	if (ret)
-		goto out;
-	for (it = 0; it < o->iters; it++) {
-		double m = 0;
-		int w;
-
-		for (w = 0; w < size; w++)
-			if (times[(size_t)w * (size_t)o->iters + (size_t)it] > m)
-				m = times[(size_t)w * (size_t)o->iters + (size_t)it];
-		t[it] = m;
-	}
-	res->min = res->max = t[0];
-	for (it = 0; it < o->iters; it++) {
-		res->min = t[it] < res->min ? t[it] : res->min;
-		res->max = t[it] > res->max ? t[it] : res->max;
-	}
-	res->med = bench_median(t, o->iters);
+	ret = slowest(o, small, times, t, &res->med, &res->min, &res->max);
 out:
 	spardl_plan_destroy(plan);
 	free(t);
@@ -394,9 +458,13 @@ static void print_row(const struct result *r)
 	const struct spardl_plan_stats *st = &r->st;
 	double c = st->calls ? (double)st->calls : 1;
 
-	printf("%12zu %8g %-30s %5d %10.3f %10.3f %10.3f %8.3f %8.3f %8.2fx | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f "
+	char fl[16] = "       -";
+
+	if (r->floor_ms > 0)
+		snprintf(fl, sizeof(fl), "%7.2fx", r->med / r->floor_ms);
+	printf("%12zu %8g %-30s %5d %10.3f %10.3f %10.3f %8.3f %8.3f %8.2fx %s | %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f "
 	       "%10.0f %5.2f | %s\n",
-	       r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r), r->speedup,
+	       r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r), r->speedup, fl,
 	       st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
 	       st->wait / c * 1e3, st->output / c * 1e3, (double)st->bytes_sent / c, (double)st->scans / c,
 	       r->check);
@@ -407,19 +475,21 @@ static void csv_header(FILE *f)
 {
 	fprintf(f, "ranks,transport,count,density,algo,teams,median_ms,min_ms,max_ms,algbw_gbs,busbw_gbs,"
 		   "speedup_vs_dense,accumulate_ms,select_ms,reduce_ms,post_ms,wait_ms,output_ms,bytes_sent,scans,"
-		   "check,glibc_tunables\n");
+		   "check,glibc_tunables,data,floor_ms,over_floor\n");
 }
+
+static const char *data_name = "normal";
 
 static void csv_row(FILE *f, const char *tp, const struct result *r)
 {
 	const struct spardl_plan_stats *st = &r->st;
 	double c = st->calls ? (double)st->calls : 1;
 
-	fprintf(f, "%d,%s,%zu,%g,%s,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.3f,%s,%s\n",
+	fprintf(f, "%d,%s,%zu,%g,%s,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.3f,%s,%s,%s,%.4f,%.4f\n",
 		size, tp, r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r), busbw(r),
 		r->speedup, st->accumulate / c * 1e3, st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3,
 		st->wait / c * 1e3, st->output / c * 1e3, (double)st->bytes_sent / c, (double)st->scans / c,
-		r->check, bench_tunables());
+		r->check, bench_tunables(), data_name, r->floor_ms, r->floor_ms > 0 ? r->med / r->floor_ms : 0);
 }
 
 static void json_row(const char *tp, const struct result *r, int first)
@@ -429,11 +499,13 @@ static void json_row(const char *tp, const struct result *r, int first)
 
 	printf("%s\n  {\"ranks\": %d, \"transport\": \"%s\", \"count\": %zu, \"density\": %g, \"algo\": \"%s\", "
 	       "\"teams\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"algbw_gbs\": %.4f, "
-	       "\"busbw_gbs\": %.4f, \"speedup_vs_dense\": %.4f, \"check\": \"%s\", \"bytes_sent\": %.0f, "
+	       "\"busbw_gbs\": %.4f, \"speedup_vs_dense\": %.4f, \"floor_ms\": %.4f, \"over_floor\": %.4f, "
+	       "\"check\": \"%s\", \"bytes_sent\": %.0f, "
 	       "\"rank0_split_ms\": {\"accumulate\": %.4f, \"select\": %.4f, \"reduce\": %.4f, \"post\": %.4f, "
 	       "\"wait\": %.4f, \"output\": %.4f}}",
 	       first ? "" : ",", size, tp, r->n, r->density, r->v->label, r->teams, r->med, r->min, r->max, algbw(r),
-	       busbw(r), r->speedup, r->check, (double)st->bytes_sent / c, st->accumulate / c * 1e3,
+	       busbw(r), r->speedup, r->floor_ms, r->floor_ms > 0 ? r->med / r->floor_ms : 0, r->check,
+	       (double)st->bytes_sent / c, st->accumulate / c * 1e3,
 	       st->select / c * 1e3, st->reduce / c * 1e3, st->post / c * 1e3, st->wait / c * 1e3,
 	       st->output / c * 1e3);
 }
@@ -444,14 +516,15 @@ static int sweep(const struct opts *o)
 	struct spardl_plan *small = NULL;
 	struct spardl_plan_params pp;
 	struct variant vars[MAX_LIST];
-	float *grad = NULL, *pool = NULL, *times = NULL;
-	size_t maxn = 0, nsmall;
+	float *grad = NULL, *pool = NULL, *times = NULL, *ipool = NULL, *fl_c = NULL, *fl_m = NULL;
+	size_t maxn = 0, nsmall, pool_n;
 	int nv, ret, i, j, k, failed = 0, points, done = 0, first = 1, progress;
 	char err[300];
 	FILE *csv = NULL;
 	const char *tp;
 	double t_start;
 
+	data_name = o->normal ? "normal" : "int";
 	/* Bad names are found before any rank waits for another. */
 	if (expand_algos(o, 1, vars, MAX_LIST, err, sizeof(err)) < 0) {
 		fprintf(stderr, "spardl-bench: %s\n", err);
@@ -482,16 +555,34 @@ static int sweep(const struct opts *o)
 	ret = spardl_plan_create(comm, &pp, &small);
 	if (ret)
 		goto out;
-	/* Allocate and touch the data once, outside every timing. */
+	/* Allocate and touch the data once, outside every timing. Normal data:
+	 * twice the largest count, so that each call takes another window;
+	 * the checks run on integers, whose sums are exact. */
+	pool_n = o->normal ? 2 * maxn : maxn;
 	grad = malloc(maxn * sizeof(float));
-	pool = malloc(maxn * sizeof(float));
+	pool = malloc(pool_n * sizeof(float));
 	times = malloc(nsmall * sizeof(float));
-	if (!grad || !pool || !times) {
+	if (o->normal && o->check)
+		ipool = malloc(maxn * sizeof(float));
+	if (o->floor) {
+		fl_c = malloc(maxn * sizeof(float));
+		fl_m = malloc(maxn * sizeof(float));
+	}
+	if (!grad || !pool || !times || (o->normal && o->check && !ipool) || (o->floor && (!fl_c || !fl_m))) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	memset(grad, 0, maxn * sizeof(float));
-	gen_int(pool, maxn, o->seed + (uint64_t)rank * 7919);
+	if (o->floor) {
+		memset(fl_c, 0, maxn * sizeof(float));
+		memset(fl_m, 0, maxn * sizeof(float));
+	}
+	if (o->normal)
+		gen_normal(pool, pool_n, o->seed + (uint64_t)rank * 7919);
+	else
+		gen_int(pool, pool_n, o->seed + (uint64_t)rank * 7919);
+	if (ipool)
+		gen_int(ipool, maxn, o->seed + (uint64_t)rank * 7919);
 	if (rank == 0 && o->csv) {
 		csv = fopen(o->csv, "w");
 		if (!csv) {
@@ -505,30 +596,43 @@ static int sweep(const struct opts *o)
 	points = o->ncounts * (1 + (nv - 1) * o->ndens);
 	progress = o->progress < 0 ? points > 1 && isatty(2) : o->progress;
 	if (rank == 0 && o->json)
-		printf("{\"glibc_tunables\": \"%s\", \"iters\": %d, \"warmup\": %d, \"data\": \"int\", \"points\": [",
-		       bench_tunables(), o->iters, o->warmup);
+		printf("{\"glibc_tunables\": \"%s\", \"iters\": %d, \"warmup\": %d, \"data\": \"%s\", \"points\": [",
+		       bench_tunables(), o->iters, o->warmup, data_name);
 	else if (rank == 0) {
-		printf("# spardl-bench: %d ranks, transport %s, %d iterations (+%d warm-up) per point, data: integers "
-		       "(sigma 1000), GLIBC_TUNABLES=%s\n",
-		       size, tp, o->iters, o->warmup, bench_tunables());
+		printf("# spardl-bench: %d ranks, transport %s, %d iterations (+%d warm-up) per point, data: %s, "
+		       "GLIBC_TUNABLES=%s\n",
+		       size, tp, o->iters, o->warmup,
+		       o->normal ? "N(0,1) floats, another window of the pool each call (checks on integers)" :
+				   "integers (sigma 1000)",
+		       bench_tunables());
 		printf("# time = the slowest rank's, ms; algbw = 4n bytes / time, busbw = algbw * 2(P-1)/P, GB/s; "
 		       "split = rank 0's ms per call; sent = rank 0's bytes per call\n");
-		printf("%12s %8s %-30s %5s %10s %10s %10s %8s %8s %9s | %7s %7s %7s %7s %7s %7s %10s %5s | %s\n",
-		       "count", "density", "algo", "teams", "median", "min", "max", "algbw", "busbw", "vs_dense",
+		printf("%12s %8s %-30s %5s %10s %10s %10s %8s %8s %9s %8s | %7s %7s %7s %7s %7s %7s %10s %5s | %s\n",
+		       "count", "density", "algo", "teams", "median", "min", "max", "algbw", "busbw", "vs_dense", "/floor",
 		       "accum", "select", "reduce", "post", "wait", "output", "sent", "scans", "check");
 	}
 	t_start = bench_now();
 	for (i = 0; i < o->ncounts; i++) {
 		size_t n = o->counts[i];
-		double dense_med = 0;
+		double dense_med = 0, floor_med = 0;
 
+		if (o->floor) {
+			ret = time_floor(o, n, fl_c, pool, fl_m, small, times, &floor_med);
+			if (ret)
+				goto out;
+			if (rank == 0 && !o->json)
+				printf("# floor, n=%zu: %.3f ms (c[i] += a[i] over n floats, then a memset of n floats, "
+				       "every rank at once; the slowest rank's median)\n",
+				       n, floor_med);
+		}
 		for (j = 0; j < o->ndens; j++) {
 			for (k = 0; k < nv; k++) {
 				struct result r;
 
 				if (k == 0 && j > 0)
 					continue; /* dense does not depend on the density */
-				ret = run_point(comm, o, &vars[k], n, o->dens[j], grad, pool, small, times, &r);
+				ret = run_point(comm, o, &vars[k], n, o->dens[j], grad, pool, pool_n, ipool ? ipool : pool,
+						small, times, &r);
 				if (ret) {
 					if (rank == 0)
 						fprintf(stderr, "spardl-bench: %s, n=%zu, density %g: %s\n", vars[k].label, n,
@@ -538,6 +642,7 @@ static int sweep(const struct opts *o)
 				if (k == 0)
 					dense_med = r.med;
 				r.speedup = r.med > 0 ? dense_med / r.med : 0;
+				r.floor_ms = floor_med;
 				if (strcmp(r.check, "ok") && strcmp(r.check, "exact") && strcmp(r.check, "skipped"))
 					failed = 1;
 				done++;
@@ -573,6 +678,9 @@ out:
 	free(grad);
 	free(pool);
 	free(times);
+	free(ipool);
+	free(fl_c);
+	free(fl_m);
 	spardl_plan_destroy(small);
 	spardl_comm_destroy(comm);
 	if (failed && rank == 0)
@@ -726,6 +834,10 @@ static void usage(FILE *f)
 		"  --csv FILE        every point as a CSV row too\n"
 		"  --json            one JSON object instead of the table\n"
 		"  --progress, --no-progress   a progress line on stderr (default: when it is a terminal)\n"
+		"  --data D          normal (default): N(0,1) floats, another window of a 2n pool each call;\n"
+		"                    int: integers (sigma 1000). --check always checks on integers (exact sums)\n"
+		"  --floor           also time the streaming floor at each count: c[i] += a[i] over n floats\n"
+		"                    and a memset of n floats, every rank at once; prints each time over it\n"
 		"  --seed S          data seed (default 1)\n"
 		"simulation (spardl_simulate(): the compiled schedules on a virtual clock):\n"
 		"  --simulate        simulate instead of running; --ranks LIST gives the sizes (up to 4096 and more)\n"
@@ -813,6 +925,7 @@ int main(int argc, char **argv)
 		{ "beta", required_argument, NULL, 'B' },   { "link-gbps", required_argument, NULL, 'L' },
 		{ "gamma", required_argument, NULL, 'G' },  { "gamma-pair", required_argument, NULL, 'g' },
 		{ "ranks-per-node", required_argument, NULL, 'N' }, { "help", no_argument, NULL, 'h' },
+		{ "data", required_argument, NULL, 'D' },   { "floor", no_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o;
@@ -831,6 +944,7 @@ int main(int argc, char **argv)
 	o.check = 1;
 	o.seed = 1;
 	o.progress = -1;
+	o.normal = 1;
 	spardl_sim_model_init(&o.model);
 	while ((c = getopt_long(argc, argv, "n:d:h", lo, NULL)) != -1) {
 		switch (c) {
@@ -899,6 +1013,14 @@ int main(int argc, char **argv)
 			break;
 		case 'M':
 			o.simulate = 1;
+			break;
+		case 'D':
+			if (strcmp(optarg, "normal") && strcmp(optarg, "int"))
+				goto bad;
+			o.normal = !strcmp(optarg, "normal");
+			break;
+		case 'F':
+			o.floor = 1;
 			break;
 		case 'r':
 			if (parse_ints(optarg, o.ranks, &o.nranks))
