@@ -327,6 +327,9 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 			fflush(NULL);
 			pid = fork();
 			if (pid == 0) {
+				/* The ranks' lines go to stderr: stdout is TAP. */
+				if (dup2(2, 1) < 0)
+					_exit(127);
 				execl(launcher, launcher, "-n", np, "--timeout", "120", self, "--config", cfgbuf,
 				      "--step", stepbuf, (char *)NULL);
 				perror("exec spardl-run");
