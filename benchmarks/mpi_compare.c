@@ -44,23 +44,12 @@ static void gen(float *g, size_t n, uint64_t seed, int normal)
 	uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
 	size_t i;
 
-	for (i = 0; i < n; i += 2) {
-		uint64_t a = bench_rng_next(&s), b = bench_rng_next(&s);
-
-		if (normal) {
-			double u1 = ((double)(a >> 11) + 1.0) / 9007199254740993.0;
-			double u2 = (double)(b >> 11) / 9007199254740992.0;
-			double r = sqrt(-2.0 * log(u1));
-
-			g[i] = (float)(r * cos(2 * M_PI * u2));
-			if (i + 1 < n)
-				g[i + 1] = (float)(r * sin(2 * M_PI * u2));
-		} else {
-			g[i] = (float)((int)(a % 4001) - 2000);
-			if (i + 1 < n)
-				g[i + 1] = (float)((int)(b % 4001) - 2000);
-		}
+	if (normal) {
+		bench_gen_normal(g, n, &s);
+		return;
 	}
+	for (i = 0; i < n; i++)
+		g[i] = (float)((int)(bench_rng_next(&s) % 4001) - 2000);
 }
 
 static void usage(FILE *f)

@@ -56,15 +56,7 @@ static int mode_topk(const struct opts *o)
 		return 1;
 	}
 	/* Gaussian gradients and a smaller residual; every buffer touched here. */
-	for (i = 0; i < n; i += 2) {
-		double u1 = ((double)(bench_rng_next(&s) >> 11) + 1) / 9007199254740993.0;
-		double u2 = (double)(bench_rng_next(&s) >> 11) / 9007199254740992.0;
-		double rad = sqrt(-2 * log(u1));
-
-		g[i] = (float)(rad * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			g[i + 1] = (float)(rad * sin(2 * M_PI * u2));
-	}
+	bench_gen_normal(g, n, &s);
 	for (i = 0; i < n; i++)
 		r[i] = 0.1f * g[(i * 7919) % n];
 	memset(acc, 0, n * sizeof(float));

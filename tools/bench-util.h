@@ -4,6 +4,8 @@
 #ifndef SPARDL_TOOLS_BENCH_UTIL_H
 #define SPARDL_TOOLS_BENCH_UTIL_H
 
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -25,6 +27,22 @@ static inline uint64_t bench_rng_next(uint64_t *s)
 	x ^= x >> 7;
 	x ^= x << 17;
 	return *s = x;
+}
+
+/* N(0,1) floats (Box-Muller) from the xorshift state *s: realistic data for timings. */
+static inline void bench_gen_normal(float *g, size_t n, uint64_t *s)
+{
+	size_t i;
+
+	for (i = 0; i < n; i += 2) {
+		double u1 = ((double)(bench_rng_next(s) >> 11) + 1.0) / 9007199254740993.0;
+		double u2 = (double)(bench_rng_next(s) >> 11) / 9007199254740992.0;
+		double r = sqrt(-2.0 * log(u1));
+
+		g[i] = (float)(r * cos(2 * M_PI * u2));
+		if (i + 1 < n)
+			g[i + 1] = (float)(r * sin(2 * M_PI * u2));
+	}
 }
 
 static inline int bench_cmp_double(const void *a, const void *b)

@@ -52,21 +52,12 @@ struct opts {
 static int rank, size;
 
 
-/* N(0,1) floats (Box-Muller): realistic data for timings. */
+/* N(0,1) floats: realistic data for timings. */
 static void gen_normal(float *g, size_t n, uint64_t seed)
 {
 	uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
-	size_t i;
 
-	for (i = 0; i < n; i += 2) {
-		double u1 = ((double)(bench_rng_next(&s) >> 11) + 1.0) / 9007199254740993.0;
-		double u2 = (double)(bench_rng_next(&s) >> 11) / 9007199254740992.0;
-		double r = sqrt(-2.0 * log(u1));
-
-		g[i] = (float)(r * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			g[i + 1] = (float)(r * sin(2 * M_PI * u2));
-	}
+	bench_gen_normal(g, n, &s);
 }
 
 /* Roughly normal integers (sigma 1000): realistic magnitudes, and every sum
