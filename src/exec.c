@@ -397,13 +397,17 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		if (logging(c)) {
+		if (logging(c))
 			undo_run(p);
-			for (j = 0; j < l.count; j++)
-				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], x[l.idx[j]]);
+		for (j = 0; j < l.count; j++) {
+			float *at = &x[l.idx[j]];
+
+			if (j + PREFETCH_AHEAD < l.count)
+				__builtin_prefetch(&x[l.idx[j + PREFETCH_AHEAD]], 1);
+			if (logging(c))
+				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], *at);
+			*at = spardl_add(*at, l.val[j]);
 		}
-		for (j = 0; j < l.count; j++)
-			x[l.idx[j]] = spardl_add(x[l.idx[j]], l.val[j]);
 		c->pairs += l.count;
 		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
 			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
@@ -517,8 +521,10 @@ static void op_residual(struct call *c)
 		 * Untouched positions already hold the input; undoing the
 		 * changes outside the final set, newest run first, restores it
 		 * at the touched ones. */
+		p->u_idx[p->u_n] = UINT64_MAX; /* sentinel: every merge below ends */
 		for (r = p->nuseg; r-- > 0;) {
 			size_t end = r + 1 < p->nuseg ? p->useg[r + 1] : p->nundo, k, lo = 0, hi = p->u_n;
+			float sink;
 
 			if (p->useg[r] == end)
 				continue;
@@ -531,13 +537,21 @@ static void op_residual(struct call *c)
 				else
 					hi = mid;
 			}
-			for (i = p->useg[r], k = lo; i < end; i++) {
-				uint64_t j = p->undo[i].pos;
+			/* Merge the run with the final positions without
+			 * data-dependent branches: each step moves past a
+			 * final position below the change, or takes the change
+			 * and writes its old value back (to a sink when the
+			 * position is final). */
+			for (i = p->useg[r], k = lo; i < end;) {
+				uint64_t j = p->undo[i].pos, u = p->u_idx[k];
+				size_t lt = u < j, eq = u == j;
+				float *dst = lt | eq ? &sink : &acc[j];
 
-				while (k < p->u_n && p->u_idx[k] < j)
-					k++;
-				if (k == p->u_n || p->u_idx[k] != j)
-					acc[j] = p->undo[i].old;
+				if (i + PREFETCH_AHEAD < end)
+					__builtin_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos], 1);
+				*dst = p->undo[i].old;
+				k += lt | eq;
+				i += !lt;
 			}
 		}
 		break;
@@ -557,6 +571,21 @@ static void op_residual(struct call *c)
 	}
 }
 
+/* out = zero except out[idx[i]] = val[i] / div: one large memset, which
+ * the C library does with streaming stores, then the values, prefetched
+ * ahead because they land on lines no longer in the cache. */
+static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const float *val, size_t cnt, float div)
+{
+	size_t k;
+
+	memset(out, 0, n * sizeof(float));
+	for (k = 0; k < cnt; k++) {
+		if (k + PREFETCH_AHEAD < cnt)
+			__builtin_prefetch(&out[idx[k + PREFETCH_AHEAD]], 1);
+		out[idx[k]] = val[k] / div;
+	}
+}
+
 static void op_output(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
@@ -565,9 +594,7 @@ static void op_output(struct call *c)
 	size_t i;
 
 	if (c->out) {
-		memset(c->out, 0, c->s->p.n * sizeof(float));
-		for (i = 0; i < p->u_n; i++)
-			c->out[p->u_idx[i]] = avg ? p->u_val[i] / div : p->u_val[i];
+		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg ? div : 1.0f);
 		return;
 	}
 	for (i = 0; i < p->u_n; i++) {

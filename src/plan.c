@@ -374,7 +374,7 @@ static int alloc_local(struct spardl_plan *plan)
 	if (!ret)
 		ret = plan_calloc(plan, &plan->lbuf, s->nbufs, plan->lbuf_bytes, "list buffers");
 	if (!ret)
-		ret = plan_calloc(plan, &plan->u_idx, s->union_pairs, sizeof(*plan->u_idx), "merge buffer");
+		ret = plan_calloc(plan, &plan->u_idx, s->union_pairs + 1, sizeof(*plan->u_idx), "merge buffer");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->u_val, s->union_pairs, sizeof(*plan->u_val), "merge buffer");
 	if (!ret)
@@ -420,6 +420,9 @@ static int alloc_local(struct spardl_plan *plan)
 		if (ret)
 			return ret;
 	}
+	/* The dense ring selects nothing. */
+	if (s->p.algo == SPARDL_ALGO_DENSE)
+		return 0;
 	ret = spardl_topk_ws_init(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb);
 	if (ret)
 		return spardl_error(ret, "out of memory allocating the selection workspace");

@@ -13,7 +13,19 @@
 
 /* Below this length a block is selected by the exact radix passes alone. */
 #define SAMPLE_MIN_LEN (1u << 17)
-#define SAMPLES 8192u /* SAMPLE_RUNS * SAMPLE_RUN */
+/* Candidate lists hold 4 m plus this many entries. */
+#define CAND_SLACK 16384u
+
+void spardl_zero_at(float *x, const uint32_t *idx, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (i + PREFETCH_AHEAD < n)
+			__builtin_prefetch(&x[idx[i + PREFETCH_AHEAD]], 1);
+		x[idx[i]] = 0.0f;
+	}
+}
 
 /* Walk a histogram from the top; return the bucket holding the need-th
  * largest entry and reduce *need to the rank inside that bucket. */
@@ -31,50 +43,96 @@ static unsigned find_bucket(const size_t *h, unsigned nb, size_t *need)
 	return b;
 }
 
-void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t)
+/* The threshold in three radix levels (11, 11 and 9 key bits). With lo != 0
+ * it first counts the keys >= lo and, when fewer than m, returns 0 with t
+ * unset. With scratch (tmp, tcap entries), the two finer levels run over a
+ * copy of the one bucket's keys instead of over v again. */
+static int threshold(const float *v, size_t len, size_t m, uint32_t lo, struct spardl_thr *t, uint32_t *tmp,
+		     size_t tcap)
 {
-	size_t h1[2048] = { 0 }, h2[2048] = { 0 }, h3[512] = { 0 };
-	size_t nonzero = 0, need = m, i;
+	/* Four interleaved histograms: consecutive keys mostly fall in the
+	 * same bucket, and one counter would serialize on its own updates. */
+	uint32_t h4[4][2048] = { { 0 } };
+	size_t h1[2048], h2[2048] = { 0 }, h3[512] = { 0 };
+	size_t nonzero = 0, need = m, above = 0, i, nt = 0;
 	unsigned b1, b2, b3;
 	uint32_t pre;
 
-	for (i = 0; i < len; i++) {
+	for (i = 0; i + 4 <= len; i += 4) {
+		uint32_t k0 = spardl_key(v[i]), k1 = spardl_key(v[i + 1]), k2 = spardl_key(v[i + 2]),
+			 k3 = spardl_key(v[i + 3]);
+
+		h4[0][k0 >> 20] += k0 != 0;
+		h4[1][k1 >> 20] += k1 != 0;
+		h4[2][k2 >> 20] += k2 != 0;
+		h4[3][k3 >> 20] += k3 != 0;
+		above += (size_t)(k0 >= lo) + (k1 >= lo) + (k2 >= lo) + (k3 >= lo);
+	}
+	for (; i < len; i++) {
 		uint32_t k = spardl_key(v[i]);
 
-		if (k)
-			h1[k >> 20]++;
+		h4[0][k >> 20] += k != 0;
+		above += k >= lo;
 	}
-	for (i = 0; i < 2048; i++)
+	if (lo && above < m)
+		return 0;
+	for (i = 0; i < 2048; i++) {
+		h1[i] = (size_t)h4[0][i] + h4[1][i] + h4[2][i] + h4[3][i];
 		nonzero += h1[i];
+	}
 	if (m == 0 || nonzero <= m) {
 		t->key = m == 0 ? UINT32_MAX : 0;
 		t->ties = 0;
-		return;
+		t->count = m == 0 ? 0 : nonzero;
+		return 1;
 	}
+	t->count = m;
 	b1 = find_bucket(h1, 2048, &need);
-	for (i = 0; i < len; i++) {
-		uint32_t k = spardl_key(v[i]);
+	if (tmp && h1[b1] <= tcap) {
+		for (i = 0; i < len; i++) {
+			uint32_t k = spardl_key(v[i]);
 
-		if (k && (k >> 20) == b1)
-			h2[(k >> 9) & 2047]++;
-	}
-	b2 = find_bucket(h2, 2048, &need);
-	pre = (b1 << 11) | b2;
-	for (i = 0; i < len; i++) {
-		uint32_t k = spardl_key(v[i]);
+			tmp[nt] = k;
+			nt += (k >> 20) == b1 && k;
+		}
+		for (i = 0; i < nt; i++)
+			h2[(tmp[i] >> 9) & 2047]++;
+		b2 = find_bucket(h2, 2048, &need);
+		pre = (b1 << 11) | b2;
+		for (i = 0; i < nt; i++)
+			if ((tmp[i] >> 9) == pre)
+				h3[tmp[i] & 511]++;
+	} else {
+		for (i = 0; i < len; i++) {
+			uint32_t k = spardl_key(v[i]);
 
-		if (k && (k >> 9) == pre)
-			h3[k & 511]++;
+			if (k && (k >> 20) == b1)
+				h2[(k >> 9) & 2047]++;
+		}
+		b2 = find_bucket(h2, 2048, &need);
+		pre = (b1 << 11) | b2;
+		for (i = 0; i < len; i++) {
+			uint32_t k = spardl_key(v[i]);
+
+			if (k && (k >> 9) == pre)
+				h3[k & 511]++;
+		}
 	}
 	b3 = find_bucket(h3, 512, &need);
 	t->key = (pre << 9) | b3;
 	t->ties = need;
+	return 1;
+}
+
+void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t)
+{
+	threshold(v, len, m, 0, t, NULL, 0);
 }
 
 int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra)
 {
 	memset(ws, 0, sizeof(*ws));
-	ws->cap = 4 * max_m + 2 * SAMPLES;
+	ws->cap = 4 * max_m + CAND_SLACK;
 	ws->ucap = spardl_topk_cand_cap(max_m) + max_extra;
 	ws->cand_idx = malloc(ws->cap * sizeof(*ws->cand_idx));
 	ws->cand_val = malloc(ws->cap * sizeof(*ws->cand_val));
@@ -82,7 +140,9 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	ws->u[1] = malloc(ws->ucap * sizeof(uint32_t));
 	ws->uv[0] = malloc(ws->ucap * sizeof(float));
 	ws->uv[1] = malloc(ws->ucap * sizeof(float));
-	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1]) {
+	ws->tcap = ws->ucap > ws->cap ? ws->ucap : ws->cap;
+	ws->tkeys = malloc(ws->tcap * sizeof(*ws->tkeys));
+	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1] || !ws->tkeys) {
 		spardl_topk_ws_fini(ws);
 		return spardl_error_quiet(-ENOMEM, "out of memory for a selection workspace of %zu entries", ws->cap);
 	}
@@ -93,6 +153,7 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	memset(ws->u[1], 0, ws->ucap * sizeof(uint32_t));
 	memset(ws->uv[0], 0, ws->ucap * sizeof(float));
 	memset(ws->uv[1], 0, ws->ucap * sizeof(float));
+	memset(ws->tkeys, 0, ws->tcap * sizeof(*ws->tkeys));
 	return 0;
 }
 
@@ -104,6 +165,7 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 	free(ws->u[1]);
 	free(ws->uv[0]);
 	free(ws->uv[1]);
+	free(ws->tkeys);
 	memset(ws, 0, sizeof(*ws));
 }
 
@@ -114,14 +176,17 @@ static size_t collect(const float *v, const uint32_t *ids, size_t len, const str
 {
 	size_t ties = t->ties, n = 0, i;
 
-	for (i = 0; i < len; i++) {
+	/* Written unconditionally, kept by advancing n (selection is data
+	 * dependent and would mispredict); n < count keeps the writes within
+	 * the count entries the caller provides. */
+	for (i = 0; i < len && n < t->count; i++) {
 		uint32_t k = spardl_key(v[i]);
+		size_t eq = (k == t->key) & (k != 0) & (ties != 0);
 
-		if (k > t->key || (k == t->key && k && ties && ties--)) {
-			oidx[n] = ids ? ids[i] : (uint32_t)i;
-			oval[n] = v[i];
-			n++;
-		}
+		oidx[n] = ids ? ids[i] : (uint32_t)i;
+		oval[n] = v[i];
+		n += (k > t->key) | eq;
+		ties -= eq;
 	}
 	return n;
 }
@@ -130,36 +195,58 @@ static size_t collect(const float *v, const uint32_t *ids, size_t len, const str
  * SAMPLE_RUNS evenly spaced runs of consecutive entries (runs, not single
  * entries, so the estimate costs few cache misses), so that almost always at
  * least m keys reach it. The result is exact either way: a bad estimate only
- * sends the selection to the exact passes. */
+ * sends the selection to the exact passes. Two histogram levels over the
+ * samples (11 and then 11 more key bits) keep the bound close to the
+ * estimate, so few more than m candidates are gathered. */
 #define SAMPLE_RUNS 256u
-#define SAMPLE_RUN 32u
+#define SAMPLE_RUN 128u
+#define SAMPLED (SAMPLE_RUNS * SAMPLE_RUN)
+
+static inline uint32_t sample_key(const float *a, const float *b, size_t at)
+{
+	return spardl_key(b ? a[at] + b[at] : a[at]);
+}
 
 static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t m)
 {
-	uint32_t h[4096] = { 0 };
-	double want = (double)m / (double)len * SAMPLES;
+	uint32_t h[2048] = { 0 }, f[2048] = { 0 };
+	double want = (double)m / (double)len * SAMPLED;
 	size_t i, j, above = 0, stride = len / SAMPLE_RUNS;
-	unsigned k = 4096;
+	unsigned k = 2048, top;
 
 	for (i = 0; i < SAMPLE_RUNS; i++)
-		for (j = 0; j < SAMPLE_RUN; j++) {
-			size_t at = i * stride + j;
-
-			h[spardl_key(b ? a[at] + b[at] : a[at]) >> 19]++;
-		}
+		for (j = 0; j < SAMPLE_RUN; j++)
+			h[sample_key(a, b, i * stride + j) >> 21]++;
 	want += 4.0 * __builtin_sqrt(want) + 16.0;
 	while (k-- > 1) {
+		if ((double)(above + h[k]) >= want)
+			break;
 		above += h[k];
+	}
+	if (k == 0)
+		return 0;
+	/* The want-th sample lies in bucket k: refine inside it. */
+	top = k;
+	for (i = 0; i < SAMPLE_RUNS; i++)
+		for (j = 0; j < SAMPLE_RUN; j++) {
+			uint32_t key = sample_key(a, b, i * stride + j);
+
+			if ((key >> 21) == top)
+				f[(key >> 10) & 2047]++;
+		}
+	for (k = 2047; k > 0; k--) {
+		above += f[k];
 		if ((double)above >= want)
 			break;
 	}
-	return (uint32_t)k << 19;
+	/* 0 (the want-th sample is +-0 or denormal-small): no bound. */
+	return (top << 21) | ((uint32_t)k << 10);
 }
 
 size_t spardl_topk_ws_bytes(const struct spardl_topk_ws *ws)
 {
 	return ws->cap * (sizeof(*ws->cand_idx) + sizeof(*ws->cand_val)) +
-	       2 * ws->ucap * (sizeof(uint32_t) + sizeof(float));
+	       2 * ws->ucap * (sizeof(uint32_t) + sizeof(float)) + ws->tcap * sizeof(*ws->tkeys);
 }
 
 int spardl_topk_can_sample(size_t len, size_t m)
@@ -176,7 +263,7 @@ uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m)
 
 size_t spardl_topk_cand_cap(size_t m)
 {
-	return 4 * m + 2 * SAMPLES;
+	return 4 * m + CAND_SLACK;
 }
 
 #if defined(__x86_64__)
@@ -276,7 +363,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 			 struct spardl_topk_ws *ws)
 {
 	struct spardl_thr t;
-	size_t n, i;
+	size_t n;
 
 	if (m == 0 || len == 0)
 		return 0;
@@ -287,7 +374,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 		/* Fewer than m gathered means the estimate was too high: the
 		 * exact passes below decide instead. */
 		if (n != SIZE_MAX && n >= m) {
-			spardl_topk_threshold(ws->cand_val, n, m, &t);
+			threshold(ws->cand_val, n, m, 0, &t, ws->tkeys, ws->tcap);
 			n = collect(ws->cand_val, ws->cand_idx, n, &t, idx, val);
 			goto zero;
 		}
@@ -295,8 +382,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 	spardl_topk_threshold(x, len, m, &t);
 	n = collect(x, NULL, len, &t, idx, val);
 zero:
-	for (i = 0; i < n; i++)
-		x[idx[i]] = 0.0f;
+	spardl_zero_at(x, idx, n);
 	return n;
 }
 
@@ -378,16 +464,20 @@ static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32
 {
 	size_t i = 0, j = 0, n = 0;
 
+	/* Branch-free: which side comes next is data dependent. */
 	while (i < na && j < nb) {
-		if (a[i] < b[j]) {
-			ov[n] = av[i];
-			out[n++] = a[i++];
-		} else {
-			if (a[i] == b[j])
-				i++;
-			ov[n] = x[b[j]];
-			out[n++] = b[j++];
-		}
+		uint32_t ai = a[i], bj = b[j];
+		size_t ta = ai < bj, eq = ai == bj;
+		float xb = x[bj];
+
+		/* x is read at scattered positions: start the misses early. */
+		if (j + PREFETCH_AHEAD < nb)
+			__builtin_prefetch(&x[b[j + PREFETCH_AHEAD]], 0);
+		out[n] = ta ? ai : bj;
+		ov[n] = ta ? av[i] : xb;
+		n++;
+		i += ta | eq;
+		j += !ta;
 	}
 	for (; i < na; i++, n++) {
 		out[n] = a[i];
@@ -406,7 +496,7 @@ size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *c
 {
 	const uint32_t *u = cidx;
 	const float *uv = cval;
-	size_t n = nc, total = nc, above = 0, cnt, i, l;
+	size_t n = nc, total = nc, cnt, l;
 	struct spardl_thr t;
 	int cur = 0;
 
@@ -422,15 +512,11 @@ size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *c
 		uv = ws->uv[cur];
 		cur ^= 1;
 	}
-	for (i = 0; i < n; i++)
-		above += spardl_key(uv[i]) >= lo;
 	/* Every position outside the union still has a key below lo, so with
 	 * m keys at or above lo inside it, the union holds the answer. */
-	if (above < m)
+	if (!threshold(uv, n, m, lo, &t, ws->tkeys, ws->tcap))
 		return SIZE_MAX;
-	spardl_topk_threshold(uv, n, m, &t);
 	cnt = collect(uv, u, n, &t, idx, val);
-	for (i = 0; i < cnt; i++)
-		x[idx[i]] = 0.0f;
+	spardl_zero_at(x, idx, cnt);
 	return cnt;
 }

@@ -24,10 +24,17 @@ static inline uint32_t spardl_key(float v)
 struct spardl_thr {
 	uint32_t key;
 	size_t ties;
+	size_t count; /* entries it selects: min(m, non-zero entries) */
 };
 
 /* Exact threshold of topk(v[0..len), m). */
 void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t);
+
+/* Scattered accesses into n-sized buffers prefetch this many entries ahead. */
+#define PREFETCH_AHEAD 16
+
+/* x[idx[i]] = 0 for i < n. */
+void spardl_zero_at(float *x, const uint32_t *idx, size_t n);
 
 /* Scratch for the selections, sized at plan creation. */
 struct spardl_topk_ws {
@@ -38,6 +45,9 @@ struct spardl_topk_ws {
 	uint32_t *u[2];
 	float *uv[2];
 	size_t ucap;
+	/* The threshold's finer levels: keys of one bucket. */
+	uint32_t *tkeys;
+	size_t tcap;
 };
 
 /* max_m: largest m; max_extra: most positions changed in a block between
