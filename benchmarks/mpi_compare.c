@@ -28,7 +28,9 @@ struct method {
 	const char *name;
 	int algo; /* -1: MPI_Allreduce, -2: the floor */
 	double med, min, max;
+	double r_mpi, r_floor; /* medians of the per-round ratios */
 	struct spardl_plan_stats st;
+	struct spardl_plan *plan;
 };
 
 static int rank, size;
@@ -73,7 +75,7 @@ int main(int argc, char **argv)
 	struct spardl_comm_params cp;
 	struct spardl_comm *comm = NULL;
 	size_t n = 1u << 24, pool_n, i;
-	double density = 0.01, *t = NULL;
+	double density = 0.01, *t = NULL, *r_mpi = NULL, *r_floor = NULL;
 	int iters = 15, warmup = 3, normal = 1, nm = 0, c, k, it, ret = 0;
 	char algos[256] = "spardl,topka,gtopk,dense", *tok, *save = NULL, *end;
 	float *buf = NULL, *pool = NULL, *fc = NULL, *fm = NULL;
@@ -138,8 +140,10 @@ int main(int argc, char **argv)
 	pool = malloc(pool_n * sizeof(float));
 	fc = malloc(n * sizeof(float));
 	fm = malloc(n * sizeof(float));
-	t = calloc((size_t)iters, sizeof(double));
-	if (!buf || !pool || !fc || !fm || !t) {
+	t = calloc((size_t)iters * MAX_METHODS, sizeof(double));
+	r_mpi = calloc((size_t)iters, sizeof(double));
+	r_floor = calloc((size_t)iters, sizeof(double));
+	if (!buf || !pool || !fc || !fm || !t || !r_mpi || !r_floor) {
 		fprintf(stderr, "rank %d: out of memory for n = %zu\n", rank, n);
 		MPI_Abort(MPI_COMM_WORLD, 1);
 	}
@@ -156,24 +160,30 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rank %d: spardl_comm_create: %s\n", rank, spardl_last_error());
 		MPI_Abort(MPI_COMM_WORLD, 1);
 	}
+	/* Every plan first, then rounds: each round times every method once,
+	 * on the same window of the pool, so a slow spell of this shared
+	 * machine hits all methods alike. */
 	for (k = 0; k < nm; k++) {
-		struct spardl_plan *plan = NULL;
+		struct spardl_plan_params pp;
 
-		if (m[k].algo >= 0) {
-			struct spardl_plan_params pp;
-
-			spardl_plan_params_init(&pp);
-			pp.count = n;
-			pp.density = density;
-			pp.algo = (enum spardl_algo)m[k].algo;
-			pp.average = 0;
-			if (spardl_plan_create(comm, &pp, &plan)) {
-				fprintf(stderr, "rank %d: %s: %s\n", rank, m[k].name, spardl_last_error());
-				MPI_Abort(MPI_COMM_WORLD, 1);
-			}
+		m[k].plan = NULL;
+		if (m[k].algo < 0)
+			continue;
+		spardl_plan_params_init(&pp);
+		pp.count = n;
+		pp.density = density;
+		pp.algo = (enum spardl_algo)m[k].algo;
+		pp.average = 0;
+		if (spardl_plan_create(comm, &pp, &m[k].plan)) {
+			fprintf(stderr, "rank %d: %s: %s\n", rank, m[k].name, spardl_last_error());
+			MPI_Abort(MPI_COMM_WORLD, 1);
 		}
-		for (it = -warmup; it < iters; it++) {
-			size_t off = ((size_t)(it + warmup) * 7919u * 64u) % (pool_n - n + 1);
+	}
+	for (it = -warmup; it < iters; it++) {
+		size_t off = ((size_t)(it + warmup) * 7919u * 64u) % (pool_n - n + 1);
+
+		for (k = 0; k < nm; k++) {
+			struct spardl_plan *plan = m[k].plan;
 			double t0, dt, mx;
 
 			memcpy(buf, pool + off, n * sizeof(float));
@@ -198,12 +208,16 @@ int main(int argc, char **argv)
 			}
 			MPI_Allreduce(&dt, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 			if (it >= 0)
-				t[it] = mx * 1e3;
+				t[(size_t)k * (size_t)iters + (size_t)it] = mx * 1e3;
 		}
-		if (plan) {
+	}
+	for (k = 0; k < nm; k++) {
+		double *tk = t + (size_t)k * (size_t)iters;
+
+		if (m[k].plan) {
 			struct spardl_plan_stats e;
 
-			if (spardl_plan_stats(plan, &e))
+			if (spardl_plan_stats(m[k].plan, &e))
 				MPI_Abort(MPI_COMM_WORLD, 1);
 			e.calls -= m[k].st.calls;
 			e.accumulate -= m[k].st.accumulate;
@@ -213,28 +227,38 @@ int main(int argc, char **argv)
 			e.wait -= m[k].st.wait;
 			e.output -= m[k].st.output;
 			m[k].st = e;
-			spardl_plan_destroy(plan);
 		}
-		m[k].min = m[k].max = t[0];
+		/* Per round: this method's time over MPI's and over the floor's. */
 		for (it = 0; it < iters; it++) {
-			m[k].min = t[it] < m[k].min ? t[it] : m[k].min;
-			m[k].max = t[it] > m[k].max ? t[it] : m[k].max;
+			r_mpi[it] = tk[it] / t[it];
+			r_floor[it] = tk[it] / t[(size_t)iters + (size_t)it];
 		}
-		m[k].med = bench_median(t, iters);
+		m[k].r_mpi = bench_median(r_mpi, iters);
+		m[k].r_floor = bench_median(r_floor, iters);
+		m[k].min = m[k].max = tk[0];
+		for (it = 0; it < iters; it++) {
+			m[k].min = tk[it] < m[k].min ? tk[it] : m[k].min;
+			m[k].max = tk[it] > m[k].max ? tk[it] : m[k].max;
+		}
+		m[k].med = bench_median(tk, iters);
 	}
+	for (k = 0; k < nm; k++)
+		spardl_plan_destroy(m[k].plan);
 	if (rank == 0) {
 		printf("# spardl-mpi-compare: %d ranks, spardl transport %s, n = %zu, density %g, data %s, %d calls "
 		       "(+%d warm-up) each, GLIBC_TUNABLES=%s\n",
 		       size, spardl_comm_transport(comm), n, density, normal ? "N(0,1) floats" : "integers", iters,
 		       warmup, bench_tunables());
-		printf("# time per call = the slowest rank's, median; split = rank 0's ms per call\n");
+		printf("# methods interleaved: each round times every method once on the same data\n");
+		printf("# time per call = the slowest rank's, median; /MPI and /floor = median over rounds of the\n"
+		       "# round's ratio; split = rank 0's ms per call\n");
 		printf("%-14s %10s %10s %10s %12s %10s | %8s %8s %8s %8s %8s %8s\n", "method", "median_ms", "min_ms",
 		       "max_ms", "/MPI_Allred", "/floor", "accum", "select", "reduce", "post", "wait", "output");
 		for (k = 0; k < nm; k++) {
 			double cc = m[k].st.calls ? (double)m[k].st.calls : 1;
 
 			printf("%-14s %10.3f %10.3f %10.3f %11.2fx %9.2fx", m[k].name, m[k].med, m[k].min, m[k].max,
-			       m[k].med / m[0].med, m[k].med / m[1].med);
+			       m[k].r_mpi, m[k].r_floor);
 			if (m[k].algo >= 0)
 				printf(" | %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f", m[k].st.accumulate / cc * 1e3,
 				       m[k].st.select / cc * 1e3, m[k].st.reduce / cc * 1e3, m[k].st.post / cc * 1e3,
@@ -248,6 +272,8 @@ int main(int argc, char **argv)
 	free(fc);
 	free(fm);
 	free(t);
+	free(r_mpi);
+	free(r_floor);
 	MPI_Finalize();
 	return 0;
 bad:

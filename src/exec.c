@@ -17,6 +17,7 @@ struct call {
 	const struct spardl_sched *s;
 	unsigned parity;
 	const float *grad;
+	const float *src; /* dense: grad + residual, acc or (with no residual) grad itself */
 	float *out;        /* dense output (NULL in sparse mode) */
 	int64_t *indices;  /* sparse output */
 	float *values;
@@ -239,6 +240,16 @@ static void undo_run(struct spardl_plan *p)
 	p->useg[p->nuseg++] = p->nundo;
 }
 
+/* A run of a selection whose zeros were not written: acc still holds the
+ * logged values there, and the residual update writes the zeros only
+ * where the final set keeps them. */
+#define RUN_LAZY ((size_t)1 << 63)
+
+static size_t run_start(const struct spardl_plan *p, size_t r)
+{
+	return p->useg[r] & ~RUN_LAZY;
+}
+
 /* The sparse algorithms with a residual log every change to acc. */
 static int logging(const struct call *c)
 {
@@ -267,12 +278,21 @@ static void op_acc_init(struct call *c)
 
 	if (p->res) {
 		if (!add || !p->res_dirty) {
-			memcpy(acc, g, n * sizeof(float));
+			/* acc would be grad itself: the ring reads grad, and
+			 * only the chunks it writes from acc are copied there. */
+			for (i = 0; i < s->nsslots; i++) {
+				const struct spardl_sslot *ss = &s->sslots[i];
+
+				if (ss->region == SPARDL_REG_ACC)
+					memcpy((uint8_t *)acc + ss->off, (const uint8_t *)g + ss->off, ss->max);
+			}
+			c->src = g;
 		} else {
 			const float *restrict r = res_of(p);
 
 			for (i = 0; i < n; i++)
 				acc[i] = spardl_add(g[i], r[i]);
+			c->src = acc;
 		}
 		return;
 	}
@@ -301,8 +321,11 @@ static void op_acc_init(struct call *c)
 	}
 }
 
-/* Select one block of acc into dst as a wire block; returns its bytes. */
-static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
+/* Select one block of acc into dst as a wire block; returns its bytes.
+ * lazy: nothing reads this block of acc again before the residual update
+ * (a block sent in SRS), so with GRC its selected entries are not zeroed
+ * now; the update writes the zeros the final set keeps. */
+static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst, int lazy)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
@@ -310,22 +333,29 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst)
 	uint32_t *idx = spardl_wire_idx(dst);
 	/* Values land after room for m indices, then move down behind the
 	 * indices actually selected. */
-	float *tmp = (float *)(idx + m);
+	float *tmp = (float *)(idx + m), *x = acc_of(p) + (size_t)b * bs;
 	size_t cnt, i;
 
 	cnt = SIZE_MAX;
-	if (p->cand_n && p->cand_n[b] != SIZE_MAX)
-		cnt = spardl_topk_from_cands(acc_of(p) + (size_t)b * bs, m, p->cand_lo[b],
-					     p->cand + (size_t)b * p->cand_cap, p->cand_val + (size_t)b * p->cand_cap,
-					     p->cand_n[b],
+	lazy = lazy && s->res_mode == SPARDL_RES_GRC;
+	if (p->cand_n && p->cand_n[b] != SIZE_MAX) {
+		cnt = spardl_topk_from_cands(x, m, p->cand_lo[b], p->cand + (size_t)b * p->cand_cap,
+					     p->cand_val + (size_t)b * p->cand_cap, p->cand_n[b],
 					     p->blk_lidx + (size_t)b * p->max_lists,
 					     p->blk_lcnt + (size_t)b * p->max_lists, p->blk_nl[b], idx, tmp, &p->ws);
+		if (cnt != SIZE_MAX && !lazy)
+			spardl_zero_at(x, idx, cnt);
+	}
 	if (cnt == SIZE_MAX) {
-		cnt = spardl_topk_block(acc_of(p) + (size_t)b * bs, len, m, idx, tmp, &p->ws);
+		/* The scan zeroes as it selects. */
+		cnt = spardl_topk_block(x, len, m, idx, tmp, &p->ws);
 		p->stats.scans++;
+		lazy = 0;
 	}
 	if (logging(c)) {
 		undo_run(p);
+		if (lazy)
+			p->useg[p->nuseg - 1] |= RUN_LAZY;
 		for (i = 0; i < cnt; i++)
 			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
 	}
@@ -354,13 +384,13 @@ static void op_select(struct call *c, const struct spardl_op *op)
 
 	if (op->dst_is_reg) {
 		dst = list_buf(p, op->buf);
-		select_block(c, op->b0 % s->nblocks, op->m, dst);
+		select_block(c, op->b0 % s->nblocks, op->m, dst, 0);
 		view(&p->regs[op->dst], dst);
 		return;
 	}
 	dst = pos = (uint8_t *)p->send->addr + s->sslots[op->slot].off;
 	for (i = 0; i < op->nb; i++)
-		pos += select_block(c, (op->b0 + i) % s->nblocks, op->m, pos);
+		pos += select_block(c, (op->b0 + i) % s->nblocks, op->m, pos, 1);
 	p->send_len[op->slot] = (uint64_t)(pos - dst);
 }
 
@@ -482,22 +512,32 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 	float share = op->share_log2 ? ldexpf(1.0f, -(int)op->share_log2) : 0.0f;
 	float *acc = acc_of(p), *val;
 	struct spardl_thr t;
+	uint32_t sink;
 
-	spardl_topk_threshold(p->u_val, n, op->m, &t);
+	spardl_topk_threshold_ws(p->u_val, n, op->m, &t, &p->ws);
 	ties = t.ties;
 	if (op->share_log2 && logging(c))
 		undo_run(p);
 	for (i = 0; i < n; i++) {
 		uint32_t k = spardl_key(p->u_val[i]);
+		size_t eq = (k == t.key) & (k != 0) & (ties != 0), keep = (k > t.key) | eq;
+		uint64_t j = p->u_idx[i];
+		float v = p->u_val[i];
 
-		if (k > t.key || (k == t.key && k && ties && ties--)) {
-			/* Compact the kept values in place (cnt <= i). */
-			idx[cnt] = (uint32_t)(p->u_idx[i] - base);
-			p->u_val[cnt++] = p->u_val[i];
-		} else if (op->share_log2) {
-			if (logging(c))
-				log_undo(p, p->u_idx[i], acc[p->u_idx[i]]);
-			acc[p->u_idx[i]] = spardl_add(acc[p->u_idx[i]], p->u_val[i] * share);
+		ties -= eq;
+		/* Compact the kept values in place (cnt <= i), branch-free;
+		 * past the last kept one the index goes to a sink. */
+		*(cnt < t.count ? &idx[cnt] : &sink) = (uint32_t)(j - base);
+		p->u_val[cnt] = v;
+		cnt += keep;
+		if (op->share_log2) {
+			if (i + PREFETCH_AHEAD < n)
+				__builtin_prefetch(&acc[p->u_idx[i + PREFETCH_AHEAD]], 1);
+			if (!keep) {
+				if (logging(c))
+					log_undo(p, j, acc[j]);
+				acc[j] = spardl_add(acc[j], v * share);
+			}
 		}
 	}
 	val = spardl_wire_val(dst, (uint32_t)cnt);
@@ -523,33 +563,36 @@ static void op_residual(struct call *c)
 		 * at the touched ones. */
 		p->u_idx[p->u_n] = UINT64_MAX; /* sentinel: every merge below ends */
 		for (r = p->nuseg; r-- > 0;) {
-			size_t end = r + 1 < p->nuseg ? p->useg[r + 1] : p->nundo, k, lo = 0, hi = p->u_n;
+			size_t start = run_start(p, r), k, lo = 0, hi = p->u_n;
+			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
+			int lazy = (p->useg[r] & RUN_LAZY) != 0;
 			float sink;
 
-			if (p->useg[r] == end)
+			if (start == end)
 				continue;
 			/* First final position >= the run's first position. */
 			while (lo < hi) {
 				size_t mid = (lo + hi) / 2;
 
-				if (p->u_idx[mid] < p->undo[p->useg[r]].pos)
+				if (p->u_idx[mid] < p->undo[start].pos)
 					lo = mid + 1;
 				else
 					hi = mid;
 			}
 			/* Merge the run with the final positions without
 			 * data-dependent branches: each step moves past a
-			 * final position below the change, or takes the change
-			 * and writes its old value back (to a sink when the
-			 * position is final). */
-			for (i = p->useg[r], k = lo; i < end;) {
+			 * final position below the change, or takes the change.
+			 * A written change outside the final set gets its old
+			 * value back; a lazy run's zero lands only inside it.
+			 * Every other store goes to a sink. */
+			for (i = start, k = lo; i < end;) {
 				uint64_t j = p->undo[i].pos, u = p->u_idx[k];
 				size_t lt = u < j, eq = u == j;
-				float *dst = lt | eq ? &sink : &acc[j];
+				float *dst = lt | (eq ^ (size_t)lazy) ? &sink : &acc[j];
 
 				if (i + PREFETCH_AHEAD < end)
 					__builtin_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos], 1);
-				*dst = p->undo[i].old;
+				*dst = lazy ? 0.0f : p->undo[i].old;
 				k += lt | eq;
 				i += !lt;
 			}
@@ -607,7 +650,7 @@ static void op_output(struct call *c)
 /* Reduce into the receive slot, so acc stays grad + residual all call. */
 static void op_dense_add(struct call *c, const struct spardl_op *op)
 {
-	const float *restrict acc = acc_of(c->plan) + op->off;
+	const float *restrict acc = c->src + op->off;
 	float *restrict in = (float *)recv_slot(c, op->slot);
 	uint64_t i;
 
@@ -619,7 +662,7 @@ static void op_dense_out(struct call *c, const struct spardl_op *op)
 {
 	struct spardl_plan *p = c->plan;
 	float *restrict out = (c->out ? c->out : res_of(p)) + op->off;
-	const float *restrict in = op->slot == UINT32_MAX ? acc_of(p) + op->off :
+	const float *restrict in = op->slot == UINT32_MAX ? c->src + op->off :
 							    (const float *)recv_slot(c, op->slot);
 	float div = (float)c->s->p.size;
 	uint64_t i;
@@ -815,15 +858,16 @@ static void rollback(struct call *c)
 		break;
 	case SPARDL_RES_ZERO: {
 		/* Dense: acc = old + grad was never changed in the call. Without
-		 * a residual set, acc holds grad itself: adding the zero
-		 * residual still rounds -0 to +0, as old + grad would. */
+		 * a residual set, the call read grad itself (unchanged too):
+		 * adding the zero residual still rounds -0 to +0, as old + grad
+		 * would. */
 		float *res = res_of(p);
 
 		if (p->res_dirty)
 			memcpy(res, acc, n * sizeof(float));
 		else
 			for (i = 0; i < n; i++)
-				res[i] = acc[i] + 0.0f;
+				res[i] = c->grad[i] + 0.0f;
 		p->res_dirty = 1;
 		break;
 	}

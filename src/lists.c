@@ -51,19 +51,16 @@ static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b
 	uint32_t i = 0, j = 0;
 	size_t n = 0;
 
+	/* Branch-free: which list comes next is data dependent. */
 	while (i < a->count && j < b->count) {
 		uint64_t ka = gkey(a, i, bs), kb = gkey(b, j, bs);
+		float va = a->val[i], vb = b->val[j], sum = spardl_add(va, vb);
+		unsigned lt = ka < kb, gt = kb < ka;
 
-		if (ka < kb) {
-			oidx[n] = ka;
-			oval[n++] = a->val[i++];
-		} else if (kb < ka) {
-			oidx[n] = kb;
-			oval[n++] = b->val[j++];
-		} else {
-			oidx[n] = ka;
-			oval[n++] = spardl_add(a->val[i++], b->val[j++]);
-		}
+		oidx[n] = lt ? ka : kb;
+		oval[n++] = lt ? va : gt ? vb : sum;
+		i += !gt;
+		j += !lt;
 	}
 	for (; i < a->count; i++, n++) {
 		oidx[n] = gkey(a, i, bs);

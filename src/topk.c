@@ -129,6 +129,11 @@ void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_t
 	threshold(v, len, m, 0, t, NULL, 0);
 }
 
+void spardl_topk_threshold_ws(const float *v, size_t len, size_t m, struct spardl_thr *t, struct spardl_topk_ws *ws)
+{
+	threshold(v, len, m, 0, t, ws->tkeys, ws->tcap);
+}
+
 int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra)
 {
 	memset(ws, 0, sizeof(*ws));
@@ -214,9 +219,18 @@ static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t 
 	size_t i, j, above = 0, stride = len / SAMPLE_RUNS;
 	unsigned k = 2048, top;
 
-	for (i = 0; i < SAMPLE_RUNS; i++)
+	for (i = 0; i < SAMPLE_RUNS; i++) {
+		/* The runs are far apart: fetch the lines of the run after
+		 * next while this one is counted. */
+		if (i + 2 < SAMPLE_RUNS)
+			for (j = 0; j < SAMPLE_RUN; j += 16) {
+				__builtin_prefetch(&a[(i + 2) * stride + j], 0);
+				if (b)
+					__builtin_prefetch(&b[(i + 2) * stride + j], 0);
+			}
 		for (j = 0; j < SAMPLE_RUN; j++)
 			h[sample_key(a, b, i * stride + j) >> 21]++;
+	}
 	want += 4.0 * __builtin_sqrt(want) + 16.0;
 	while (k-- > 1) {
 		if ((double)(above + h[k]) >= want)
@@ -379,7 +393,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 			goto zero;
 		}
 	}
-	spardl_topk_threshold(x, len, m, &t);
+	threshold(x, len, m, 0, &t, ws->tkeys, ws->tcap);
 	n = collect(x, NULL, len, &t, idx, val);
 zero:
 	spardl_zero_at(x, idx, n);
@@ -490,7 +504,7 @@ static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32
 	return n;
 }
 
-size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
+size_t spardl_topk_from_cands(const float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
 			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
 			      float *val, struct spardl_topk_ws *ws)
 {
@@ -517,6 +531,5 @@ size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *c
 	if (!threshold(uv, n, m, lo, &t, ws->tkeys, ws->tcap))
 		return SIZE_MAX;
 	cnt = collect(uv, u, n, &t, idx, val);
-	spardl_zero_at(x, idx, cnt);
 	return cnt;
 }

@@ -31,10 +31,16 @@ struct spardl_thr {
 void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t);
 
 /* Scattered accesses into n-sized buffers prefetch this many entries ahead. */
-#define PREFETCH_AHEAD 16
+#define PREFETCH_AHEAD 32
 
 /* x[idx[i]] = 0 for i < n. */
 void spardl_zero_at(float *x, const uint32_t *idx, size_t n);
+
+struct spardl_topk_ws;
+
+/* The same, faster, with a workspace's scratch. */
+void spardl_topk_threshold_ws(const float *v, size_t len, size_t m, struct spardl_thr *t,
+			      struct spardl_topk_ws *ws);
 
 /* Scratch for the selections, sized at plan creation. */
 struct spardl_topk_ws {
@@ -86,9 +92,11 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
  * cidx[0..nc) are the positions whose key was >= lo when gathered (cval
  * their values then), and lists[0..nl) (each sorted, lcount[j] entries)
  * every position changed since, whose values are read from x.
- * Returns SIZE_MAX, x untouched, when they cannot prove the answer (fewer
- * than m keys >= lo); then the caller scans. */
-size_t spardl_topk_from_cands(float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
+ * x is not changed: the caller zeroes the selected entries
+ * (spardl_zero_at) when it needs them zero.
+ * Returns SIZE_MAX when they cannot prove the answer (fewer than m keys
+ * >= lo); then the caller scans. */
+size_t spardl_topk_from_cands(const float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
 			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
 			      float *val, struct spardl_topk_ws *ws);
 

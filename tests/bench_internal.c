@@ -80,6 +80,8 @@ static int mode_topk(const struct opts *o)
 				a[i] += gg[i];
 		got = nc == SIZE_MAX ? SIZE_MAX :
 				       spardl_topk_from_cands(acc, m, lo, cand, cval, nc, NULL, NULL, 0, idx, val, &ws);
+		if (got != SIZE_MAX)
+			spardl_zero_at(acc, idx, got);
 		if (got == SIZE_MAX) {
 			got = spardl_topk_block(acc, n, m, idx, val, &ws);
 			fallbacks++;

@@ -629,6 +629,8 @@ static void check_cands(int _i, int mode)
 	if (nc != SIZE_MAX)
 		n = spardl_topk_from_cands(a, m, lo, cand, cval, nc, (const uint32_t *const *)lists, lcount, 2, idx,
 					   val, &ws);
+	if (n != SIZE_MAX)
+		spardl_zero_at(a, idx, n);
 	if (n == SIZE_MAX) {
 		for (i = 0; i < len; i++)
 			REQUIRE(bits(a[i]) == bits(before[i]), "case %d (%s): a refused selection changed x",
