@@ -563,10 +563,9 @@ static void op_residual(struct call *c)
 		 * at the touched ones. */
 		p->u_idx[p->u_n] = UINT64_MAX; /* sentinel: every merge below ends */
 		for (r = p->nuseg; r-- > 0;) {
-			size_t start = run_start(p, r), k, lo = 0, hi = p->u_n;
+			size_t start = run_start(p, r), k, w, lo = 0, hi = p->u_n;
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
 			int lazy = (p->useg[r] & RUN_LAZY) != 0;
-			float sink;
 
 			if (start == end)
 				continue;
@@ -584,17 +583,24 @@ static void op_residual(struct call *c)
 			 * final position below the change, or takes the change.
 			 * A written change outside the final set gets its old
 			 * value back; a lazy run's zero lands only inside it.
-			 * Every other store goes to a sink. */
-			for (i = start, k = lo; i < end;) {
+			 * The stores to make are compacted to the front of the
+			 * run (w <= i: the log is no longer needed, nothing can
+			 * fail now), then made with their lines prefetched. */
+			for (i = start, k = lo, w = start; i < end;) {
 				uint64_t j = p->undo[i].pos, u = p->u_idx[k];
 				size_t lt = u < j, eq = u == j;
-				float *dst = lt | (eq ^ (size_t)lazy) ? &sink : &acc[j];
+				float old = p->undo[i].old;
 
-				if (i + PREFETCH_AHEAD < end)
-					__builtin_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos], 1);
-				*dst = lazy ? 0.0f : p->undo[i].old;
+				p->undo[w].pos = j;
+				p->undo[w].old = lazy ? 0.0f : old;
+				w += !lt & (eq == (size_t)lazy);
 				k += lt | eq;
 				i += !lt;
+			}
+			for (i = start; i < w; i++) {
+				if (i + PREFETCH_AHEAD < w)
+					__builtin_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos], 1);
+				acc[p->undo[i].pos] = p->undo[i].old;
 			}
 		}
 		break;
@@ -614,19 +620,89 @@ static void op_residual(struct call *c)
 	}
 }
 
-/* out = zero except out[idx[i]] = val[i] / div: one large memset, which
- * the C library does with streaming stores, then the values, prefetched
- * ahead because they land on lines no longer in the cache. */
-static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const float *val, size_t cnt, float div)
+/* One output entry: the value (divided when averaging) or zero. */
+static inline float out_val(const float *val, size_t k, int avg, float div)
 {
-	size_t k;
+	return avg ? val[k] / div : val[k];
+}
 
-	memset(out, 0, n * sizeof(float));
-	for (k = 0; k < cnt; k++) {
-		if (k + PREFETCH_AHEAD < cnt)
-			__builtin_prefetch(&out[idx[k + PREFETCH_AHEAD]], 1);
-		out[idx[k]] = val[k] / div;
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Whole 64-byte lines [at, stop) of the output, each built in registers,
+ * zeros with its values blended in, and written with a streaming store:
+ * the output is written once and never read, so it costs what a memset
+ * does. Returns the next value's index. */
+__attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict out, size_t at, size_t stop,
+								const uint64_t *idx, const float *val, size_t k,
+								size_t cnt, int avg, float div)
+{
+	const __m256i lanes_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const __m256i lanes_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+	const __m256 zero = _mm256_setzero_ps();
+
+	while (at < stop) {
+		/* Zero lines up to the next value's line. */
+		size_t next = k < cnt && idx[k] < stop ? idx[k] - (idx[k] - at) % 16 : stop;
+
+		for (; at < next; at += 16) {
+			_mm256_stream_ps(out + at, zero);
+			_mm256_stream_ps(out + at + 8, zero);
+		}
+		if (at == stop)
+			break;
+		{
+			__m256 lo = zero, hi = zero;
+
+			for (; k < cnt && idx[k] < at + 16; k++) {
+				__m256 v = _mm256_set1_ps(out_val(val, k, avg, div));
+				__m256i pos = _mm256_set1_epi32((int)(idx[k] - at));
+
+				lo = _mm256_blendv_ps(lo, v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(pos, lanes_lo)));
+				hi = _mm256_blendv_ps(hi, v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(pos, lanes_hi)));
+			}
+			_mm256_stream_ps(out + at, lo);
+			_mm256_stream_ps(out + at + 8, hi);
+			at += 16;
+		}
 	}
+	_mm_sfence();
+	return k;
+}
+#endif
+
+/* out = zero except out[idx[i]] = val[i] (divided when averaging), idx
+ * strictly increasing. */
+static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const float *val, size_t cnt, int avg,
+		     float div)
+{
+	size_t at = 0, k = 0;
+
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx2")) {
+		size_t head = (size_t)((64 - ((uintptr_t)out & 63)) & 63), stop;
+
+		if (((uintptr_t)out & 3) == 0 && head / sizeof(float) < n) {
+			for (; at < head / sizeof(float); at++)
+				out[at] = k < cnt && idx[k] == at ? out_val(val, k++, avg, div) : 0.0f;
+			stop = at + (n - at) / 16 * 16;
+			k = fill_lines_avx2(out, at, stop, idx, val, k, cnt, avg, div);
+			at = stop;
+		}
+	}
+#endif
+	if (at == 0) {
+		/* A large memset streams too; then the values, prefetched. */
+		memset(out, 0, n * sizeof(float));
+		for (; k < cnt; k++) {
+			if (k + PREFETCH_AHEAD < cnt)
+				__builtin_prefetch(&out[idx[k + PREFETCH_AHEAD]], 1);
+			out[idx[k]] = out_val(val, k, avg, div);
+		}
+		return;
+	}
+	for (; at < n; at++)
+		out[at] = k < cnt && idx[k] == at ? out_val(val, k++, avg, div) : 0.0f;
 }
 
 static void op_output(struct call *c)
@@ -637,7 +713,7 @@ static void op_output(struct call *c)
 	size_t i;
 
 	if (c->out) {
-		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg ? div : 1.0f);
+		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg, div);
 		return;
 	}
 	for (i = 0; i < p->u_n; i++) {

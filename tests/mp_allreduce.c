@@ -294,7 +294,10 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 	float **g = calloc((size_t)size, sizeof(float *)), **res = calloc((size_t)size, sizeof(float *));
 	float **out = calloc((size_t)size, sizeof(float *)), **old = calloc((size_t)size, sizeof(float *));
 	float **res0 = calloc((size_t)size, sizeof(float *)), **out0 = calloc((size_t)size, sizeof(float *));
-	float *mine = malloc(c->n * sizeof(float)), *old_res = malloc(c->n * sizeof(float));
+	/* The caller's buffer sits at another offset each call: every
+	 * alignment of the output within a cache line is exercised. */
+	float *mine_base = malloc((c->n + 16) * sizeof(float)), *mine = mine_base;
+	float *old_res = malloc(c->n * sizeof(float));
 	float *v = malloc((c->n + (size_t)size * 4) * sizeof(float)); /* conservation, then hashes */
 	double *mag = malloc(c->n * sizeof(double));
 	int64_t *sidx = NULL;
@@ -356,6 +359,7 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 
 		for (w = 0; w < size; w++)
 			gen(g[w], c, seed, call, w);
+		mine = mine_base + (call * 5 + c->n) % 16;
 		memcpy(mine, g[rank], c->n * sizeof(float));
 		ret = spardl_plan_residual(plan, &lresv);
 		lres = lresv;
@@ -529,7 +533,7 @@ out:
 	free(old);
 	free(res0);
 	free(out0);
-	free(mine);
+	free(mine_base);
 	free(old_res);
 	free(v);
 	free(mag);
