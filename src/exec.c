@@ -18,6 +18,7 @@ struct call {
 	unsigned parity;
 	const float *grad;
 	const float *src; /* dense: grad + residual, acc or (with no residual) grad itself */
+	struct spardl_tp_mr src_mr; /* src == grad, written from directly (SPARDL_TP_CAP_HOST_SOURCE) */
 	float *out;        /* dense output (NULL in sparse mode) */
 	int64_t *indices;  /* sparse output */
 	float *values;
@@ -278,15 +279,23 @@ static void op_acc_init(struct call *c)
 
 	if (p->res) {
 		if (!add || !p->res_dirty) {
-			/* acc would be grad itself: the ring reads grad, and
-			 * only the chunks it writes from acc are copied there. */
+			/* acc would be grad itself: the ring reads grad. The
+			 * chunks it writes from acc are copied there, unless
+			 * the transport can write from grad directly. */
+			c->src = g;
+			if (p->comm->tp->caps & SPARDL_TP_CAP_HOST_SOURCE) {
+				c->src_mr.addr = (void *)g;
+				c->src_mr.len = n * sizeof(float);
+				c->src_mr.alloc_len = c->src_mr.len;
+				c->src_mr.mem_type = SPARDL_MEM_HOST;
+				return;
+			}
 			for (i = 0; i < s->nsslots; i++) {
 				const struct spardl_sslot *ss = &s->sslots[i];
 
 				if (ss->region == SPARDL_REG_ACC)
 					memcpy((uint8_t *)acc + ss->off, (const uint8_t *)g + ss->off, ss->max);
 			}
-			c->src = g;
 		} else {
 			const float *restrict r = res_of(p);
 
@@ -864,7 +873,7 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 			len = p->send_len[w->sslot];
 			break;
 		case SPARDL_REG_ACC:
-			mr = p->acc;
+			mr = c->src_mr.addr ? &c->src_mr : p->acc;
 			len = ss->max;
 			break;
 		default:

@@ -46,6 +46,16 @@ struct spardl_tp {
 	/* Set by the core around ep_create when tracing: where the transport
 	 * records QP state changes (trace.h). NULL otherwise. */
 	struct spardl_trace_buf *trace;
+	/* enum spardl_tp_caps, set by open. */
+	unsigned caps;
+};
+
+enum spardl_tp_caps {
+	/* write() takes any host memory as its source: an MR that only names
+	 * an address and a length (registered = 0), such as the caller's
+	 * gradient, so the core need not copy it into registered memory
+	 * first. */
+	SPARDL_TP_CAP_HOST_SOURCE = 1u << 0,
 };
 
 struct spardl_tp_mr {

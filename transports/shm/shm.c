@@ -184,6 +184,8 @@ static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spard
 	tp->base.size = size;
 	tp->base.timeout_ms = timeout_ms;
 	tp->base.max_write = SHM_MAX_WRITE;
+	/* A write is a memcpy by the writer: any of its memory can be the source. */
+	tp->base.caps = SPARDL_TP_CAP_HOST_SOURCE;
 	*tp_out = &tp->base;
 	return 0;
 
