@@ -519,9 +519,13 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 	uint64_t base = (uint64_t)block * s->block_size;
 	size_t n = merge_regs(c, op), ties, cnt = 0, i;
 	float share = op->share_log2 ? ldexpf(1.0f, -(int)op->share_log2) : 0.0f;
-	float *acc = acc_of(p), *val;
+	float *acc = acc_of(p), *val, *dval = p->ws.uv[0];
 	struct spardl_thr t;
-	uint32_t sink;
+	uint32_t sink, *didx = p->ws.u[0];
+	/* Dropped entries go aside when the workspace holds them (a share
+	 * round merges two lists of at most m). */
+	int aside = op->share_log2 && n <= p->ws.ucap;
+	size_t nd = 0;
 
 	spardl_topk_threshold_ws(p->u_val, n, op->m, &t, &p->ws);
 	ties = t.ties;
@@ -535,19 +539,30 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 
 		ties -= eq;
 		/* Compact the kept values in place (cnt <= i), branch-free;
-		 * past the last kept one the index goes to a sink. */
+		 * past the last kept one the index goes to a sink. The
+		 * dropped ones, with shares, are compacted aside. */
 		*(cnt < t.count ? &idx[cnt] : &sink) = (uint32_t)(j - base);
 		p->u_val[cnt] = v;
 		cnt += keep;
-		if (op->share_log2) {
-			if (i + PREFETCH_AHEAD < n)
-				__builtin_prefetch(&acc[p->u_idx[i + PREFETCH_AHEAD]], 1);
-			if (!keep) {
-				if (logging(c))
-					log_undo(p, j, acc[j]);
-				acc[j] = spardl_add(acc[j], v * share);
-			}
+		if (aside) {
+			didx[nd] = (uint32_t)(j - base);
+			dval[nd] = v;
+			nd += !keep;
+		} else if (op->share_log2 && !keep) {
+			if (logging(c))
+				log_undo(p, j, acc[j]);
+			acc[j] = spardl_add(acc[j], v * share);
 		}
+	}
+	/* The shares of the dropped values, their lines prefetched. */
+	for (i = 0; i < nd; i++) {
+		uint64_t j = base + didx[i];
+
+		if (i + PREFETCH_AHEAD < nd)
+			__builtin_prefetch(&acc[base + didx[i + PREFETCH_AHEAD]], 1);
+		if (logging(c))
+			log_undo(p, j, acc[j]);
+		acc[j] = spardl_add(acc[j], dval[i] * share);
 	}
 	val = spardl_wire_val(dst, (uint32_t)cnt);
 	memcpy(val, p->u_val, cnt * sizeof(float));

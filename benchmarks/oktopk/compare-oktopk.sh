@@ -81,7 +81,13 @@ echo "# Ok-Topk code fetched from $repo${commit:+ (HEAD $commit)} into $tmp (rem
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# A job key for spardl's rendezvous (else it warns that it is not authenticated).
+if [ -z "$SPARDL_JOB_KEY" ] && [ -z "$SPARDL_JOB_KEY_FILE" ]; then
+	(umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$tmp/job-key") &&
+		export SPARDL_JOB_KEY_FILE="$tmp/job-key"
+fi
 # python -m mpi4py: an exception on one rank aborts the job instead of hanging it.
 mpirun -np "$np" --oversubscribe ${GLIBC_TUNABLES:+-x GLIBC_TUNABLES} -x PYTHONPATH -x PYTHONDONTWRITEBYTECODE \
-	-x OMP_NUM_THREADS -x SPARDL_DEBUG \
+	-x OMP_NUM_THREADS ${SPARDL_DEBUG+-x SPARDL_DEBUG} ${SPARDL_JOB_KEY+-x SPARDL_JOB_KEY} \
+	${SPARDL_JOB_KEY_FILE+-x SPARDL_JOB_KEY_FILE} \
 	"$PYTHON" -m mpi4py "$here/compare_oktopk.py" --oktopk-dir "$tmp" --oktopk-desc "$desc" "$@"

@@ -47,7 +47,9 @@ def parse_args():
     ap.add_argument("--iters", type=int, default=0,
                     help="timed rounds (default: one full Ok-Topk re-estimation period: "
                          "bert 128, vgg 64)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    ap.add_argument("--warmup", type=int, default=-1,
+                    help="untimed rounds first (default: one full period as for --iters, so that the timed "
+                         "calls see Ok-Topk's thresholds in their steady state, past the start-up transient)")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads per rank (spardl is single-threaded)")
     ap.add_argument("--seed", type=int, default=1)
@@ -174,7 +176,9 @@ def main():
 
     n, d = a.n, a.density
     if a.iters <= 0:
-        a.iters = max(iv["local"], iv["global"], iv["repartition"]) if a.variant == "bert" else 64
+        a.iters = max(iv["local"], iv["global"], iv["repartition"])
+    if a.warmup < 0:
+        a.warmup = max(iv["local"], iv["global"], iv["repartition"])
     # VGG: its first dense_below calls are dense MPI_Allreduce (warm-up of
     # training); the counter starts at dense_below so all calls are sparse.
     start = iv["dense_below"] if (a.variant == "vgg" and iv["dense_below"] and iv["dense_below"] > 0) else 0
@@ -241,7 +245,7 @@ def main():
           % (size, n, np.log2(n), d, k, a.seed))
     print("# GLIBC_TUNABLES=%s  torch %s, %d intra-op thread(s) per rank; mpi4py %s over %s"
           % (os.environ.get("GLIBC_TUNABLES", "(unset)"), torch.__version__, torch.get_num_threads(),
-             __import__("mpi4py").__version__, MPI.Get_library_version().splitlines()[0].strip()))
+             __import__("mpi4py").__version__, MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()))
     print("# Ok-Topk code: %s (%s, imported from %s)" % (a.oktopk_desc or a.oktopk_dir, sub, okdir))
     print("# Ok-Topk: variant %s, compressor 'oktopk', density %g; intervals read from its source: local "
           "threshold every %d calls, global threshold every %d, region repartition every %d%s"
