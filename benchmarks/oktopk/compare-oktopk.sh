@@ -5,21 +5,21 @@
 # fresh N(0,1) data each round, time per call = the slowest rank's, median.
 #
 # usage: benchmarks/oktopk/compare-oktopk.sh [--oktopk-repo PATH] [--build DIR] [--np P] [ARGS...]
-#   PATH  the Ok-Topk repository (https://github.com/Shigangli/Ok-Topk): a git
-#         directory (bare or not; its HEAD is extracted with git archive) or a
-#         plain checkout; default /work/.mirror/Shigangli+Ok-Topk/repo.
+#   PATH  the Ok-Topk repository (git clone https://github.com/Shigangli/Ok-Topk):
+#         a git directory (bare or not; its HEAD is extracted with git archive)
+#         or a plain checkout; default $OKTOPK_REPO.
 #         Nothing of Ok-Topk is kept in this tree: it is extracted into a
 #         temporary directory for the run and removed afterwards.
-#   DIR   spardl build directory with python/spardl (default build-me, then build)
+#   DIR   spardl build directory with python/spardl (default build)
 #   P     ranks (default 2)
 #   ARGS  passed to compare_oktopk.py: -n 2^24 -d 0.01 --variant bert|vgg
 #         --iters I --warmup W --torch-threads T --per-call
-#   e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 benchmarks/oktopk/compare-oktopk.sh -n 2^24
+#   e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 benchmarks/oktopk/compare-oktopk.sh --oktopk-repo ../Ok-Topk -n 2^24
 # PYTHON selects the interpreter (default /usr/bin/python3 when present: it
 # has Debian's torch). Exit status 77: a prerequisite is missing.
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-repo=/work/.mirror/Shigangli+Ok-Topk/repo
+repo=${OKTOPK_REPO:-}
 build=
 np=2
 while [ $# -gt 0 ]; do
@@ -46,14 +46,15 @@ for m in numpy scipy torch mpi4py; do
 done
 
 if [ -z "$build" ]; then
-	for b in build-me build; do
+	for b in build; do
 		[ -f "$top/$b/python/spardl/__init__.py" ] && { build=$b; break; }
 	done
-	[ -n "$build" ] || skip "no spardl build with python/spardl under $top (build-me, build); pass --build DIR"
+	[ -n "$build" ] || skip "no spardl build with python/spardl under $top/build; pass --build DIR"
 fi
 case $build in /*) ;; *) build=$top/$build ;; esac
 [ -f "$build/python/spardl/__init__.py" ] || skip "$build/python/spardl not found (a build with the Python package)"
 
+[ -n "$repo" ] || skip "no Ok-Topk repository given: git clone https://github.com/Shigangli/Ok-Topk and pass --oktopk-repo PATH (or set OKTOPK_REPO)"
 [ -e "$repo" ] || skip "Ok-Topk checkout $repo not found (pass --oktopk-repo PATH)"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/oktopk.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT

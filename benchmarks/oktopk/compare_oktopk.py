@@ -292,6 +292,10 @@ def main():
             what.append("region repartition")
         print("# Ok-Topk call %d (counter %d): %s, %.2f ms" % (i, ctr[i], " + ".join(what), t_ok[i]))
     ms_sp = np.median(t_sp)
+    rr = t_ok / t_sp  # per round: both methods on the same data, back to back
+    print("ratio Ok-Topk / spardl, median of the per-round ratios (robust to slow spells of a shared "
+          "machine): all calls %.2f" % np.median(rr)
+          + ("; steady calls only %.2f" % np.median(rr[~special]) if (~special).any() else ""))
     print("ratio Ok-Topk / spardl (medians): all calls %.2f" % (np.median(t_ok) / ms_sp)
           + ("; steady calls only %.2f" % (np.median(t_ok[~special]) / ms_sp) if (~special).any() else "")
           + "; mean over all calls %.2f (Ok-Topk mean %.2f ms, spardl mean %.2f ms)"
