@@ -75,6 +75,7 @@ struct spardl_plan {
 	size_t nundo;
 	size_t *useg;             /* starts of the undo log's runs, each sorted by position */
 	size_t nuseg;
+	uint64_t *final_bits;     /* GRC: n bits, the final positions while the residual is updated */
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */

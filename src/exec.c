@@ -576,6 +576,7 @@ static void op_residual(struct call *c)
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
 	float *acc = acc_of(p);
+	uint64_t *bits = p->final_bits;
 	size_t i, r;
 
 	switch (s->res_mode) {
@@ -585,41 +586,28 @@ static void op_residual(struct call *c)
 		 * Untouched positions already hold the input; undoing the
 		 * changes outside the final set, newest run first, restores it
 		 * at the touched ones. */
-		p->u_idx[p->u_n] = UINT64_MAX; /* sentinel: every merge below ends */
+		/* The final positions as bits: each logged change then tests
+		 * its own bit, with no merge (and no chain of dependent loads)
+		 * against the sorted final set. */
+		for (i = 0; i < p->u_n; i++)
+			bits[p->u_idx[i] >> 6] |= (uint64_t)1 << (p->u_idx[i] & 63);
 		for (r = p->nuseg; r-- > 0;) {
-			size_t start = run_start(p, r), k, w, lo = 0, hi = p->u_n;
+			size_t start = run_start(p, r), w = start;
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
-			int lazy = (p->useg[r] & RUN_LAZY) != 0;
+			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0;
 
-			if (start == end)
-				continue;
-			/* First final position >= the run's first position. */
-			while (lo < hi) {
-				size_t mid = (lo + hi) / 2;
-
-				if (p->u_idx[mid] < p->undo[start].pos)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			/* Merge the run with the final positions without
-			 * data-dependent branches: each step moves past a
-			 * final position below the change, or takes the change.
-			 * A written change outside the final set gets its old
+			/* A written change outside the final set gets its old
 			 * value back; a lazy run's zero lands only inside it.
 			 * The stores to make are compacted to the front of the
 			 * run (w <= i: the log is no longer needed, nothing can
 			 * fail now), then made with their lines prefetched. */
-			for (i = start, k = lo, w = start; i < end;) {
-				uint64_t j = p->undo[i].pos, u = p->u_idx[k];
-				size_t lt = u < j, eq = u == j;
+			for (i = start; i < end; i++) {
+				uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
 				float old = p->undo[i].old;
 
 				p->undo[w].pos = j;
 				p->undo[w].old = lazy ? 0.0f : old;
-				w += !lt & (eq == (size_t)lazy);
-				k += lt | eq;
-				i += !lt;
+				w += in == lazy;
 			}
 			for (i = start; i < w; i++) {
 				if (i + PREFETCH_AHEAD < w)
@@ -627,6 +615,8 @@ static void op_residual(struct call *c)
 				acc[p->undo[i].pos] = p->undo[i].old;
 			}
 		}
+		for (i = 0; i < p->u_n; i++)
+			bits[p->u_idx[i] >> 6] = 0;
 		break;
 	case SPARDL_RES_LOCAL:
 		/* Plain error feedback: what stayed in acc is the residual. */

@@ -374,13 +374,16 @@ static int alloc_local(struct spardl_plan *plan)
 	if (!ret)
 		ret = plan_calloc(plan, &plan->lbuf, s->nbufs, plan->lbuf_bytes, "list buffers");
 	if (!ret)
-		ret = plan_calloc(plan, &plan->u_idx, s->union_pairs + 1, sizeof(*plan->u_idx), "merge buffer");
+		ret = plan_calloc(plan, &plan->u_idx, s->union_pairs, sizeof(*plan->u_idx), "merge buffer");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->u_val, s->union_pairs, sizeof(*plan->u_val), "merge buffer");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->undo, keep_log ? s->touched : 0, sizeof(*plan->undo), "undo log");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->useg, keep_log ? s->undo_runs : 0, sizeof(*plan->useg), "undo runs");
+	if (!ret)
+		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
+				  sizeof(*plan->final_bits), "final-position bitmap");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");
 	if (!ret)
@@ -505,6 +508,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->u_val);
 	free(plan->undo);
 	free(plan->useg);
+	free(plan->final_bits);
 	free(plan->cand);
 	free(plan->cand_val);
 	free(plan->cand_n);
