@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "cuda.h"
 #include "log.h"
 
 SPARDL_API void spardl_plan_params_init(struct spardl_plan_params *params)
@@ -103,11 +104,7 @@ static int validate(const struct spardl_plan_params *p, int size, char *msg, siz
 		snprintf(msg, len, "dtype %d is not supported; only SPARDL_DTYPE_FLOAT32", (int)p->dtype);
 		return -EOPNOTSUPP;
 	}
-	if (p->mem_type == SPARDL_MEM_CUDA) {
-		snprintf(msg, len, "SPARDL_MEM_CUDA is not supported by this version yet; pass host memory");
-		return -EOPNOTSUPP;
-	}
-	if (p->mem_type != SPARDL_MEM_HOST) {
+	if (p->mem_type != SPARDL_MEM_HOST && p->mem_type != SPARDL_MEM_CUDA) {
 		snprintf(msg, len, "mem_type %d is not SPARDL_MEM_HOST or SPARDL_MEM_CUDA", (int)p->mem_type);
 		return -EINVAL;
 	}
@@ -192,7 +189,7 @@ int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, 
 			     struct spardl_sched_params *sp_out)
 {
 	struct spardl_plan_params p;
-	char msg[200] = "";
+	char msg[400] = "";
 	int ret;
 
 	if (!params || !sp_out || size < 1 || rank < 0 || rank >= size)
@@ -206,6 +203,22 @@ int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, 
 		return spardl_error(ret, "%s", msg);
 	sched_params(&p, size, rank, max_write, sp_out);
 	return 0;
+}
+
+/* A CUDA plan: -ENODEV with the reason where this process has no usable
+ * device; where it has one, -EOPNOTSUPP (device memory is not implemented
+ * yet). */
+static int cuda_plan_status(char *msg, size_t len)
+{
+	char why[160];
+	int ret = spardl_cuda_probe(why, sizeof(why));
+
+	if (ret) {
+		snprintf(msg, len, "SPARDL_MEM_CUDA: %s", why);
+		return ret;
+	}
+	snprintf(msg, len, "SPARDL_MEM_CUDA plans are not implemented in this version (%s); pass host memory", why);
+	return -EOPNOTSUPP;
 }
 
 static int agree_params(struct spardl_comm *comm, const struct spardl_plan_params *p, int status)
@@ -531,7 +544,7 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 	struct spardl_plan_params p;
 	struct spardl_sched_params sp;
 	struct spardl_plan *plan = NULL;
-	char msg[200] = "";
+	char msg[400] = "";
 	int status, ret;
 
 	if (!comm || !params || !plan_out)
@@ -543,6 +556,8 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 		status = validate(&p, comm->size, msg, sizeof(msg));
 	else
 		snprintf(msg, sizeof(msg), "choosing the teams: %s", spardl_last_error());
+	if (!status && p.mem_type == SPARDL_MEM_CUDA)
+		status = cuda_plan_status(msg, sizeof(msg));
 	if (status)
 		status = spardl_error(status, "spardl_plan_create: rank %d: %s", comm->rank, msg);
 	/* Agree before failing: a rank that returned early would leave the

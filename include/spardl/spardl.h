@@ -123,7 +123,8 @@ enum spardl_dtype {
 
 enum spardl_mem_type {
 	SPARDL_MEM_HOST = 0,
-	SPARDL_MEM_CUDA = 1, /* not supported yet: -EOPNOTSUPP */
+	SPARDL_MEM_CUDA = 1, /* not implemented yet: -ENODEV without a usable
+			      * device (the message says why), else -EOPNOTSUPP */
 };
 
 enum spardl_plan_param_field {
