@@ -50,7 +50,44 @@ int spardl_cuda_probe(char *why, size_t len)
 		 prop.minor, n);
 	return 0;
 }
+
+int spardl_cuda_describe(FILE *out)
+{
+	char why[200], bus[32];
+	int n = 0, d, ret = spardl_cuda_probe(why, sizeof(why));
+
+	if (ret) {
+		fprintf(out, "CUDA: %s\n", why);
+		return 0;
+	}
+	if (cudaGetDeviceCount(&n) != cudaSuccess)
+		n = 0;
+	for (d = 0; d < n; d++) {
+		struct cudaDeviceProp prop;
+		cudaError_t e = cudaGetDeviceProperties(&prop, d);
+
+		if (e == cudaSuccess)
+			e = cudaDeviceGetPCIBusId(bus, (int)sizeof(bus), d);
+		if (e != cudaSuccess) {
+			fprintf(out, "CUDA device %d: cannot query it: %s\n", d, cudaGetErrorString(e));
+			continue;
+		}
+		fprintf(out, "CUDA device %d: %s, compute capability %d.%d, %.1f GiB, PCI %s\n", d, prop.name,
+			prop.major, prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), bus);
+	}
+	fprintf(out, "CUDA plans (SPARDL_MEM_CUDA) are not implemented in this version: no GPUDirect check yet\n");
+	return 0;
+}
 #else
+int spardl_cuda_describe(FILE *out)
+{
+	char why[200];
+
+	spardl_cuda_probe(why, sizeof(why));
+	fprintf(out, "CUDA: %s\n", why);
+	return 0;
+}
+
 int spardl_cuda_probe(char *why, size_t len)
 {
 	snprintf(why, len,

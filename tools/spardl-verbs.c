@@ -13,6 +13,7 @@
 
 #include <spardl/spardl.h>
 
+#include "cuda.h"
 #include "config.h"
 #include "core.h"
 #include "env.h"
@@ -95,7 +96,8 @@ static void usage(FILE *f)
 		"                             [--teams T] [--sag S] [--srs S] [--max-write BYTES] [--check]\n"
 		"       spardl-verbs trace [--chrome OUT.json] [--no-summary] [--fit] FILE...\n"
 		"devices: every RDMA device, port, state, link layer, MTU and GID table, and the\n"
-		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why.\n"
+		"  device, port and GID spardl would pick (SPARDL_VERBS_DEVICE, SPARDL_VERBS_GID_INDEX) and why;\n"
+		"  then the CUDA devices this process sees (name, memory, PCI address), or why there are none.\n"
 		"bw, lat: like ib_write_bw / ib_write_lat, through spardl's own transport (SPARDL_TRANSPORT,\n"
 		"  default verbs here): start `--server` on one host, then `HOST` on another; or run both\n"
 		"  under a launcher (spardl-run -n 2 spardl-verbs bw), rank 0 serving. The client writes.\n"
@@ -480,12 +482,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!strcmp(o.cmd, "devices")) {
+		int ret;
+
 #if SPARDL_HAVE_VERBS_TRANSPORT
-		return spardl_verbs_describe(stdout, o.family) ? 1 : 0;
+		ret = spardl_verbs_describe(stdout, o.family) ? 1 : 0;
 #else
 		fprintf(stderr, "spardl-verbs: this build has no verbs transport (rebuild with -Dverbs=enabled)\n");
-		return 1;
+		ret = 1;
 #endif
+		/* GPUs too: the memory a CUDA plan would register. */
+		spardl_cuda_describe(stdout);
+		return ret;
 	}
 	if (!strcmp(o.cmd, "env")) {
 		fputs(spardl_env_help(), stdout);
