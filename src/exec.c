@@ -585,10 +585,9 @@ static void op_residual(struct call *c)
 		 * the rank's own input (grad + old residual) everywhere else.
 		 * Untouched positions already hold the input; undoing the
 		 * changes outside the final set, newest run first, restores it
-		 * at the touched ones. */
-		/* The final positions as bits: each logged change then tests
-		 * its own bit, with no merge (and no chain of dependent loads)
-		 * against the sorted final set. */
+		 * at the touched ones. The final positions are marked in a
+		 * bitmap first, so each logged change tests its own bit (no
+		 * merge against the sorted final set). */
 		for (i = 0; i < p->u_n; i++)
 			bits[p->u_idx[i] >> 6] |= (uint64_t)1 << (p->u_idx[i] & 63);
 		for (r = p->nuseg; r-- > 0;) {
