@@ -552,7 +552,8 @@ static int number_pieces(struct spardl_sched *s)
 	for (i = 0; i < s->nrslots; i++)
 		total += spardl_sched_pieces(s->rslots[i].max, s->p.max_write);
 	if (total >= SPARDL_IMM_MAX_SLOTS)
-		return spardl_error_quiet(-E2BIG, "the schedule needs %llu receive pieces; immediates name at most 2^%u",
+		return spardl_error_quiet(-E2BIG,
+					  "the schedule needs %llu receive pieces; immediates name at most 2^%u: raise SPARDL_MAX_WRITE (pieces are at most that long), use more ranks, or split the buffer",
 					  (unsigned long long)total, SPARDL_IMM_SLOT_BITS);
 	s->piece_slot = malloc((size_t)(total ? total : 1) * sizeof(*s->piece_slot));
 	if (!s->piece_slot)

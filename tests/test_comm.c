@@ -557,6 +557,16 @@ START_TEST(test_plan_bad_params)
 	base_params(&pp);
 	pp.dtype = (enum spardl_dtype)1;
 	expect_plan_fail(comm, &pp, -EOPNOTSUPP, "dtype 1");
+	/* 32-bit indices: refused with the limit named, before any memory
+	 * is taken for the 16 GiB a plan of that size would hold. */
+	base_params(&pp);
+	pp.count = (size_t)1 << 32;
+	pp.algo = SPARDL_ALGO_TOPKA;
+	expect_plan_fail(comm, &pp, -EINVAL, "over 2^32 - 1", "TopkA");
+	pp.algo = SPARDL_ALGO_GTOPK;
+	expect_plan_fail(comm, &pp, -EINVAL, "over 2^32 - 1", "gTopk");
+	pp.algo = SPARDL_ALGO_SPARDL;
+	expect_plan_fail(comm, &pp, -EINVAL, "blocks longer than 2^32 - 1", "more ranks");
 	base_params(&pp);
 	pp.mem_type = SPARDL_MEM_CUDA;
 	{

@@ -831,6 +831,29 @@ END_TEST
 /* Messages longer than the largest write travel as pieces: every slot's
  * pieces tile it, linked writes name the same pieces, and a notification is
  * accepted only for a piece of its sender's slot with a length that fits. */
+/* More receive pieces than an immediate can name: refused at compile
+ * time with the fix, before any memory for them is taken. Dense P = 2,
+ * n = 2^29, 64-byte pieces: each rank receives 2 x 2^30 bytes, 2^25
+ * pieces; 2^23 is the limit. */
+START_TEST(test_pieces_limit)
+{
+	struct spardl_sched_params p = mkparams(2, 0, (uint64_t)1 << 29, 1, SPARDL_ALGO_DENSE, 1, 0, 0);
+	struct spardl_sched *s = NULL;
+	int ret;
+
+	p.max_write = 64;
+	ret = spardl_sched_compile(&p, &s);
+	REQUIRE(ret == -E2BIG && !s, "compile returned %d", ret);
+	REQUIRE(strstr(spardl_last_error(), "receive pieces") && strstr(spardl_last_error(), "SPARDL_MAX_WRITE"),
+		"message: %s", spardl_last_error());
+	/* With 2^30-byte pieces the same buffer compiles. */
+	p.max_write = (uint64_t)1 << 30;
+	ret = spardl_sched_compile(&p, &s);
+	REQUIRE(ret == 0 && s && s->npieces == 2, "compile with large pieces returned %d", ret);
+	spardl_sched_free(s);
+}
+END_TEST
+
 START_TEST(test_pieces)
 {
 	static const int algos[] = { SPARDL_ALGO_SPARDL, SPARDL_ALGO_DENSE, SPARDL_ALGO_TOPKA };
@@ -914,6 +937,7 @@ static Suite *schedule_suite(void)
 	tcase_add_loop_test(tc, test_baselines, 0, MAXP);
 	tcase_add_loop_test(tc, test_dense_chunks, 0, MAXP);
 	tcase_add_test(tc, test_invalid);
+	tcase_add_test(tc, test_pieces_limit);
 	tcase_add_loop_test(tc, test_pieces, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
