@@ -11,6 +11,7 @@
 
 #include "bootstrap_msg.h"
 #include "core.h"
+#include "cuda_plan.h"
 #include "env.h"
 #include "log.h"
 
@@ -395,6 +396,7 @@ SPARDL_API void spardl_comm_destroy(struct spardl_comm *comm)
 {
 	if (!comm)
 		return;
+	spardl_cuda_comm_free(comm);
 	if (comm->tp)
 		comm->tp_ops->close(comm->tp);
 	spardl_trace_close(comm->trace);

@@ -26,6 +26,10 @@ struct spardl_comm {
 	const struct spardl_tp_ops *tp_ops;
 	struct spardl_tp *tp;
 	struct spardl_trace *trace; /* SPARDL_TRACE's file, or NULL */
+	/* Set by the first CUDA plan: the event that ends the last call
+	 * enqueued on any of the communicator's CUDA plans (cuda_plan.c). */
+	const struct spardl_cuda_rt *cuda_rt;
+	void *cuda_done;
 };
 
 /* One change to acc: position and the value it had before. */
@@ -99,6 +103,8 @@ struct spardl_plan {
 	struct spardl_plan_stats stats;
 	size_t host_bytes;       /* everything the plan allocated */
 	size_t registered_bytes; /* of which registered or shared with peers */
+	size_t device_bytes;     /* CUDA plans: device memory */
+	struct spardl_cuda_plan *cuda; /* CUDA plans only (cuda_plan.c), else NULL */
 };
 
 /* Run one call: grad in; dense output to out (may be grad), or the sparse

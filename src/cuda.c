@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* CUDA devices: whether this process can use one, and why not. */
+/* CUDA devices: whether this process can use one, and why not; cudart's
+ * table of the calls CUDA plans make. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -10,7 +11,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
-int spardl_cuda_probe(char *why, size_t len)
+static int rt_probe(char *why, size_t len)
 {
 	struct cudaDeviceProp prop;
 	cudaError_t e;
@@ -51,6 +52,146 @@ int spardl_cuda_probe(char *why, size_t len)
 	return 0;
 }
 
+static int rt_get_device(int *dev)
+{
+	return (int)cudaGetDevice(dev);
+}
+
+static int rt_pointer_device(const void *p, int *dev)
+{
+	struct cudaPointerAttributes a;
+	cudaError_t e = cudaPointerGetAttributes(&a, p);
+
+	if (e == cudaErrorInvalidValue) {
+		/* Older runtimes: memory they do not know is host memory. */
+		(void)cudaGetLastError();
+		*dev = -1;
+		return 0;
+	}
+	if (e != cudaSuccess)
+		return (int)e;
+	*dev = a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged ? a.device : -1;
+	return 0;
+}
+
+static int rt_dev_alloc(void **p, size_t len)
+{
+	return (int)cudaMalloc(p, len);
+}
+
+static int rt_dev_free(void *p)
+{
+	return (int)cudaFree(p);
+}
+
+static int rt_host_alloc(void **p, size_t len)
+{
+	return (int)cudaHostAlloc(p, len, cudaHostAllocPortable);
+}
+
+static int rt_host_free(void *p)
+{
+	return (int)cudaFreeHost(p);
+}
+
+static int rt_memcpy(void *dst, const void *src, size_t len)
+{
+	return (int)cudaMemcpy(dst, src, len, cudaMemcpyDefault);
+}
+
+static int rt_memcpy_async(void *dst, const void *src, size_t len, void *stream)
+{
+	return (int)cudaMemcpyAsync(dst, src, len, cudaMemcpyDefault, (cudaStream_t)stream);
+}
+
+static int rt_launch_host(void *stream, void (*fn)(void *), void *arg)
+{
+	return (int)cudaLaunchHostFunc((cudaStream_t)stream, fn, arg);
+}
+
+static int rt_stream_create(void **stream)
+{
+	cudaStream_t s;
+	cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+
+	*stream = e == cudaSuccess ? (void *)s : NULL;
+	return (int)e;
+}
+
+static int rt_stream_destroy(void *stream)
+{
+	return (int)cudaStreamDestroy((cudaStream_t)stream);
+}
+
+static int rt_stream_sync(void *stream)
+{
+	return (int)cudaStreamSynchronize((cudaStream_t)stream);
+}
+
+static int rt_stream_wait_event(void *stream, void *event)
+{
+	return (int)cudaStreamWaitEvent((cudaStream_t)stream, (cudaEvent_t)event, 0);
+}
+
+static int rt_event_create(void **event)
+{
+	cudaEvent_t ev;
+	cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+
+	*event = e == cudaSuccess ? (void *)ev : NULL;
+	return (int)e;
+}
+
+static int rt_event_destroy(void *event)
+{
+	return (int)cudaEventDestroy((cudaEvent_t)event);
+}
+
+static int rt_event_record(void *event, void *stream)
+{
+	return (int)cudaEventRecord((cudaEvent_t)event, (cudaStream_t)stream);
+}
+
+static int rt_event_sync(void *event)
+{
+	return (int)cudaEventSynchronize((cudaEvent_t)event);
+}
+
+static const char *rt_err_name(int err)
+{
+	return cudaGetErrorName((cudaError_t)err);
+}
+
+static const struct spardl_cuda_rt cudart = {
+	.name = "cudart",
+	.probe = rt_probe,
+	.get_device = rt_get_device,
+	.pointer_device = rt_pointer_device,
+	.dev_alloc = rt_dev_alloc,
+	.dev_free = rt_dev_free,
+	.host_alloc = rt_host_alloc,
+	.host_free = rt_host_free,
+	.memcpy = rt_memcpy,
+	.memcpy_async = rt_memcpy_async,
+	.launch_host = rt_launch_host,
+	.stream_create = rt_stream_create,
+	.stream_destroy = rt_stream_destroy,
+	.stream_sync = rt_stream_sync,
+	.stream_wait_event = rt_stream_wait_event,
+	.event_create = rt_event_create,
+	.event_destroy = rt_event_destroy,
+	.event_record = rt_event_record,
+	.event_sync = rt_event_sync,
+	.err_name = rt_err_name,
+};
+
+const struct spardl_cuda_rt *spardl_cuda_rt = &cudart;
+
+int spardl_cuda_probe(char *why, size_t len)
+{
+	return spardl_cuda_rt->probe(why, len);
+}
+
 int spardl_cuda_describe(FILE *out)
 {
 	char why[200], bus[32];
@@ -75,10 +216,12 @@ int spardl_cuda_describe(FILE *out)
 		fprintf(out, "CUDA device %d: %s, compute capability %d.%d, %.1f GiB, PCI %s\n", d, prop.name,
 			prop.major, prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), bus);
 	}
-	fprintf(out, "CUDA plans (SPARDL_MEM_CUDA) are not implemented in this version: no GPUDirect check yet\n");
+	fprintf(out, "CUDA plans (SPARDL_MEM_CUDA) stage through page-locked host memory: GPUDirect is off (no dma-buf or peer-memory registration in this version)\n");
 	return 0;
 }
 #else
+const struct spardl_cuda_rt *spardl_cuda_rt;
+
 int spardl_cuda_describe(FILE *out)
 {
 	char why[200];
@@ -90,6 +233,8 @@ int spardl_cuda_describe(FILE *out)
 
 int spardl_cuda_probe(char *why, size_t len)
 {
+	if (spardl_cuda_rt)
+		return spardl_cuda_rt->probe(why, len);
 	snprintf(why, len,
 		 "no usable CUDA device: this spardl was built without CUDA (configure with -Dcuda=enabled where the CUDA Toolkit is installed)");
 	return -ENODEV;

@@ -9,6 +9,7 @@
 
 #include "core.h"
 #include "cuda.h"
+#include "cuda_plan.h"
 #include "log.h"
 
 SPARDL_API void spardl_plan_params_init(struct spardl_plan_params *params)
@@ -206,19 +207,15 @@ int spardl_plan_sched_params(const struct spardl_plan_params *params, int size, 
 }
 
 /* A CUDA plan: -ENODEV with the reason where this process has no usable
- * device; where it has one, -EOPNOTSUPP (device memory is not implemented
- * yet). */
+ * device. */
 static int cuda_plan_status(char *msg, size_t len)
 {
 	char why[160];
 	int ret = spardl_cuda_probe(why, sizeof(why));
 
-	if (ret) {
+	if (ret)
 		snprintf(msg, len, "SPARDL_MEM_CUDA: %s", why);
-		return ret;
-	}
-	snprintf(msg, len, "SPARDL_MEM_CUDA plans are not implemented in this version (%s); pass host memory", why);
-	return -EOPNOTSUPP;
+	return ret;
 }
 
 static int agree_params(struct spardl_comm *comm, const struct spardl_plan_params *p, int status)
@@ -337,7 +334,8 @@ static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, si
 static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsigned region,
 		    struct spardl_tp_mr **mr_out)
 {
-	int ret = plan->ops->mem_alloc(plan->comm->tp, len, plan->params.mem_type, access, mr_out);
+	/* CUDA plans too: their calls stage through host memory (cuda_plan.c). */
+	int ret = plan->ops->mem_alloc(plan->comm->tp, len, SPARDL_MEM_HOST, access, mr_out);
 	struct spardl_trace_rec *r;
 
 	if (ret)
@@ -495,6 +493,9 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 {
 	if (!plan)
 		return;
+	/* First: calls may still be queued on a stream. */
+	spardl_cuda_comm_drain(plan->comm);
+	spardl_cuda_plan_free(plan);
 	if (plan->ep)
 		plan->ops->ep_destroy(plan->ep);
 	spardl_trace_buf_free(plan->trace);
@@ -550,6 +551,9 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 	if (!comm || !params || !plan_out)
 		return spardl_error(-EINVAL, "spardl_plan_create: %s is NULL",
 				    !comm ? "comm" : !params ? "params" : "plan_out");
+	ret = spardl_cuda_comm_drain(comm);
+	if (ret)
+		return ret;
 	resolve(params, &p);
 	status = auto_teams(&p, comm->size);
 	if (!status)
@@ -584,6 +588,8 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 			ret = compile_all(plan, &sp);
 		if (!ret)
 			ret = alloc_local(plan);
+		if (!ret && p.mem_type == SPARDL_MEM_CUDA)
+			ret = spardl_cuda_plan_init(plan);
 	}
 	ret = spardl_bootstrap_exchange(comm->bs, ret, "compile its schedule and allocate the plan's memory", NULL,
 					NULL, 0);
@@ -601,11 +607,22 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 	return 0;
 }
 
+/* A host plan's call, after any CUDA plan's calls on the communicator. */
+static int host_call(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
+		     size_t *nnz_out)
+{
+	int ret = spardl_cuda_comm_drain(plan->comm);
+
+	return ret ? ret : spardl_exec(plan, grad, out, indices, values, nnz_out);
+}
+
 SPARDL_API int spardl_allreduce(struct spardl_plan *plan, void *grad)
 {
 	if (!plan || !grad)
 		return spardl_error(-EINVAL, "spardl_allreduce: %s is NULL", !plan ? "plan" : "grad");
-	return spardl_exec(plan, grad, grad, NULL, NULL, NULL);
+	if (plan->cuda)
+		return spardl_cuda_call(plan, grad, NULL, NULL, NULL, NULL, 1);
+	return host_call(plan, grad, grad, NULL, NULL, NULL);
 }
 
 SPARDL_API int spardl_allreduce_sparse(struct spardl_plan *plan, const void *grad, int64_t *indices,
@@ -614,7 +631,52 @@ SPARDL_API int spardl_allreduce_sparse(struct spardl_plan *plan, const void *gra
 	if (!plan || !grad || !indices || !values || !nnz_out)
 		return spardl_error(-EINVAL, "spardl_allreduce_sparse: %s is NULL",
 				    !plan ? "plan" : !grad ? "grad" : !indices ? "indices" : !values ? "values" : "nnz_out");
-	return spardl_exec(plan, grad, NULL, indices, values, nnz_out);
+	if (plan->cuda)
+		return spardl_cuda_call(plan, grad, indices, values, nnz_out, NULL, 1);
+	return host_call(plan, grad, NULL, indices, values, nnz_out);
+}
+
+static int host_stream(const char *fn, void *stream)
+{
+	return spardl_error(-EINVAL,
+			    "%s: a stream was given for a SPARDL_MEM_HOST plan: pass NULL (the call then runs at once), or create the plan with SPARDL_MEM_CUDA",
+			    fn);
+}
+
+SPARDL_API int spardl_allreduce_async(struct spardl_plan *plan, void *grad, void *stream)
+{
+	if (!plan || !grad)
+		return spardl_error(-EINVAL, "spardl_allreduce_async: %s is NULL", !plan ? "plan" : "grad");
+	if (plan->cuda)
+		return spardl_cuda_call(plan, grad, NULL, NULL, NULL, stream, 0);
+	if (stream)
+		return host_stream("spardl_allreduce_async", stream);
+	return host_call(plan, grad, grad, NULL, NULL, NULL);
+}
+
+SPARDL_API int spardl_allreduce_sparse_async(struct spardl_plan *plan, const void *grad, int64_t *indices,
+					     void *values, size_t *nnz_out, void *stream)
+{
+	if (!plan || !grad || !indices || !values || !nnz_out)
+		return spardl_error(-EINVAL, "spardl_allreduce_sparse_async: %s is NULL",
+				    !plan ? "plan" : !grad ? "grad" : !indices ? "indices" : !values ? "values" : "nnz_out");
+	if (plan->cuda)
+		return spardl_cuda_call(plan, grad, indices, values, nnz_out, stream, 0);
+	if (stream)
+		return host_stream("spardl_allreduce_sparse_async", stream);
+	return host_call(plan, grad, NULL, indices, values, nnz_out);
+}
+
+SPARDL_API int spardl_plan_sync(struct spardl_plan *plan)
+{
+	if (!plan)
+		return spardl_error(-EINVAL, "spardl_plan_sync: plan is NULL");
+	if (plan->cuda)
+		return spardl_cuda_sync(plan);
+	if (plan->failed)
+		return spardl_error_quiet(plan->failed, "an earlier call on this plan failed: %s",
+					  spardl_strerror(plan->failed));
+	return 0;
 }
 
 SPARDL_API size_t spardl_plan_max_nnz(const struct spardl_plan *plan)
@@ -626,6 +688,14 @@ SPARDL_API int spardl_plan_residual(struct spardl_plan *plan, const void **resid
 {
 	if (!plan || !residual_out)
 		return spardl_error(-EINVAL, "spardl_plan_residual: %s is NULL", !plan ? "plan" : "residual_out");
+	if (plan->cuda)
+		return spardl_cuda_residual(plan, (plan->res ? plan->res : plan->acc)->addr, residual_out);
+	if (plan->comm->cuda_done) {
+		int ret = spardl_cuda_comm_drain(plan->comm);
+
+		if (ret)
+			return ret;
+	}
 	*residual_out = (plan->res ? plan->res : plan->acc)->addr;
 	return 0;
 }
@@ -636,7 +706,14 @@ SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan, const void *re
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: %s is NULL", !plan ? "plan" : "residual");
 	if (!plan->params.residual)
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: this plan was created with residual = 0");
-	memcpy((plan->res ? plan->res : plan->acc)->addr, residual, plan->params.count * sizeof(float));
+	if (plan->cuda) {
+		int ret = spardl_cuda_set_residual(plan, (plan->res ? plan->res : plan->acc)->addr, residual);
+
+		if (ret)
+			return ret;
+	} else {
+		memcpy((plan->res ? plan->res : plan->acc)->addr, residual, plan->params.count * sizeof(float));
+	}
 	plan->res_dirty = 1;
 	return 0;
 }
@@ -669,7 +746,7 @@ SPARDL_API int spardl_plan_info_sized(const struct spardl_plan *plan, struct spa
 	i.teams = plan->sched->p.teams;
 	i.host_bytes = plan->host_bytes;
 	i.registered_bytes = plan->registered_bytes;
-	i.device_bytes = 0;
+	i.device_bytes = plan->device_bytes;
 	i.max_write = plan->sched->p.max_write;
 	i.peers = (size_t)plan->sched->npeers;
 	return copy_out(info_out, info_size, &i, sizeof(i), "spardl_plan_info");

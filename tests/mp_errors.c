@@ -14,6 +14,7 @@
 
 #include <spardl/spardl.h>
 
+#include "cuda.h"
 #include "mp_common.h"
 
 /* Seconds; set before the communicator exists, so every wait is bounded. */
@@ -295,10 +296,17 @@ static void invalid_cases(struct spardl_comm *comm)
 
 	base(&pp);
 	pp.mem_type = rank == 2 ? SPARDL_MEM_CUDA : SPARDL_MEM_HOST;
-	/* -ENODEV without a usable device, -EOPNOTSUPP with one (CUDA plans
-	 * are not implemented yet). */
-	expect_error(comm, "SPARDL_MEM_CUDA on rank 2 only", &pp, CODES(-ENODEV, -EOPNOTSUPP),
-		     WORDS("SPARDL_MEM_CUDA"));
+	/* -ENODEV without a usable device; with one, the ranks disagree. */
+	{
+		char why[200];
+
+		if (spardl_cuda_probe(why, sizeof(why)))
+			expect_error(comm, "SPARDL_MEM_CUDA on rank 2 only", &pp, CODES(-ENODEV),
+				     WORDS("SPARDL_MEM_CUDA", "no usable CUDA device"));
+		else
+			expect_error(comm, "SPARDL_MEM_CUDA on rank 2 only", &pp, CODES(-SPARDL_ERR_MISMATCH),
+				     WORDS("mem_type"));
+	}
 
 	base(&pp);
 	pp.algo = rank == 3 ? (enum spardl_algo)9 : SPARDL_ALGO_SPARDL;

@@ -571,13 +571,21 @@ START_TEST(test_plan_bad_params)
 	pp.mem_type = SPARDL_MEM_CUDA;
 	{
 		/* No usable device here: -ENODEV with the reason; with one,
-		 * CUDA plans are not implemented yet. */
+		 * a plan holding device memory. */
 		char why[200];
 
-		if (spardl_cuda_probe(why, sizeof(why)))
+		if (spardl_cuda_probe(why, sizeof(why))) {
 			expect_plan_fail(comm, &pp, -ENODEV, "SPARDL_MEM_CUDA", "no usable CUDA device", why);
-		else
-			expect_plan_fail(comm, &pp, -EOPNOTSUPP, "SPARDL_MEM_CUDA", "not implemented");
+		} else {
+			struct spardl_plan *plan = NULL;
+			struct spardl_plan_info info;
+
+			ck_assert_msg(!spardl_plan_create(comm, &pp, &plan), "CUDA plan on %s: %s", why,
+				      spardl_last_error());
+			ck_assert_int_eq(spardl_plan_info(plan, &info), 0);
+			ck_assert_uint_ge(info.device_bytes, pp.count * sizeof(float));
+			spardl_plan_destroy(plan);
+		}
 	}
 	pp.mem_type = (enum spardl_mem_type)5;
 	expect_plan_fail(comm, &pp, -EINVAL, "mem_type 5");

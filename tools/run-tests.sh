@@ -19,7 +19,7 @@ status=$?
 logs=("$build/meson-logs/testlog.json")
 extra_failed=0
 
-# ---- the same sources under ASan + UBSan: unit and shm suites ----
+# ---- the same sources under ASan + UBSan: unit, shm, trust and cudasim suites ----
 # Any sanitizer report ends the process with status 1 (UBSan only with halt_on_error),
 # which fails the test: Check reports a forked test's early exit, spardl-run the rank's
 # status. Options already in ASAN_OPTIONS / UBSAN_OPTIONS are appended and win.
@@ -27,7 +27,7 @@ if [ "${SPARDL_SANITIZE:-1}" != 0 ]; then
 	san="$build-asan"
 	san_start=$SECONDS
 	rm -rf "$san"
-	echo "==== sanitizer build $san (-Db_sanitize=address,undefined): suites unit, shm ===="
+	echo "==== sanitizer build $san (-Db_sanitize=address,undefined): suites unit, shm, trust, cudasim ===="
 	if ! meson setup "$san" "${pyopt[@]}" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
 		>"$san.setup.log" 2>&1; then
 		cat "$san.setup.log"
@@ -50,7 +50,7 @@ if [ "${SPARDL_SANITIZE:-1}" != 0 ]; then
 		fi
 		ASAN_OPTIONS="$asan_opts${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
 		UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
-			meson test -C "$san" --print-errorlogs --timeout-multiplier 3 --suite unit --suite shm --suite trust ||
+			meson test -C "$san" --print-errorlogs --timeout-multiplier 3 --suite unit --suite shm --suite trust --suite cudasim ||
 			status=1
 		logs+=("$san/meson-logs/testlog.json")
 	fi

@@ -123,8 +123,13 @@ enum spardl_dtype {
 
 enum spardl_mem_type {
 	SPARDL_MEM_HOST = 0,
-	SPARDL_MEM_CUDA = 1, /* not implemented yet: -ENODEV without a usable
-			      * device (the message says why), else -EOPNOTSUPP */
+	/* Since 0.4: grad, indices, values and the residual are device
+	 * memory of the device current at plan creation; calls are ordered on
+	 * a CUDA stream (the _async calls below). Without a usable device
+	 * spardl_plan_create() returns -ENODEV, the message saying why. In
+	 * this version a call stages through page-locked host memory: see
+	 * docs/API.md, "CUDA plans". */
+	SPARDL_MEM_CUDA = 1,
 };
 
 enum spardl_plan_param_field {
@@ -179,6 +184,28 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan);
  * (spardl_plan_set_residual). See docs/API.md, "When a call fails". */
 SPARDL_API int spardl_allreduce(struct spardl_plan *plan, void *grad);
 
+/*
+ * Since 0.4. Stream-ordered calls: stream is a cudaStream_t (NULL: the
+ * legacy default stream). On a SPARDL_MEM_CUDA plan the call is enqueued on
+ * stream and this returns at once: work enqueued on stream before it is
+ * finished before the call reads grad, and work enqueued after it sees the
+ * result. The calls of a communicator's CUDA plans run in the order they
+ * were made, even from different streams; its host plans' calls wait for
+ * them. grad (indices, values) must not be touched by other
+ * streams until the call is complete on stream; *nnz_out is written from
+ * the host when the call runs and must stay valid until then. A failure is
+ * reported by spardl_plan_sync() and by the plan's later calls; grad,
+ * indices and values then keep their contents, as for the synchronous
+ * calls. On a SPARDL_MEM_HOST plan stream must be NULL and the call runs
+ * synchronously. */
+SPARDL_API int spardl_allreduce_async(struct spardl_plan *plan, void *grad, void *stream);
+SPARDL_API int spardl_allreduce_sparse_async(struct spardl_plan *plan, const void *grad, int64_t *indices,
+					     void *values, size_t *nnz_out, void *stream);
+/* Since 0.4. Waits (host side) until every call made on the plan is
+ * complete, and returns 0, or the error of the first call that failed with
+ * its message in spardl_last_error(). */
+SPARDL_API int spardl_plan_sync(struct spardl_plan *plan);
+
 /* Upper bound on the non-zeros spardl_allreduce_sparse() can return. */
 SPARDL_API size_t spardl_plan_max_nnz(const struct spardl_plan *plan);
 
@@ -192,7 +219,9 @@ SPARDL_API int spardl_allreduce_sparse(struct spardl_plan *plan,
 				       void *values, size_t *nnz_out);
 
 /* The plan's residual: count elements, in sum units (never divided by the
- * size). Valid until the next call on the plan. */
+ * size). Valid until the next call on the plan. On a CUDA plan both take
+ * device memory: spardl_plan_residual() waits for the plan's calls and
+ * returns a device copy; spardl_plan_set_residual() waits too. */
 SPARDL_API int spardl_plan_residual(struct spardl_plan *plan,
 				    const void **residual_out);
 /* Restore a residual (count elements), e.g. from a checkpoint. Local. */
@@ -214,7 +243,7 @@ struct spardl_plan_info {
 	/* Since 0.2. */
 	size_t host_bytes;       /* host memory the plan holds: buffers, slots, scratch */
 	size_t registered_bytes; /* of host_bytes, registered with the device or shared with peers */
-	size_t device_bytes;     /* device memory (0: host plans only so far) */
+	size_t device_bytes;     /* device memory the plan holds (CUDA plans) */
 	uint64_t max_write;      /* largest single write; longer messages travel in pieces */
 	size_t peers;            /* ranks this rank's schedule writes to or reads from */
 };

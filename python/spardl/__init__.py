@@ -10,6 +10,7 @@ libspardl; nothing is computed here.
     plan.allreduce(grad)                       # in place: the averaged sparse result
 """
 
+import contextlib
 import ctypes
 import dataclasses
 import weakref
@@ -65,18 +66,22 @@ def _is_torch(buf):
     return type(buf).__module__.startswith("torch") and hasattr(buf, "data_ptr")
 
 
-def _float_buffer(buf, count, what, writable):
+def _float_buffer(buf, count, what, writable, device=None):
     """Address of count float32 values in buf, checked; never a copy.
 
     buf: a torch CPU tensor or any object with the buffer protocol (numpy
     arrays, array.array('f')), C-contiguous float32 of exactly count
-    elements. Returns (address, keepalive).
+    elements; for a CUDA plan (device set) a CUDA tensor on that device.
+    Returns (address, keepalive).
     """
+    if device is not None:
+        if not _is_torch(buf) or buf.device != device:
+            raise _bad("%s: the plan holds %s memory (SPARDL_MEM_CUDA): pass a float32 tensor on %s, not %s"
+                       % (what, device, device, buf.device if _is_torch(buf) else type(buf).__name__))
     if _is_torch(buf):
-        if buf.device.type != "cpu":
-            raise _bad("%s: a %s tensor; spardl plans hold host memory only for now "
-                       "(device-memory plans, SPARDL_MEM_CUDA, are not supported yet): "
-                       "pass a CPU tensor" % (what, buf.device.type))
+        if buf.device.type != "cpu" and device is None:
+            raise _bad("%s: a %s tensor, but the plan holds host memory: pass a CPU tensor, or create "
+                       "the plan with device=%r" % (what, buf.device, str(buf.device)))
         if str(buf.dtype) != "torch.float32":
             raise _bad("%s: tensor dtype is %s; spardl reduces float32 only" % (what, buf.dtype))
         if not buf.is_contiguous():
@@ -103,6 +108,14 @@ def _float_buffer(buf, count, what, writable):
     if writable and not arr.flags.writeable:
         raise _bad("%s: buffer is read-only; the call writes its result in place" % what)
     return arr.ctypes.data, (mv, arr)
+
+
+class _DeviceArray:
+    """count float32 values at a device address, for torch.as_tensor."""
+
+    def __init__(self, addr, count):
+        self.__cuda_array_interface__ = {"shape": (count,), "typestr": "<f4", "data": (addr, False),
+                                         "version": 2}
 
 
 class _Handle:
@@ -151,6 +164,10 @@ class Comm(_Handle):
         self._oob = None
         self._oob_error = None
         self._plans = weakref.WeakSet()
+        # The C handles of plans not yet destroyed, by id(plan): when plan
+        # and communicator die in one garbage cycle, the WeakSet is already
+        # empty and the communicator destroys them from here, first.
+        self._plan_ptrs = {}
         p = _capi.CommParams()
         _lib.spardl_comm_params_init(ctypes.byref(p))
         keep = []
@@ -237,6 +254,9 @@ class Comm(_Handle):
         # Its plans go first: a plan must not outlive its communicator.
         for plan in list(self._plans):
             plan.close()
+        for p in self._plan_ptrs.values():
+            _lib.spardl_plan_destroy(p)
+        self._plan_ptrs.clear()
         _lib.spardl_comm_destroy(ptr)
 
     def __repr__(self):
@@ -290,10 +310,15 @@ class Plan(_Handle):
     "dense", "topka" or "gtopk"; sag "bruck" or "recursive"; srs
     "batched" or "sequential". Every rank must pass the same arguments;
     a difference raises SpardlError (SPARDL_ERR_MISMATCH) on every rank.
+
+    device: None or "cpu" (host memory), or a CUDA device ("cuda",
+    "cuda:1", a torch.device): a SPARDL_MEM_CUDA plan, whose calls take
+    tensors on that device and are ordered on torch's current stream
+    (docs/API.md, "CUDA plans").
     """
 
     def __init__(self, comm, count, density=0.01, algo="spardl", teams=1, sag="bruck", srs="batched",
-                 residual=True, average=True):
+                 residual=True, average=True, device=None):
         if not isinstance(comm, Comm) or not comm._ptr:
             raise _bad("Plan: comm must be an open spardl.Comm")
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
@@ -314,8 +339,25 @@ class Plan(_Handle):
         p.residual = 1 if residual else 0
         p.average = 1 if average else 0
         p.mem_type = _capi.MEM_HOST
+        self.device = None
         ptr = ctypes.c_void_p()
-        ret = _lib.spardl_plan_create(comm._ptr, ctypes.byref(p), ctypes.byref(ptr))
+        if device is not None and str(device) != "cpu":
+            import torch
+            dev = torch.device(device)
+            if dev.type != "cuda":
+                raise _bad("Plan: device must be None, 'cpu' or a CUDA device, got %r" % (device,))
+            have_cuda = torch.cuda.is_available()
+            if dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device() if have_cuda else 0)
+            if not hasattr(_lib, "spardl_plan_sync"):
+                raise _bad("Plan: device=%s needs libspardl 0.4 or later" % dev)
+            p.mem_type = _capi.MEM_CUDA
+            self.device = dev
+            # Without CUDA in torch the library says why it has no device.
+            with torch.cuda.device(dev) if have_cuda else contextlib.nullcontext():
+                ret = _lib.spardl_plan_create(comm._ptr, ctypes.byref(p), ctypes.byref(ptr))
+        else:
+            ret = _lib.spardl_plan_create(comm._ptr, ctypes.byref(p), ctypes.byref(ptr))
         err, comm._oob_error = comm._oob_error, None
         if ret and err is not None:
             raise SpardlError(ret, "Plan: the process group's all-gather failed: %s" % err) from err
@@ -323,6 +365,7 @@ class Plan(_Handle):
         self._ptr = ptr.value
         self.comm = comm  # keeps the communicator alive as long as the plan
         comm._plans.add(self)
+        comm._plan_ptrs[id(self)] = self._ptr
         self.count = int(count)
         self.density = p.density
         self.algo = algo.lower()
@@ -333,28 +376,56 @@ class Plan(_Handle):
             raise _bad("%s: the plan is closed" % what)
         return self._ptr
 
+    def _stream(self):
+        import torch
+        return ctypes.c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
+
     def allreduce(self, buf):
         """Collective, in place: buf becomes the global sparse result in
         dense layout (averaged if the plan averages). Returns buf.
 
         On failure buf is unchanged and the residual holds old residual +
-        buf (docs/API.md, "When a call fails")."""
+        buf (docs/API.md, "When a call fails").
+
+        On a CUDA plan the call is enqueued on torch's current stream and
+        returns at once, like torch.distributed's NCCL calls: work later on
+        that stream sees the result. A failure raises from sync() and from
+        the plan's next call."""
         ptr = self._live("allreduce")
-        addr, keep = _float_buffer(buf, self.count, "allreduce", True)
-        _check(_lib.spardl_allreduce(ptr, addr), "spardl_allreduce")
+        addr, keep = _float_buffer(buf, self.count, "allreduce", True, self.device)
+        if self.device is not None:
+            _check(_lib.spardl_allreduce_async(ptr, addr, self._stream()), "spardl_allreduce_async")
+        else:
+            _check(_lib.spardl_allreduce(ptr, addr), "spardl_allreduce")
         del keep
         return buf
+
+    def sync(self):
+        """Wait until every call made on the plan is complete; raise the
+        first failure, if any."""
+        _check(_lib.spardl_plan_sync(self._live("sync")), "spardl_plan_sync")
 
     def allreduce_sparse(self, buf):
         """Collective: the result as (indices, values), sorted by index,
         int64 and float32; buf is left unchanged. numpy arrays, or torch
-        tensors when buf is a tensor."""
+        tensors when buf is a tensor (on the plan's device for a CUDA plan,
+        whose call this waits for)."""
         ptr = self._live("allreduce_sparse")
-        addr, keep = _float_buffer(buf, self.count, "allreduce_sparse", False)
+        addr, keep = _float_buffer(buf, self.count, "allreduce_sparse", False, self.device)
         m = max(self.max_nnz, 1)
+        nnz = ctypes.c_size_t(0)
+        if self.device is not None:
+            import torch
+            idx = torch.empty(m, dtype=torch.int64, device=self.device)
+            val = torch.empty(m, dtype=torch.float32, device=self.device)
+            _check(_lib.spardl_allreduce_sparse_async(ptr, addr, idx.data_ptr(), val.data_ptr(), ctypes.byref(nnz),
+                                                      self._stream()), "spardl_allreduce_sparse_async")
+            self.sync()
+            torch.cuda.current_stream(self.device).synchronize()
+            del keep
+            return idx[:nnz.value].clone(), val[:nnz.value].clone()
         idx = np.empty(m, dtype=np.int64)
         val = np.empty(m, dtype=np.float32)
-        nnz = ctypes.c_size_t(0)
         _check(_lib.spardl_allreduce_sparse(ptr, addr, idx.ctypes.data, val.ctypes.data, ctypes.byref(nnz)),
                "spardl_allreduce_sparse")
         del keep
@@ -366,10 +437,24 @@ class Plan(_Handle):
 
     def residual(self, out=None):
         """A copy of the residual (count float32, in sum units: never
-        divided by the size). out: a float32 buffer to copy into."""
+        divided by the size), as a numpy array on every plan. out: a
+        float32 buffer to copy into (for a CUDA plan also a tensor on its
+        device)."""
         ptr = self._live("residual")
         res = ctypes.c_void_p()
         _check(_lib.spardl_plan_residual(ptr, ctypes.byref(res)), "spardl_plan_residual")
+        if self.device is not None:
+            import torch
+            view = torch.as_tensor(_DeviceArray(res.value, self.count), device=self.device)
+            if out is None:
+                return view.cpu().numpy()
+            if _is_torch(out):
+                out.copy_(view.reshape(out.shape))
+            else:
+                addr, keep = _float_buffer(out, self.count, "residual", True)
+                ctypes.memmove(addr, view.cpu().numpy().ctypes.data, 4 * self.count)
+                del keep
+            return out
         if out is None:
             out = np.empty(self.count, dtype=np.float32)
         addr, keep = _float_buffer(out, self.count, "residual", True)
@@ -378,9 +463,15 @@ class Plan(_Handle):
         return out
 
     def set_residual(self, buf):
-        """Restore a residual (count float32), e.g. from a checkpoint. Local."""
+        """Restore a residual (count float32), e.g. from a checkpoint. Local.
+        A CUDA plan takes host data too (copied to its device first)."""
         ptr = self._live("set_residual")
-        addr, keep = _float_buffer(buf, self.count, "set_residual", False)
+        if self.device is not None:
+            import torch
+            t = buf if _is_torch(buf) else torch.from_numpy(np.ascontiguousarray(buf, dtype=np.float32))
+            buf = t.detach().to(self.device, torch.float32).contiguous()
+            torch.cuda.current_stream(self.device).synchronize()
+        addr, keep = _float_buffer(buf, self.count, "set_residual", False, self.device)
         _check(_lib.spardl_plan_set_residual(ptr, addr), "spardl_plan_set_residual")
         del keep
 
@@ -409,7 +500,10 @@ class Plan(_Handle):
             _libc.free(t.value)
 
     def _release(self, ptr):
-        _lib.spardl_plan_destroy(ptr)
+        # Unless its communicator, released first, destroyed it already.
+        if self.comm._plan_ptrs.pop(id(self), None) is not None:
+            _lib.spardl_plan_destroy(ptr)
 
     def __repr__(self):
-        return "spardl.Plan(count=%d, density=%g, algo=%r)" % (self.count, self.density, self.algo)
+        return "spardl.Plan(count=%d, density=%g, algo=%r%s)" % (
+            self.count, self.density, self.algo, "" if self.device is None else ", device=%r" % str(self.device))

@@ -27,6 +27,7 @@ ALGOS = {"spardl": 0, "dense": 1, "topka": 2, "gtopk": 3}
 SAGS = {"bruck": 0, "recursive": 1}
 SRSS = {"batched": 0, "sequential": 1}
 MEM_HOST = 0
+MEM_CUDA = 1
 
 OOB_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
@@ -159,3 +160,9 @@ def _declare(lib):
     _fn(lib, "spardl_plan_stats_sized", ctypes.c_int, [P, ctypes.POINTER(PlanStats), ctypes.c_size_t])
     _fn(lib, "spardl_plan_schedule_text", ctypes.c_int, [P, ctypes.POINTER(P)])
     _fn(lib, "spardl_env_help", ctypes.c_char_p, [])
+    try:  # since 0.4
+        _fn(lib, "spardl_allreduce_async", ctypes.c_int, [P, P, P])
+        _fn(lib, "spardl_allreduce_sparse_async", ctypes.c_int, [P, P, P, P, ctypes.POINTER(ctypes.c_size_t), P])
+        _fn(lib, "spardl_plan_sync", ctypes.c_int, [P])
+    except AttributeError:
+        pass

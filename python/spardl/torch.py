@@ -122,14 +122,15 @@ class SparDLState:
             self.comm = Comm.from_process_group(self.process_group)
         return self.comm
 
-    def _bucket_for(self, bucket, n):
+    def _bucket_for(self, bucket, n, device=None):
         layout = self._layout(bucket, n)
         key = (bucket.index(), n, tuple(s for s, _, _, _ in layout))
         b = self._buckets.get(key)
         if b is not None:
             return b
         plan = Plan(self._comm(), n, density=self.density, algo=self.algo, teams=self.teams, sag=self.sag,
-                    srs=self.srs, residual=self.residual, average=True)
+                    srs=self.srs, residual=self.residual, average=True,
+                    device=device if device is not None and device.type == "cuda" else None)
         b = _Bucket(key, plan, layout)
         if self.residual:
             # A rebuilt bucket takes over its parameters' residuals from the
@@ -246,22 +247,23 @@ def _done(tensor):
 def sparse_allreduce_hook(state, bucket):
     """DDP communication hook: the bucket's averaged gradient through spardl."""
     buf = bucket.buffer()
-    if buf.device.type != "cpu":
-        raise SpardlError(-95, "spardl.torch: the bucket is on %s; spardl plans hold host memory only for now "
-                          "(device-memory plans are not supported yet): train on CPU or use DDP's default "
-                          "hook" % buf.device, "Operation not supported")
+    if buf.device.type not in ("cpu", "cuda"):
+        raise SpardlError(-95, "spardl.torch: the bucket is on %s; spardl takes CPU or CUDA buckets: train on "
+                          "one of those or use DDP's default hook" % buf.device, "Operation not supported")
     last = bucket.is_last()
     if state.iteration < state.warmup_steps:
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
         fut = allreduce_hook(state.process_group, bucket)
     else:
-        b = state._bucket_for(bucket, buf.numel())
+        b = state._bucket_for(bucket, buf.numel(), buf.device)
         vel = []
         if state.momentum:
             for sid, off, numel, _ in b.layout:
                 u = state._velocity.get(sid)
                 if u is None or u.numel() != numel:
-                    u = state._velocity[sid] = torch.zeros(numel)
+                    u = state._velocity[sid] = torch.zeros(numel, device=buf.device)
+                elif u.device != buf.device:
+                    u = state._velocity[sid] = u.to(buf.device)
                 g = buf[off:off + numel]
                 u.mul_(state.momentum).add_(g)
                 g.copy_(u)
