@@ -9,7 +9,13 @@
 
 #if SPARDL_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include <dirent.h>
 #include <dlfcn.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pci.h"
 
 static int rt_probe(char *why, size_t len)
 {
@@ -192,6 +198,52 @@ int spardl_cuda_probe(char *why, size_t len)
 	return spardl_cuda_rt->probe(why, len);
 }
 
+/* What GPUDirect RDMA would need on this machine, and how far the GPU is
+ * from each RDMA device (PCI paths in sysfs). */
+static void describe_gpudirect(FILE *out, int d, const char *bus)
+{
+	char link[PATH_MAX], gpu[PATH_MAX], nic[PATH_MAX], lower[32];
+	int rdma = 0, gnuma, nnics = 0;
+	struct dirent *de;
+	DIR *dir;
+	size_t i;
+
+	if (cudaDeviceGetAttribute(&rdma, cudaDevAttrGPUDirectRDMASupported, d) != cudaSuccess)
+		rdma = -1;
+	fprintf(out, "  GPUDirect RDMA: driver support %s; nvidia_peermem %s; not used by this version (CUDA plans stage through host memory)\n",
+		rdma < 0 ? "unknown" : rdma ? "yes" : "no",
+		access("/sys/module/nvidia_peermem", F_OK) ? "not loaded" : "loaded");
+	/* sysfs names PCI devices in lower case. */
+	for (i = 0; bus[i] && i + 1 < sizeof(lower); i++)
+		lower[i] = (char)(bus[i] >= 'A' && bus[i] <= 'F' ? bus[i] - 'A' + 'a' : bus[i]);
+	lower[i] = 0;
+	snprintf(link, sizeof(link), "/sys/bus/pci/devices/%s", lower);
+	if (spardl_pci_resolve(link, gpu, sizeof(gpu))) {
+		fprintf(out, "  PCI distance to RDMA devices: unknown (%s not in sysfs)\n", link);
+		return;
+	}
+	gnuma = spardl_pci_numa(gpu);
+	dir = opendir("/sys/class/infiniband");
+	while (dir && (de = readdir(dir))) {
+		enum spardl_pci_dist dist;
+
+		if (de->d_name[0] == '.')
+			continue;
+		nnics++;
+		snprintf(link, sizeof(link), "/sys/class/infiniband/%s/device", de->d_name);
+		if (spardl_pci_resolve(link, nic, sizeof(nic))) {
+			fprintf(out, "  to %s: not a PCI device (software RDMA): GPUDirect cannot apply\n", de->d_name);
+			continue;
+		}
+		dist = spardl_pci_distance(gpu, gnuma, nic, spardl_pci_numa(nic));
+		fprintf(out, "  to %s: %s (%s)\n", de->d_name, spardl_pci_dist_name(dist), spardl_pci_dist_what(dist));
+	}
+	if (dir)
+		closedir(dir);
+	if (!nnics)
+		fprintf(out, "  PCI distance to RDMA devices: none in /sys/class/infiniband\n");
+}
+
 int spardl_cuda_describe(FILE *out)
 {
 	char why[200], bus[32];
@@ -215,6 +267,7 @@ int spardl_cuda_describe(FILE *out)
 		}
 		fprintf(out, "CUDA device %d: %s, compute capability %d.%d, %.1f GiB, PCI %s\n", d, prop.name,
 			prop.major, prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), bus);
+		describe_gpudirect(out, d, bus);
 	}
 	fprintf(out, "CUDA plans (SPARDL_MEM_CUDA) stage through page-locked host memory: GPUDirect is off (no dma-buf or peer-memory registration in this version)\n");
 	return 0;
