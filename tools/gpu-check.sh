@@ -33,6 +33,9 @@ prefix=$(mktemp -d /tmp/spardl-deps.XXXXXX)
 build=$src/build-gpu
 py=${PYTHON:-python3}
 status=0
+: >"$out/summary.txt"
+: >"$out/cuda-bench.txt"
+: >"$out/torch-baselines.txt"
 
 step() {
 	echo "==== $1"
@@ -57,8 +60,10 @@ for f in "$debs"/*.deb; do
 	dpkg -x "$f" "$prefix" || { result "dpkg -x $f failed"; exit 1; }
 done
 multi=$prefix/usr/lib/x86_64-linux-gnu
-# The .pc files say prefix=/usr: the sysroot moves them under $prefix.
-export PKG_CONFIG_PATH=$multi/pkgconfig:$prefix/usr/share/pkgconfig
+# The .pc files say prefix=/usr: the sysroot moves them under $prefix. Only
+# these are searched (a sysroot would misplace the machine's own .pc files);
+# optional dependencies found nowhere else (MPI) are left out of the build.
+export PKG_CONFIG_LIBDIR=$multi/pkgconfig:$prefix/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$prefix
 export LIBRARY_PATH=$multi${LIBRARY_PATH:+:$LIBRARY_PATH}
 export LD_LIBRARY_PATH=$multi${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -39,6 +39,9 @@ def timed(fn, dev):
 
 def main():
     ndev = torch.cuda.device_count()
+    if not torch.cuda.is_available() or ndev < 1:
+        print("SKIP: torch %s has no usable CUDA device" % torch.__version__)
+        raise SystemExit(77)
     dev = torch.device("cuda", RANK % ndev)
     torch.cuda.set_device(dev)
     own_gpus = ndev >= SIZE
