@@ -41,7 +41,7 @@ struct cuda_call {
 	struct spardl_plan *plan;
 	int sparse;
 	size_t *nnz_out;
-	int heap;   /* freed by the host function (async calls) */
+	int refs;   /* the host function's, and a synchronous caller's */
 	int ret;
 	char msg[1024];
 };
@@ -137,6 +137,8 @@ void spardl_cuda_plan_free(struct spardl_plan *plan)
 	plan->cuda = NULL;
 }
 
+static void call_unref(struct cuda_call *cc);
+
 /* The host function: one call of the host schedule on the staging buffers. */
 static void run_call(void *arg)
 {
@@ -161,8 +163,7 @@ static void run_call(void *arg)
 	cc->ret = ret;
 	if (ret)
 		snprintf(cc->msg, sizeof(cc->msg), "%s", spardl_last_error());
-	if (cc->heap)
-		free(cc);
+	call_unref(cc);
 }
 
 static int check_ptr(struct spardl_cuda_plan *cp, const void *p, const char *fn, const char *what)
@@ -195,6 +196,24 @@ static int known_failure(struct spardl_cuda_plan *cp)
 	return st;
 }
 
+static void call_unref(struct cuda_call *cc)
+{
+	if (__atomic_sub_fetch(&cc->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(cc);
+}
+
+/* Marks the plan failed with ret's message. */
+static int fail_plan(struct spardl_cuda_plan *cp, int ret)
+{
+	pthread_mutex_lock(&cp->lock);
+	if (!cp->status) {
+		cp->status = ret;
+		snprintf(cp->msg, sizeof(cp->msg), "%s", spardl_last_error());
+	}
+	pthread_mutex_unlock(&cp->lock);
+	return ret;
+}
+
 int spardl_cuda_call(struct spardl_plan *plan, const void *grad, int64_t *indices, void *values, size_t *nnz_out,
 		     void *stream, int sync)
 {
@@ -203,7 +222,7 @@ int spardl_cuda_call(struct spardl_plan *plan, const void *grad, int64_t *indice
 	const char *fn = indices ? (sync ? "spardl_allreduce_sparse" : "spardl_allreduce_sparse_async")
 				 : (sync ? "spardl_allreduce" : "spardl_allreduce_async");
 	size_t n = plan->params.count, m = plan->sched->result_pairs;
-	struct cuda_call local, *cc = &local;
+	struct cuda_call *cc;
 	int ret, e, failed;
 
 	ret = check_ptr(cp, grad, fn, "grad");
@@ -213,14 +232,11 @@ int spardl_cuda_call(struct spardl_plan *plan, const void *grad, int64_t *indice
 		ret = check_ptr(cp, values, fn, "values");
 	if (ret)
 		return ret;
-	if (!sync) {
-		cc = calloc(1, sizeof(*cc));
-		if (!cc)
-			return spardl_error(-ENOMEM, "%s: out of memory", fn);
-		cc->heap = 1;
-	} else {
-		memset(cc, 0, sizeof(*cc));
-	}
+	/* The host function holds one reference, a synchronous caller another. */
+	cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return spardl_error(-ENOMEM, "%s: out of memory", fn);
+	cc->refs = sync ? 2 : 1;
 	cc->plan = plan;
 	cc->sparse = indices != NULL;
 	cc->nnz_out = nnz_out;
@@ -238,9 +254,9 @@ int spardl_cuda_call(struct spardl_plan *plan, const void *grad, int64_t *indice
 	if (!e)
 		e = rt->launch_host(stream, run_call, cc);
 	if (e) {
-		/* Nothing ran: the staging buffers are the plan's own. */
-		if (cc->heap)
-			free(cc);
+		/* Nothing ran (the copies only filled the staging buffers):
+		 * the caller's buffers and the plan are as they were. */
+		free(cc);
 		return rt_error(rt, e, "enqueueing the call on the stream");
 	}
 	if (indices) {
@@ -250,33 +266,55 @@ int spardl_cuda_call(struct spardl_plan *plan, const void *grad, int64_t *indice
 	} else {
 		e = rt->memcpy_async((void *)grad, cp->stage, n * sizeof(float), stream);
 	}
-	if (!e)
-		e = rt->event_record(plan->comm->cuda_done, stream);
 	if (e) {
-		/* The call runs, but its result cannot reach the caller. */
-		ret = rt_error(rt, e, "enqueueing the copy of the result to the device; the plan is failed");
-		pthread_mutex_lock(&cp->lock);
-		if (!cp->status) {
-			cp->status = ret;
-			snprintf(cp->msg, sizeof(cp->msg), "%s", spardl_last_error());
+		/* The call will run; deliver its result synchronously instead,
+		 * so that nothing it took into account is lost. */
+		int e2 = rt->stream_sync(stream);
+
+		if (!e2 && indices)
+			e2 = rt->memcpy(indices, cp->stage_idx, m * sizeof(int64_t));
+		if (!e2 && indices)
+			e2 = rt->memcpy(values, cp->stage_val, m * sizeof(float));
+		if (!e2 && !indices)
+			e2 = rt->memcpy((void *)grad, cp->stage, n * sizeof(float));
+		if (e2) {
+			ret = spardl_error(-EIO,
+					   "CUDA plan: %s: the result's copy to the device could not be enqueued (%s) nor made synchronously (%s): this call's result is lost and the plan is failed",
+					   fn, rt->err_name(e), rt->err_name(e2));
+			if (sync)
+				call_unref(cc);
+			return fail_plan(cp, ret);
 		}
-		pthread_mutex_unlock(&cp->lock);
-		if (sync)
-			rt->stream_sync(stream);
-		return ret;
+		SPARDL_WARN("%s: enqueueing the result's copy failed (%s): it was made synchronously", fn,
+			    rt->err_name(e));
+	} else {
+		e = rt->event_record(plan->comm->cuda_done, stream);
+		/* Without the event later calls cannot wait for this one on
+		 * the device: wait for it here. */
+		if (e && rt->stream_sync(stream)) {
+			ret = spardl_error(-EIO,
+					   "CUDA plan: %s: cudaEventRecord failed (%s) and the stream cannot be synchronized: the plan is failed",
+					   fn, rt->err_name(e));
+			if (sync)
+				call_unref(cc);
+			return fail_plan(cp, ret);
+		}
 	}
-	if (!sync && failed)
-		return spardl_error_quiet(-SPARDL_ERR_PLAN_FAILED,
-					  "%s: an earlier call on this plan failed (%s); this call's gradient is added to the residual when it runs on the stream: save the residual, destroy the plan and create it again",
-					  fn, spardl_strerror(failed));
-	if (!sync)
+	if (!sync) {
+		if (failed)
+			return spardl_error_quiet(-SPARDL_ERR_PLAN_FAILED,
+						  "%s: an earlier call on this plan failed (%s); this call's gradient is added to the residual when it runs on the stream: save the residual, destroy the plan and create it again",
+						  fn, spardl_strerror(failed));
 		return 0;
+	}
 	e = rt->stream_sync(stream);
-	if (e)
+	if (e) {
+		call_unref(cc);
 		return rt_error(rt, e, "waiting for the call on the stream (cudaStreamSynchronize)");
-	if (cc->ret)
-		return spardl_error_quiet(cc->ret, "%s", cc->msg);
-	return 0;
+	}
+	ret = cc->ret ? spardl_error_quiet(cc->ret, "%s", cc->msg) : 0;
+	call_unref(cc);
+	return ret;
 }
 
 int spardl_cuda_sync(struct spardl_plan *plan)

@@ -60,6 +60,14 @@ struct sim_stream {
 	int stop;
 };
 
+int spardl_cuda_sim_fail_in;
+
+/* The enqueueing calls fail once when the countdown reaches them. */
+static int injected(void)
+{
+	return spardl_cuda_sim_fail_in > 0 && --spardl_cuda_sim_fail_in == 0;
+}
+
 static struct sim_stream *default_stream;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
@@ -276,6 +284,8 @@ static int sim_memcpy_async(void *dst, const void *src, size_t len, void *stream
 {
 	struct sim_op op = { .kind = OP_COPY, .dst = dst, .src = src, .len = len };
 
+	if (injected())
+		return SIM_EINVAL;
 	return enqueue(stream, &op);
 }
 
@@ -283,6 +293,8 @@ static int sim_launch_host(void *stream, void (*fn)(void *), void *arg)
 {
 	struct sim_op op = { .kind = OP_HOST, .fn = fn, .arg = arg };
 
+	if (injected())
+		return SIM_EINVAL;
 	return enqueue(stream, &op);
 }
 
@@ -342,6 +354,8 @@ static int sim_event_record(void *event, void *stream)
 	struct sim_event *ev = event;
 	struct sim_op op = { .kind = OP_RECORD, .ev = ev };
 
+	if (injected())
+		return SIM_EINVAL;
 	pthread_mutex_lock(&ev->lock);
 	op.seq = ++ev->recorded;
 	pthread_mutex_unlock(&ev->lock);
@@ -353,6 +367,8 @@ static int sim_stream_wait_event(void *stream, void *event)
 	struct sim_event *ev = event;
 	struct sim_op op = { .kind = OP_WAIT, .ev = ev };
 
+	if (injected())
+		return SIM_EINVAL;
 	pthread_mutex_lock(&ev->lock);
 	op.seq = ev->recorded;
 	pthread_mutex_unlock(&ev->lock);

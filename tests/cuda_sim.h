@@ -7,5 +7,8 @@
 #include "cuda.h"
 
 extern const struct spardl_cuda_rt spardl_cuda_sim;
+/* When set to N > 0, the N-th enqueueing call from now (stream wait, async
+ * copy, host function, event record) fails once. */
+extern int spardl_cuda_sim_fail_in;
 
 #endif

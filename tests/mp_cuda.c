@@ -12,10 +12,11 @@
  * float, and the results, sparse results and residuals must match bit for
  * bit; calls are made synchronously, on a created stream and on the default
  * stream. Then: an async call returns before it runs (its stream is held by
- * a gate), calls on two streams run in the order made, bad pointers are
- * refused by name, and a peer that dies in an async call leaves the
- * survivors' device buffers unchanged and their residual holding every
- * gradient.
+ * a gate), a host plan's call waits for them, calls on two streams run in
+ * the order made, bad pointers are refused by name, runtime failures while
+ * enqueueing (simulated runtime only) lose nothing, and a peer that dies in
+ * an async call leaves the survivors' device buffers unchanged and their
+ * residual holding every gradient.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -392,6 +393,64 @@ out:
 	free(got);
 }
 
+/* Simulated runtime only: each of a synchronous call's five enqueueing
+ * runtime calls fails once in turn, on every rank. Before the host function
+ * is enqueued nothing runs: -EIO naming the step, grad unchanged, no call
+ * made. After it, the result is delivered anyway. Either way the plan then
+ * matches a host plan that made the calls that ran. */
+static void enqueue_failures(struct spardl_comm *comm)
+{
+	const struct config *c = &configs[0];
+	struct spardl_plan_params pp;
+	struct spardl_plan *h = NULL, *cp = NULL;
+	struct spardl_plan_stats st;
+	float *g = malloc(N * sizeof(float)), *hb = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
+	float *dg = dev_new(N * sizeof(float));
+	uint64_t calls = 0;
+	int ret, d, at;
+
+	params(c, SPARDL_MEM_HOST, &pp);
+	ret = spardl_plan_create(comm, &pp, &h);
+	params(c, SPARDL_MEM_CUDA, &pp);
+	if (!ret)
+		ret = spardl_plan_create(comm, &pp, &cp);
+	if (!mp_check(!ret, "enqueue failures: plans: %s", spardl_last_error()))
+		goto out;
+	for (at = 1; at <= 6; at++) {
+		gen(g, 400 + at, 11, 1);
+		memcpy(hb, g, N * sizeof(float));
+		to_dev(dg, g, N * sizeof(float));
+		spardl_cuda_sim_fail_in = at < 6 ? at : 0;
+		ret = spardl_allreduce(cp, dg);
+		spardl_cuda_sim_fail_in = 0;
+		from_dev(got, dg, N * sizeof(float));
+		spardl_plan_stats(cp, &st);
+		if (at <= 3) {
+			mp_check(ret == -EIO && strstr(spardl_last_error(), "enqueueing the call") &&
+					 strstr(spardl_last_error(), "simInvalidValue"),
+				 "enqueue failure %d: %d %s", at, ret, spardl_last_error());
+			d = first_diff(got, g, N, sizeof(float));
+			mp_check(d < 0, "enqueue failure %d: grad changed at %d", at, d);
+			mp_check(st.calls == calls, "enqueue failure %d: a call ran (%llu, want %llu)", at,
+				 (unsigned long long)st.calls, (unsigned long long)calls);
+		} else {
+			mp_check(!ret, "enqueue failure %d after the host function: %s", at, spardl_last_error());
+			mp_check(!spardl_allreduce(h, hb), "enqueue failure %d: host: %s", at, spardl_last_error());
+			d = first_diff(got, hb, N, sizeof(float));
+			mp_check(d < 0, "enqueue failure %d: result differs at %d", at, d);
+			calls++;
+		}
+		check_residuals(h, cp, "enqueue failures", at);
+	}
+out:
+	spardl_plan_destroy(h);
+	spardl_plan_destroy(cp);
+	rt->dev_free(dg);
+	free(g);
+	free(hb);
+	free(got);
+}
+
 /* The last rank leaves in the middle of call 1, an async call: the
  * survivors' grad is unchanged on the device, the residual holds the old
  * residual plus that gradient, and the next call absorbs its own. */
@@ -535,6 +594,8 @@ int main(int argc, char **argv)
 		if (valid(&configs[i]))
 			compare(comm, &configs[i], i, s1);
 	async_order(comm, s1, s2);
+	if (rt == &spardl_cuda_sim)
+		enqueue_failures(comm);
 	if (size > 1)
 		rollback(comm, s2);
 	rt->stream_destroy(s1);
