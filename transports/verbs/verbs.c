@@ -599,10 +599,13 @@ static int setup_event(struct verbs_ep *ep, struct rdma_cm_event *ev)
 		trace_qp(ep->base.tp->trace, q, SPARDL_TR_QP_CONNECTED);
 		return 0;
 	case RDMA_CM_EVENT_REJECTED: {
+		/* The peer's reason, not trusted to end in a NUL: its length bounds it. */
 		const char *why = ev->param.conn.private_data_len ? ev->param.conn.private_data : NULL;
+		int wlen = ev->param.conn.private_data_len < 100 ? ev->param.conn.private_data_len : 100;
 
-		return spardl_error(-ECONNREFUSED, "verbs: rank %d at %s refused the connection%s%.100s", q->peer,
-				    addr_str(&ep->all[q->peer].addr, a, sizeof(a)), why ? ": " : " (status ", why ? why : "");
+		return spardl_error(-ECONNREFUSED, "verbs: rank %d at %s refused the connection%s%.*s", q->peer,
+				    addr_str(&ep->all[q->peer].addr, a, sizeof(a)), why ? ": " : " (status ", why ? wlen : 0,
+				    why ? why : "");
 	}
 	case RDMA_CM_EVENT_ADDR_ERROR:
 	case RDMA_CM_EVENT_ROUTE_ERROR:
