@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Soak test: thousands of calls on one SparDL plan with changing data, the
  * residual invariant checked exactly on every call, and RSS and open file
- * descriptors checked flat after a warm-up. */
+ * descriptors checked flat after a warm-up. With -f the data are floats of
+ * changing scale, and every call's result and residual are compared bit for
+ * bit with the independent reference (reference.c), which runs every rank's
+ * step in each process. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <getopt.h>
@@ -15,6 +18,7 @@
 #include <spardl/spardl.h>
 
 #include "mp_common.h"
+#include "reference.h"
 
 static int rank, size;
 static int failures;
@@ -39,6 +43,27 @@ static void gen(float *g, size_t n, uint64_t seed, int call, int w, int range, u
 
 		g[i] = (r % zero_mod == 0) ? 0.0f
 					   : (float)((int)((r >> 8) % (2 * (unsigned)range + 1)) - range);
+	}
+}
+
+/* Floats of one scale per call (10^-3 .. 10^3), some heavy-tailed, about
+ * one in zero_mod zero: sums round, so only the reference can check them. */
+static void gen_float(float *g, size_t n, uint64_t seed, int call, int w, unsigned zero_mod)
+{
+	static const double scales[] = { 1.0, 1e-3, 37.5, 1e3, 0.25 };
+	double scale = scales[call % 5];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		uint64_t r = mix(seed * 1000003u + (uint64_t)call * 7919u + (uint64_t)w * 104729u + i * 31u + 7);
+		double u = ((double)(r >> 11) + 0.5) / 9007199254740992.0 * 2.0 - 1.0;
+
+		if (r % zero_mod == 0)
+			g[i] = 0.0f;
+		else if ((r >> 4) % 61 == 0)
+			g[i] = (float)(scale * u / (1e-3 + u * u)); /* heavy tail */
+		else
+			g[i] = (float)(scale * u);
 	}
 }
 
@@ -96,10 +121,15 @@ int main(int argc, char **argv)
 	uint64_t seed = 4242;
 	float *g = NULL, *res_old = NULL, *global = NULL, *v = NULL, *sval = NULL;
 	int64_t *sidx = NULL;
-	int opt, call, ret, average;
+	int opt, call, ret, average, floats = 0, w;
+	float **gall = NULL, **resall = NULL, **outall = NULL;
+	struct ref_params rp = { 0 };
 
-	while ((opt = getopt(argc, argv, "c:n:w:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:n:w:f")) != -1) {
 		switch (opt) {
+		case 'f':
+			floats = 1;
+			break;
 		case 'c':
 			calls = atoi(optarg);
 			break;
@@ -110,7 +140,7 @@ int main(int argc, char **argv)
 			warmup = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-c calls] [-n count] [-w warmup-calls]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-c calls] [-n count] [-w warmup-calls] [-f]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -157,6 +187,31 @@ int main(int argc, char **argv)
 		FAIL("out of memory");
 		goto out;
 	}
+	if (floats) {
+		/* Every rank's step, simulated here by the reference. */
+		rp.size = size;
+		rp.n = n;
+		rp.density = density;
+		rp.algo = SPARDL_ALGO_SPARDL;
+		rp.teams = 1;
+		rp.sag = SPARDL_SAG_BRUCK;
+		rp.residual = 1;
+		rp.average = average;
+		gall = calloc((size_t)size, sizeof(*gall));
+		resall = calloc((size_t)size, sizeof(*resall));
+		outall = calloc((size_t)size, sizeof(*outall));
+		for (w = 0; gall && resall && outall && w < size; w++) {
+			gall[w] = malloc(n * sizeof(float));
+			resall[w] = calloc(n, sizeof(float));
+			outall[w] = malloc(n * sizeof(float));
+			if (!gall[w] || !resall[w] || !outall[w])
+				break;
+		}
+		if (!gall || !resall || !outall || w < size) {
+			FAIL("out of memory for the reference");
+			goto out;
+		}
+	}
 
 	t0 = now();
 	for (call = 0; call < calls; call++) {
@@ -164,22 +219,31 @@ int main(int argc, char **argv)
 		int range = ranges[call % 6];
 		unsigned zero_mod = 2 + (unsigned)(call % 5);
 		int sparse = call % sparse_every == sparse_every - 1;
-		const void *rp;
+		const void *rptr;
 		const float *res;
 		size_t bad = n;
 
 		/* Every call new data; now and then one rank contributes nothing,
 		 * so the call moves residual only. */
-		if (call % 97 == 13 && rank == call % size)
+		if (floats) {
+			for (w = 0; w < size; w++) {
+				if (call % 97 == 13 && w == call % size)
+					memset(gall[w], 0, n * sizeof(float));
+				else
+					gen_float(gall[w], n, seed, call, w, zero_mod);
+			}
+			memcpy(g, gall[rank], n * sizeof(float));
+		} else if (call % 97 == 13 && rank == call % size) {
 			memset(g, 0, n * sizeof(float));
-		else
+		} else {
 			gen(g, n, seed, call, rank, range, zero_mod);
-		ret = spardl_plan_residual(plan, &rp);
+		}
+		ret = spardl_plan_residual(plan, &rptr);
 		if (ret) {
 			FAIL("call %d: residual: %s", call, spardl_last_error());
 			break;
 		}
-		memcpy(res_old, rp, n * sizeof(float));
+		memcpy(res_old, rptr, n * sizeof(float));
 
 		if (sparse) {
 			size_t nnz = (size_t)-1;
@@ -219,13 +283,37 @@ int main(int argc, char **argv)
 		}
 		calls_done++;
 
-		/* sum_w (new_res - g - old_res) + global_sum == 0, exactly. */
-		ret = spardl_plan_residual(plan, &rp);
+		ret = spardl_plan_residual(plan, &rptr);
 		if (ret) {
 			FAIL("call %d: residual: %s", call, spardl_last_error());
 			break;
 		}
-		res = rp;
+		res = rptr;
+		if (floats) {
+			/* The reference's step for every rank: this rank's result
+			 * and residual, bit for bit. */
+			if (ref_step(&rp, (const float *const *)gall, resall, outall)) {
+				FAIL("call %d: the reference refused its parameters", call);
+				break;
+			}
+			for (i = 0; i < n; i++)
+				if (memcmp(&global[i], &outall[rank][i], sizeof(float)) ||
+				    memcmp(&res[i], &resall[rank][i], sizeof(float)))
+					break;
+			if (i < n) {
+				FAIL("call %d (%s): at %zu result %a residual %a, the reference %a and %a", call,
+				     sparse ? "sparse" : "dense-output", i, (double)global[i], (double)res[i],
+				     (double)outall[rank][i], (double)resall[rank][i]);
+				break;
+			}
+			inv_checks++;
+			if (call + 1 == warmup) {
+				rss_warm = rss_bytes();
+				fds_warm = open_fds();
+			}
+			continue;
+		}
+		/* sum_w (new_res - g - old_res) + global_sum == 0, exactly. */
 		for (i = 0; i < n; i++)
 			v[i] = res[i] - g[i] - res_old[i];
 		ret = spardl_allreduce(dense, v);
@@ -278,11 +366,11 @@ int main(int argc, char **argv)
 	if (!failures && (calls_done != calls || inv_checks != calls || mem_checks != 2 || !sparse_calls))
 		FAIL("only %d of %d calls, %d invariant checks, %d sparse calls, %d memory checks ran", calls_done,
 		     calls, inv_checks, sparse_calls, mem_checks);
-	printf("rank %d: %s P=%d n=%zu density=%g average=%d: %d calls (%d sparse-output) in %.2f s, "
-	       "%d invariant checks; RSS %ld KiB after call %d, %ld KiB at the end (growth %ld KiB, limit %ld KiB); "
+	printf("rank %d: %s P=%d n=%zu density=%g average=%d, %s data: %d calls (%d sparse-output) in %.2f s, "
+	       "%d %s checks; RSS %ld KiB after call %d, %ld KiB at the end (growth %ld KiB, limit %ld KiB); "
 	       "fds %d -> %d; %d failures\n",
-	       rank, spardl_comm_transport(comm), size, n, density, average, calls_done, sparse_calls, now() - t0,
-	       inv_checks, rss_warm / 1024, warmup, rss_end / 1024, (rss_end - rss_warm) / 1024, rss_limit / 1024,
+	       rank, spardl_comm_transport(comm), size, n, density, average, floats ? "float" : "integer", calls_done,
+	       sparse_calls, now() - t0, inv_checks, floats ? "reference" : "invariant", rss_warm / 1024, warmup, rss_end / 1024, (rss_end - rss_warm) / 1024, rss_limit / 1024,
 	       fds_warm, fds_end, failures);
 out:
 	spardl_plan_destroy(plan);
@@ -294,5 +382,13 @@ out:
 	free(v);
 	free(sidx);
 	free(sval);
+	for (w = 0; floats && w < size; w++) {
+		free(gall ? gall[w] : NULL);
+		free(resall ? resall[w] : NULL);
+		free(outall ? outall[w] : NULL);
+	}
+	free(gall);
+	free(resall);
+	free(outall);
 	return failures ? 1 : 0;
 }
