@@ -115,7 +115,7 @@ class _DeviceArray:
 
     def __init__(self, addr, count):
         self.__cuda_array_interface__ = {"shape": (count,), "typestr": "<f4", "data": (addr, False),
-                                         "version": 2}
+                                         "strides": None, "version": 2}
 
 
 class _Handle:
