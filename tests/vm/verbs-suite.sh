@@ -35,13 +35,15 @@ fails_with() {
 	cat "$log.out"
 }
 
-echo "1..14"
+echo "1..15"
 check "devices: rxe0 is listed and picked" sh -c "$build/tools/spardl-verbs devices | tee /dev/stderr | grep -q 'spardl would pick: rxe0 port 1'"
 check "allreduce P=2, every algorithm and variant, large blocks" $run -n 2 "$build/tests/mp_allreduce"
 for p in 3 4 5 6 8; do
 	check "allreduce P=$p, teams, both SAG and SRS variants, dense, TopkA" $run -n $p "$build/tests/mp_allreduce" --quick
 done
 check "collective errors and a killed peer, P=4" $run -n 4 "$build/tests/mp_errors"
+check "strangers at a listener are rejected with the reason; the job is unaffected, P=3" \
+	$run -n 3 "$build/tests/mp_verbs_intruder"
 check "a peer killed before each step: survivors roll back and resume, P=4" \
 	"$build/tests/mp_rollback" --driver "$build/tools/spardl-run" --ranks 4 --quick
 check "a bad device name is a clear error" fails_with "SPARDL_VERBS_DEVICE names 'nosuch0'" \

@@ -672,6 +672,8 @@ static void verbs_ep_destroy(struct spardl_tp_ep *base)
 	free(ep);
 }
 
+void (*spardl_verbs_listen_hook)(const struct sockaddr *addr, uint32_t magic, uint64_t seq);
+
 /* Local part of ep_create: queues, channels and a listener on an ephemeral
  * port of the chosen address, and what to publish. */
 static int ep_setup(struct verbs_ep *ep, const struct spardl_tp_peer *peers, int npeers, uint32_t max_notify,
@@ -740,6 +742,8 @@ static int ep_setup(struct verbs_ep *ep, const struct spardl_tp_peer *peers, int
 	else
 		((struct sockaddr_in6 *)&mine->addr)->sin6_port = rdma_get_src_port(ep->listen);
 	mine->token = ep->token;
+	if (spardl_verbs_listen_hook)
+		spardl_verbs_listen_hook((const struct sockaddr *)&mine->addr, CONN_MAGIC, ep->seq);
 	return 0;
 }
 

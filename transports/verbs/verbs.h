@@ -3,6 +3,7 @@
 #ifndef SPARDL_VERBS_H
 #define SPARDL_VERBS_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -32,5 +33,10 @@ int spardl_verbs_describe(FILE *f, int family);
 
 /* 1 when an ACTIVE port exists on any RDMA device. */
 int spardl_verbs_available(void);
+
+/* Tests only (not exported): told each endpoint's listening address, the
+ * connection magic and the endpoint's sequence number once it listens, so
+ * that a test can connect to it as a stranger would. */
+extern void (*spardl_verbs_listen_hook)(const struct sockaddr *addr, uint32_t magic, uint64_t seq);
 
 #endif
