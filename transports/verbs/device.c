@@ -17,6 +17,7 @@
 #include "config.h"
 #include "env.h"
 #include "log.h"
+#include "pci.h"
 #include "verbs.h"
 
 #if SPARDL_HAVE_HWLOC
@@ -176,17 +177,9 @@ static int ipoib_addr(const char *dev, int port, int family, struct sockaddr_sto
 static int device_numa(const char *dev)
 {
 	char path[256];
-	FILE *f;
-	int node = -1;
 
-	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/device/numa_node", dev);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &node) != 1)
-		node = -1;
-	fclose(f);
-	return node;
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/device", dev);
+	return spardl_pci_numa(path);
 }
 
 /* NUMA node this process runs on, -1 when unknown (or without hwloc). */
