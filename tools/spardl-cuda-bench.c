@@ -261,7 +261,7 @@ int main(int argc, char **argv)
 			double mc = bench_median(tc, iters) * 1e3;
 
 			struct spardl_plan_stats st;
-			double c;
+			double per;
 
 			if (rank == 0)
 				printf("%-8s %10.3f %10.3f %10.3f %10.3f %10.3f %8.2fx %8.2fx %s\n", tok, mh, ms, ma, mf, mc,
@@ -269,12 +269,13 @@ int main(int argc, char **argv)
 			/* Where a CUDA plan's call goes on rank 0, over all its calls:
 			 * the host schedule's phases, and the rest (copies, stream). */
 			SP(spardl_plan_stats(cp, &st));
-			c = st.calls ? (double)st.calls : 1;
+			per = st.calls ? (double)st.calls : 1;
 			if (rank == 0)
 				printf("%-8s split of a CUDA call on rank 0, ms: accumulate %.3f select %.3f reduce %.3f "
 				       "post %.3f wait %.3f output %.3f (host schedule %.3f of %.3f per sync call)\n",
-				       tok, st.accumulate / c * 1e3, st.select / c * 1e3, st.reduce / c * 1e3,
-				       st.post / c * 1e3, st.wait / c * 1e3, st.output / c * 1e3, st.total / c * 1e3, ms);
+				       tok, st.accumulate / per * 1e3, st.select / per * 1e3, st.reduce / per * 1e3,
+				       st.post / per * 1e3, st.wait / per * 1e3, st.output / per * 1e3, st.total / per * 1e3,
+				       ms);
 		}
 		spardl_plan_destroy(hp);
 		spardl_plan_destroy(cp);
