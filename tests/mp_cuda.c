@@ -393,6 +393,102 @@ out:
 	free(got);
 }
 
+/* A burst of async calls, dense and sparse, alternating between two streams
+ * and the default one, each on its own device buffers, with no wait in
+ * between: the staging buffers serve them one after another, and every
+ * result equals the host plan's for the same calls in the same order. */
+#define BURST 12
+
+static void async_burst(struct spardl_comm *comm, void *s1, void *s2)
+{
+	const struct config *c = &configs[0];
+	struct spardl_plan_params pp;
+	struct spardl_plan *h = NULL, *cp = NULL;
+	float *g = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
+	float *hres[BURST] = { 0 }, *dg[BURST] = { 0 }, *dval[BURST] = { 0 };
+	int64_t *didx[BURST] = { 0 }, *hidx = NULL, *gidx = NULL;
+	float *hval = NULL, *gval = NULL;
+	size_t m = 0, nnz[BURST], hnnz[BURST];
+	int ret, d, i;
+
+	params(c, SPARDL_MEM_HOST, &pp);
+	ret = spardl_plan_create(comm, &pp, &h);
+	params(c, SPARDL_MEM_CUDA, &pp);
+	if (!ret)
+		ret = spardl_plan_create(comm, &pp, &cp);
+	if (!mp_check(!ret, "burst: plans: %s", spardl_last_error()))
+		goto out;
+	m = spardl_plan_max_nnz(h);
+	hidx = malloc(BURST * m * sizeof(int64_t));
+	hval = malloc(BURST * m * sizeof(float));
+	gidx = malloc(m * sizeof(int64_t));
+	gval = malloc(m * sizeof(float));
+	for (i = 0; i < BURST; i++) {
+		void *st = i % 3 == 0 ? s1 : i % 3 == 1 ? s2 : NULL;
+
+		hres[i] = malloc(N * sizeof(float));
+		dg[i] = dev_new(N * sizeof(float));
+		didx[i] = dev_new(m * sizeof(int64_t));
+		dval[i] = dev_new(m * sizeof(float));
+		gen(hres[i], 500 + i, 13, i % 2);
+		to_dev(dg[i], hres[i], N * sizeof(float));
+		nnz[i] = SIZE_MAX;
+		if (i % 4 == 3)
+			ret = spardl_allreduce_sparse_async(cp, dg[i], didx[i], dval[i], &nnz[i], st);
+		else
+			ret = spardl_allreduce_async(cp, dg[i], st);
+		mp_check(!ret, "burst: call %d: %s", i, spardl_last_error());
+	}
+	/* The host plan, the same calls in order, meanwhile. */
+	for (i = 0; i < BURST; i++) {
+		if (i % 4 == 3)
+			ret = spardl_allreduce_sparse(h, hres[i], hidx + (size_t)i * m, hval + (size_t)i * m, &hnnz[i]);
+		else
+			ret = spardl_allreduce(h, hres[i]);
+		mp_check(!ret, "burst: host call %d: %s", i, spardl_last_error());
+	}
+	mp_check(!spardl_plan_sync(cp), "burst: sync: %s", spardl_last_error());
+	for (i = 0; i < BURST; i++) {
+		from_dev(got, dg[i], N * sizeof(float));
+		if (i % 4 == 3) {
+			/* The sparse calls leave grad as it was. */
+			gen(g, 500 + i, 13, i % 2);
+			d = first_diff(got, g, N, sizeof(float));
+			mp_check(d < 0, "burst: sparse call %d changed grad at %d", i, d);
+			mp_check(nnz[i] == hnnz[i], "burst: call %d: nnz %zu, host %zu", i, nnz[i], hnnz[i]);
+			if (nnz[i] == hnnz[i]) {
+				from_dev(gidx, didx[i], m * sizeof(int64_t));
+				from_dev(gval, dval[i], m * sizeof(float));
+				mp_check(first_diff(gidx, hidx + (size_t)i * m, nnz[i], sizeof(int64_t)) < 0 &&
+						 first_diff(gval, hval + (size_t)i * m, nnz[i], sizeof(float)) < 0,
+					 "burst: sparse call %d differs from the host plan's", i);
+			}
+		} else {
+			d = first_diff(got, hres[i], N, sizeof(float));
+			mp_check(d < 0, "burst: call %d (stream %d) differs at %d", i, i % 3, d);
+		}
+	}
+	check_residuals(h, cp, "burst", BURST);
+out:
+	spardl_plan_destroy(h);
+	spardl_plan_destroy(cp);
+	for (i = 0; i < BURST; i++) {
+		free(hres[i]);
+		if (dg[i])
+			rt->dev_free(dg[i]);
+		if (didx[i])
+			rt->dev_free(didx[i]);
+		if (dval[i])
+			rt->dev_free(dval[i]);
+	}
+	free(g);
+	free(got);
+	free(hidx);
+	free(hval);
+	free(gidx);
+	free(gval);
+}
+
 /* Simulated runtime only: each of a synchronous call's five enqueueing
  * runtime calls fails once in turn, on every rank. Before the host function
  * is enqueued nothing runs: -EIO naming the step, grad unchanged, no call
@@ -594,6 +690,7 @@ int main(int argc, char **argv)
 		if (valid(&configs[i]))
 			compare(comm, &configs[i], i, s1);
 	async_order(comm, s1, s2);
+	async_burst(comm, s1, s2);
 	if (rt == &spardl_cuda_sim)
 		enqueue_failures(comm);
 	if (size > 1)
