@@ -676,6 +676,22 @@ int main(int argc, char **argv)
 				c.sparse = 1;
 				run(comm, &c, seed + 94);
 			}
+			/* The dense ring's averaged output in chunks of at least
+			 * 4096 (written with streaming stores), on integers,
+			 * floats and non-finite values. */
+			if (a == SPARDL_ALGO_DENSE) {
+				struct cfg dc = { .algo = a, .teams = 1, .average = 1, .residual = 1,
+						 .n = (size_t)4096 * (size_t)size + 1237, .density = 1.0, .calls = 2 };
+
+				run(comm, &dc, seed + 93);
+				dc.data = DATA_NORMAL;
+				run(comm, &dc, seed + 92);
+				if (!quick) {
+					dc.data = DATA_HEAVY;
+					dc.nonfinite = 64;
+					run(comm, &dc, seed + 91);
+				}
+			}
 		}
 	}
 	spardl_comm_destroy(comm);
