@@ -64,6 +64,7 @@ int spardl_cuda_plan_init(struct spardl_plan *plan)
 	struct spardl_cuda_plan *cp;
 	size_t n = plan->params.count, m = plan->sched->result_pairs;
 	void *p;
+	int e;
 
 	if (!rt)
 		return spardl_error(-ENODEV, "SPARDL_MEM_CUDA: this spardl was built without CUDA");
@@ -71,7 +72,11 @@ int spardl_cuda_plan_init(struct spardl_plan *plan)
 	if (!cp)
 		return spardl_error(-ENOMEM, "out of memory for a CUDA plan");
 	cp->rt = rt;
-	pthread_mutex_init(&cp->lock, NULL);
+	e = pthread_mutex_init(&cp->lock, NULL);
+	if (e) {
+		free(cp);
+		return spardl_error(-e, "CUDA plan: pthread_mutex_init failed: %s", strerror(e));
+	}
 	plan->cuda = cp;
 	plan->host_bytes += sizeof(*cp);
 	RT(rt->get_device(&cp->device), "cudaGetDevice");
