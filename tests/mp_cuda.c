@@ -105,12 +105,17 @@ static void *dev_new(size_t len)
 	return p;
 }
 
+/* A copy, then a wait for the legacy default stream: cudaMemcpy from
+ * pageable memory may return before its DMA lands, and the calls under
+ * test run on a non-blocking stream, which does not wait for it. */
 static void to_dev(void *dst, const void *src, size_t len)
 {
 	int e = rt->memcpy(dst, src, len);
 
+	if (!e)
+		e = rt->stream_sync(NULL);
 	if (e) {
-		fprintf(stderr, "rank %d: copy to the device: %s\n", mp_rank, rt->err_name(e));
+		fprintf(stderr, "rank %d: copy to or from the device: %s\n", mp_rank, rt->err_name(e));
 		exit(1);
 	}
 }

@@ -12,7 +12,14 @@ rm -rf "$build"
 # interpreter; another python3 earlier on PATH may lack them.
 pyopt=()
 [ -x /usr/bin/python3 ] && pyopt=(-Dpython=/usr/bin/python3)
+# nvcc builds the GPU kernels; the toolkit puts it outside PATH. The
+# sanitizer build below keeps the PATH it was given (no kernels there).
+path0=$PATH
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+	export PATH=$PATH:/usr/local/cuda/bin
+fi
 meson setup "$build" "${pyopt[@]}" >"$build.setup.log" 2>&1 || { cat "$build.setup.log"; echo "0 passed, 1 failed (meson setup)"; exit 1; }
+grep -E 'CUDA' "$build.setup.log" || true
 ninja -C "$build" || { echo "0 passed, 1 failed (build)"; exit 1; }
 meson test -C "$build" --print-errorlogs "$@"
 status=$?
@@ -28,7 +35,7 @@ if [ "${SPARDL_SANITIZE:-1}" != 0 ]; then
 	san_start=$SECONDS
 	rm -rf "$san"
 	echo "==== sanitizer build $san (-Db_sanitize=address,undefined): suites unit, shm, trust, cudasim ===="
-	if ! meson setup "$san" "${pyopt[@]}" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+	if ! PATH=$path0 meson setup "$san" "${pyopt[@]}" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
 		>"$san.setup.log" 2>&1; then
 		cat "$san.setup.log"
 		echo "sanitizer build: meson setup failed"

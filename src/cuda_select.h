@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/* Exact top-k selection on the GPU (SPEC section 3), with the accumulate
+ * fused into its first pass: the device half of a CUDA plan's selection.
+ * Built when nvcc is found (src/cuda_select.cu); not exported. */
+#ifndef SPARDL_CUDA_SELECT_H
+#define SPARDL_CUDA_SELECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct spardl_cuda_select;
+
+/* Device workspace for blocks of up to max_block entries (at most INT_MAX),
+ * at most max_blocks of them per call, on the current device: about
+ * 8 bytes per entry of max_block plus CUB's scratch. 0 or negative errno
+ * with the reason recorded (spardl_last_error). */
+int spardl_cuda_select_create(struct spardl_cuda_select **out, size_t max_block, size_t max_blocks);
+void spardl_cuda_select_destroy(struct spardl_cuda_select *s);
+/* Device bytes the workspace holds. */
+size_t spardl_cuda_select_bytes(const struct spardl_cuda_select *s);
+
+/*
+ * On stream (a cudaStream_t; NULL: the legacy default stream), all pointers
+ * device memory:
+ *   1. when g is not NULL, acc[i] = acc[i] + g[i] for every i < n;
+ *   2. for each block b = [b*C, min((b+1)*C, n)), topk(acc[block], m) by
+ *      SPEC section 3 (zeros never chosen, NaN above Inf above finite, ties
+ *      to the smaller index): its block-local indices in ascending order
+ *      into idx[b*m ..], their values into val[b*m ..], the count (<= m)
+ *      into count[b], and those entries of acc set to 0.
+ * The same selection, bit for bit, as spardl_topk_block() on each block.
+ * The calling thread waits once on the stream, for the bucket sizes after
+ * the first pass; the rest is enqueued. 0, or negative errno with the
+ * reason recorded.
+ */
+int spardl_cuda_select_run(struct spardl_cuda_select *s, float *acc, const float *g, size_t n, size_t C, size_t m,
+			   uint32_t *idx, float *val, uint32_t *count, void *stream);
+
+/* Benchmarks: with on, calls record events at their phase edges (blocks
+ * past the eighth are not split). */
+int spardl_cuda_select_profile(struct spardl_cuda_select *s, int on);
+/* The last profiled call's split, in ms: the first pass (acc = g + acc,
+ * histograms), the bucket search with the calling thread's wait for the
+ * sizes, the list (stable select of the bucket and above), the two finer
+ * levels, and the ties, the selection and its output. */
+int spardl_cuda_select_phases(struct spardl_cuda_select *s, double ms[5]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
