@@ -6,7 +6,10 @@
  * N(0,1) floats, tie-heavy small integers, one value everywhere, zeros,
  * non-finite and subnormal mixes, and sparse blocks (m above the non-zeros),
  * over block counts 1 to 7 with a short last block and budgets from 1 to
- * above the block. Exit 77 without a usable CUDA device.
+ * above the block. Large blocks with small budgets take the fast path
+ * (candidates gathered in the first pass), the others and tie-heavy data
+ * the full path; a last check requires both to have run. Exit 77 without a
+ * usable CUDA device.
  */
 #include <cuda_runtime_api.h>
 #include <errno.h>
@@ -177,12 +180,16 @@ out:
 
 static void check(struct spardl_cuda_select *s, size_t n, size_t B, size_t m, enum kind kind, int with_g)
 {
-	int ok = one(s, n, B, m, kind, with_g);
+	unsigned long long fast0, full0, fast, full;
+	int ok;
 
+	spardl_cuda_select_paths(s, &fast0, &full0);
+	ok = one(s, n, B, m, kind, with_g);
+	spardl_cuda_select_paths(s, &fast, &full);
 	checks++;
 	failures += !ok;
-	printf("%s %d - n %zu, %zu blocks, m %zu, %s data, %s\n", ok ? "ok" : "not ok", checks, n, B, m,
-	       kind_name[kind], with_g ? "acc = g + acc" : "acc as is");
+	printf("%s %d - n %zu, %zu blocks, m %zu, %s data, %s (blocks: %llu fast, %llu full)\n", ok ? "ok" : "not ok",
+	       checks, n, B, m, kind_name[kind], with_g ? "acc = g + acc" : "acc as is", fast - fast0, full - full0);
 }
 
 int main(void)
@@ -219,6 +226,16 @@ int main(void)
 	check(s, 1u << 24, 1, (1u << 24) / 100, K_NORMAL, 1);
 	check(s, 1u << 24, 4, (1u << 22) / 100, K_NORMAL, 1);
 	check(s, 1u << 24, 2, (1u << 23) / 100, K_INT, 1);
+	/* Both paths ran (the fast one gathers candidates in the first pass). */
+	{
+		unsigned long long fast, full;
+
+		spardl_cuda_select_paths(s, &fast, &full);
+		checks++;
+		failures += !(fast >= 50 && full >= 50);
+		printf("%s %d - both paths ran: %llu blocks fast, %llu full\n", fast >= 50 && full >= 50 ? "ok" : "not ok",
+		       checks, fast, full);
+	}
 	/* Bad arguments are refused by name. */
 	checks++;
 	if (spardl_cuda_select_run(s, NULL, NULL, 1u << 25, 1u << 25, 1, NULL, NULL, NULL, NULL) != -EINVAL) {

@@ -15,6 +15,7 @@
 #   5. spardl-cuda-bench at P = 2, n = 2^24 and 2^26, and the torch baselines
 #      on the same sizes (benchmarks/cuda/torch_baselines.py).
 # Every step has a time limit and writes its log to OUTDIR as it goes.
+# GPU_CHECK_ONLY=select stops after step 2.
 #
 # On a Debian machine with apt, fetch the packages first:
 #   tools/gpu-check.sh --fetch DEBDIR
@@ -118,6 +119,8 @@ else
 	result "failed (two blocks, select-vs-torch.txt)"
 fi
 cat "$out/select-vs-torch.txt"
+# GPU_CHECK_ONLY=select: stop here (the kernels' checks and numbers only).
+[ "${GPU_CHECK_ONLY:-}" = select ] && exit $status
 
 step "suites cuda and cudasim"
 if timeout 420 meson test -C "$build" --suite cuda --suite cudasim --print-errorlogs >"$out/cuda-tests.log" 2>&1; then

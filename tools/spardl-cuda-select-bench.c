@@ -216,12 +216,19 @@ int main(int argc, char **argv)
 		printf("  acc = g + acc, then exact top-k   %9.3f ms (median of %d; wall %.3f ms)\n", sel, iters, wall);
 		printf("  D2D copy of the same %zu bytes  %9.3f ms (%.0f GB/s read + write)\n", n * sizeof(float),
 		       copy, gbs);
-		printf("  split (medians of %d calls with events, ms): first pass %.3f, bucket search and wait %.3f, "
-		       "list %.3f, finer levels %.3f, ties, selection and output %.3f\n",
+		printf("  split (medians of %d calls with events, ms): sampling and first pass %.3f, bucket search "
+		       "and wait %.3f, list %.3f, finer levels %.3f, ties, selection and output %.3f\n",
 		       np, msp[0], msp[1], msp[2], msp[3], msp[4]);
 		printf("  copy / selection                  %9.3f (the fraction of copy bandwidth)\n", copy / sel);
 		printf("  workspace                         %9.1f MiB of device memory\n",
 		       (double)spardl_cuda_select_bytes(s) / 1048576.0);
+		{
+			unsigned long long fast, full;
+
+			spardl_cuda_select_paths(s, &fast, &full);
+			printf("  blocks selected by the fast path  %llu, by the full path %llu (all calls)\n", fast,
+			       full);
+		}
 		printf("  first call bit-identical to the CPU path: %s\n", identical ? "yes" : "NO");
 		printf("result n=%zu blocks=%zu m=%zu select_ms=%.4f wall_ms=%.4f copy_ms=%.4f identical=%d\n", n, nb, m,
 		       sel, wall, copy, identical);
