@@ -714,9 +714,35 @@ static void test_shm_segments(void)
 /* Two ranks over shm; rank 1 announces a file it has open instead of its
  * segments. Rank 0 must refuse it without writing to it. */
 struct fake_rank {
-	char file[64];
+	char file[64]; /* rank 1 announces this file; empty: its own segments */
 	char addr[128];
+	int fuzz;      /* rank 1 announces through fuzz_hook */
 };
+
+/* What fuzz_hook changes: bit f of mask changes field f (pid, ring fd,
+ * ring capacity, receive fd, receive length) to choice f of a list of
+ * values none of which can be right. Set before the fork. */
+static unsigned fuzz_mask;
+static unsigned fuzz_pick[5];
+
+static void fuzz_hook(int32_t *pid, int32_t *ring_fd, uint32_t *ring_cap, int32_t *recv_fd, uint64_t *recv_len)
+{
+	const int32_t pids[] = {0, -1, 1, *pid + 1, INT32_MAX, (int32_t)getppid()};
+	const int32_t fds[] = {-1, 0, 2, 1023, 100000, INT32_MIN};
+	const uint32_t caps[] = {0, 1, 15, 17, *ring_cap * 2, *ring_cap / 2, 0x80000000u, UINT32_MAX};
+	const uint64_t lens[] = {0, 1, *recv_len - 1, *recv_len + 1, *recv_len * 2, 1ull << 63, UINT64_MAX};
+
+	if (fuzz_mask & 1)
+		*pid = pids[fuzz_pick[0] % (sizeof(pids) / sizeof(pids[0]))];
+	if (fuzz_mask & 2)
+		*ring_fd = fds[fuzz_pick[1] % (sizeof(fds) / sizeof(fds[0]))];
+	if (fuzz_mask & 4)
+		*ring_cap = caps[fuzz_pick[2] % (sizeof(caps) / sizeof(caps[0]))];
+	if (fuzz_mask & 8)
+		*recv_fd = fds[fuzz_pick[3] % (sizeof(fds) / sizeof(fds[0]))];
+	if (fuzz_mask & 16)
+		*recv_len = lens[fuzz_pick[4] % (sizeof(lens) / sizeof(lens[0]))];
+}
 
 static int shm_rank_main(struct fake_rank *f, int rank)
 {
@@ -740,13 +766,15 @@ static int shm_rank_main(struct fake_rank *f, int rank)
 		fprintf(stderr, "rank %d: comm_create: %s\n", rank, spardl_last_error());
 		return 1;
 	}
-	if (rank == 1) {
+	if (rank == 1 && f->file[0]) {
 		int fd = open(f->file, O_RDWR);
 
 		if (fd < 0)
 			return 2;
 		spardl_shm_fake_announce_fd = fd;
 	}
+	if (rank == 1 && f->fuzz)
+		spardl_shm_announce_hook = fuzz_hook;
 	spardl_plan_params_init(&pp);
 	pp.count = 4096;
 	ret = spardl_plan_create(comm, &pp, &plan);
@@ -774,6 +802,7 @@ static void test_shm_fake_rank(void)
 	char buf[4096], want[4096];
 	int fd, c0, c1, named0, named1;
 
+	memset(&f, 0, sizeof(f));
 	snprintf(f.file, sizeof(f.file), "/tmp/spardl-trust-victim-XXXXXX");
 	fd = mkstemp(f.file);
 	memset(want, 'v', sizeof(want));
@@ -797,6 +826,63 @@ static void test_shm_fake_rank(void)
 	    c0, c1, named0, named1);
 }
 
+/* Rank 1 announces wrong values for 1 to 3 fields, drawn at random (fixed
+ * seed), in 24 jobs: every rank's plan creation must fail, rank 0 naming
+ * rank 1, no process may crash or hang. First a job announcing the truth
+ * through the same hook, which must succeed. */
+static void test_shm_announce_fuzz(void)
+{
+	struct fake_rank f;
+	uint64_t rng = 0x5eed5eedull;
+	int jobs = 24, good = 0, control = 0;
+
+	memset(&f, 0, sizeof(f));
+	f.fuzz = 1;
+	for (int j = -1; j < jobs; j++) {
+		struct child r0, r1;
+		int c0, c1, named, nfields = 0;
+
+		fuzz_mask = 0;
+		if (j >= 0) {
+			/* 1 to 3 distinct fields */
+			int want = 1 + (int)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 60) % 3;
+
+			while (nfields < want) {
+				rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+				unsigned bit = 1u << ((rng >> 40) % 5);
+
+				if (!(fuzz_mask & bit)) {
+					fuzz_mask |= bit;
+					nfields++;
+				}
+			}
+			for (int k = 0; k < 5; k++) {
+				rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+				fuzz_pick[k] = (unsigned)(rng >> 33);
+			}
+		}
+		snprintf(f.addr, sizeof(f.addr), "unix:spardl-trust-%d-fuzz-%d", (int)getpid(), j + 1);
+		start(&r0, shm_rank0, &f);
+		start(&r1, shm_rank1, &f);
+		c1 = finish(&r1, 20000, NULL, NULL);
+		named = log_has(r0.log, "rank 1");
+		c0 = finish(&r0, 20000, NULL, NULL);
+		if (j < 0) {
+			control = c0 == 5 && c1 == 5;
+			continue;
+		}
+		if (c0 == 0 && c1 == 0 && named)
+			good++;
+		else
+			fprintf(stderr, "# fuzzed announcement %d (fields 0x%x): rank 0 exit %d, rank 1 exit %d, named %d\n", j,
+				fuzz_mask, c0, c1, named);
+	}
+	tap(control, "shm: a true announcement through the hook creates the plan");
+	tap(good == jobs,
+	    "shm: %d of %d jobs whose rank 1 announced wrong values were refused by every rank, rank 0 naming rank 1, no crash or hang",
+	    good, jobs);
+}
+
 int main(void)
 {
 	setenv("SPARDL_DEBUG", "warn", 1);
@@ -810,6 +896,7 @@ int main(void)
 	test_unauthenticated();
 	test_shm_segments();
 	test_shm_fake_rank();
+	test_shm_announce_fuzz();
 	printf("1..%d\n", ntests);
 	return nfailed ? 1 : 0;
 }

@@ -411,6 +411,8 @@ static size_t ring_bytes(uint32_t cap)
 }
 
 int spardl_shm_fake_announce_fd = -1;
+void (*spardl_shm_announce_hook)(int32_t *pid, int32_t *ring_fd, uint32_t *ring_cap, int32_t *recv_fd,
+				 uint64_t *recv_len);
 
 /* Local part of ep_create: the ring, and what to announce. */
 static int ep_setup(struct shm_ep *ep, const struct spardl_tp_peer *peers, int npeers, uint32_t max_notify,
@@ -461,6 +463,8 @@ static int ep_setup(struct shm_ep *ep, const struct spardl_tp_peer *peers, int n
 	me->recv_len = rmr ? rmr->map_len : 0;
 	if (spardl_shm_fake_announce_fd >= 0)
 		me->ring_fd = me->recv_fd = spardl_shm_fake_announce_fd;
+	if (spardl_shm_announce_hook)
+		spardl_shm_announce_hook(&me->pid, &me->ring_fd, &me->ring_cap, &me->recv_fd, &me->recv_len);
 	return 0;
 }
 
