@@ -27,7 +27,8 @@ size_t spardl_cuda_select_bytes(const struct spardl_cuda_select *s);
 /*
  * On stream (a cudaStream_t; NULL: the legacy default stream), all pointers
  * device memory:
- *   1. when g is not NULL, acc[i] = acc[i] + g[i] for every i < n;
+ *   1. when g is not NULL, acc[i] = g[i] + acc[i] for every i < n (NaNs as
+ *      spardl_add);
  *   2. for each block b = [b*C, min((b+1)*C, n)), topk(acc[block], m) by
  *      SPEC section 3 (zeros never chosen, NaN above Inf above finite, ties
  *      to the smaller index): its block-local indices in ascending order
@@ -38,8 +39,9 @@ size_t spardl_cuda_select_bytes(const struct spardl_cuda_select *s);
  * the first pass; the rest is enqueued. Blocks of at least 65536 entries
  * with m <= len/16 gather candidates during the first pass (the fast
  * path) and read acc once; the others, and any block whose candidates do
- * not provably hold the selection, read it a second time (the full path). 0, or negative errno with the
- * reason recorded.
+ * not provably hold the selection, read it a second time (the full path).
+ * acc and g must not overlap; a workspace serves one call at a time.
+ * 0, or negative errno with the reason recorded.
  */
 int spardl_cuda_select_run(struct spardl_cuda_select *s, float *acc, const float *g, size_t n, size_t C, size_t m,
 			   uint32_t *idx, float *val, uint32_t *count, void *stream);
