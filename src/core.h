@@ -89,6 +89,8 @@ struct spardl_plan {
 	size_t *cand_n;
 	uint32_t *cand_lo;
 	const uint32_t **blk_lidx; /* nblocks x max_lists */
+	const float **blk_lval;    /* acc at those positions once each list was added */
+	float *lval;               /* nblocks x max_lists x kb: where blk_lval point */
 	uint32_t *blk_lcnt;
 	uint32_t *blk_nl;
 	uint32_t max_lists;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "copy.h"
 #include "core.h"
 #include "fp.h"
 #include "log.h"
@@ -294,7 +295,7 @@ static void op_acc_init(struct call *c)
 				const struct spardl_sslot *ss = &s->sslots[i];
 
 				if (ss->region == SPARDL_REG_ACC)
-					memcpy((uint8_t *)acc + ss->off, (const uint8_t *)g + ss->off, ss->max);
+					spardl_copy((uint8_t *)acc + ss->off, (const uint8_t *)g + ss->off, ss->max);
 			}
 		} else {
 			const float *restrict r = res_of(p);
@@ -348,9 +349,9 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 	cnt = SIZE_MAX;
 	lazy = lazy && s->res_mode == SPARDL_RES_GRC;
 	if (p->cand_n && p->cand_n[b] != SIZE_MAX) {
-		cnt = spardl_topk_from_cands(x, m, p->cand_lo[b], p->cand + (size_t)b * p->cand_cap,
+		cnt = spardl_topk_from_cands(m, p->cand_lo[b], p->cand + (size_t)b * p->cand_cap,
 					     p->cand_val + (size_t)b * p->cand_cap, p->cand_n[b],
-					     p->blk_lidx + (size_t)b * p->max_lists,
+					     p->blk_lidx + (size_t)b * p->max_lists, p->blk_lval + (size_t)b * p->max_lists,
 					     p->blk_lcnt + (size_t)b * p->max_lists, p->blk_nl[b], idx, tmp, &p->ws);
 		if (cnt != SIZE_MAX && !lazy)
 			spardl_zero_at(x, idx, cnt);
@@ -424,7 +425,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
 	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->slot_len[op->slot];
-	float *acc = acc_of(p);
+	float *acc = acc_of(p), *keep;
 	uint32_t i, j;
 	int ret;
 
@@ -438,6 +439,20 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			return ret;
 		if (logging(c))
 			undo_run(p);
+		/* A list the block's selection will union with its candidates
+		 * keeps the sums it made, in list order, so the selection
+		 * need not read them back from acc. */
+		keep = NULL;
+		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
+			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
+
+			keep = p->lval + at * s->kb;
+			p->blk_lidx[at] = l.idx;
+			p->blk_lval[at] = keep;
+			p->blk_lcnt[at] = l.count;
+		} else if (p->cand_n) {
+			p->cand_n[b] = SIZE_MAX; /* more lists than planned: scan instead */
+		}
 		for (j = 0; j < l.count; j++) {
 			float *at = &x[l.idx[j]];
 
@@ -446,16 +461,10 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			if (logging(c))
 				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], *at);
 			*at = spardl_add(*at, l.val[j]);
+			if (keep)
+				keep[j] = *at;
 		}
 		c->pairs += l.count;
-		if (p->blk_nl && p->blk_nl[b] < p->max_lists) {
-			size_t at = (size_t)b * p->max_lists + p->blk_nl[b]++;
-
-			p->blk_lidx[at] = l.idx;
-			p->blk_lcnt[at] = l.count;
-		} else if (p->cand_n) {
-			p->cand_n[b] = SIZE_MAX; /* more lists than planned: scan instead */
-		}
 	}
 	if (pos != end)
 		return protocol_error(c, "trailing bytes", op->slot);
@@ -786,7 +795,7 @@ static void op_dense_out(struct call *c, const struct spardl_op *op)
 	uint64_t i = 0;
 
 	if (!c->s->p.average) {
-		memcpy(out, in, op->len * sizeof(float));
+		spardl_copy(out, in, op->len * sizeof(float));
 		return;
 	}
 #if defined(__x86_64__)

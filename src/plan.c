@@ -427,6 +427,12 @@ static int alloc_local(struct spardl_plan *plan)
 			ret = plan_calloc(plan, &plan->blk_lidx, (size_t)plan->max_lists * s->nblocks,
 					  sizeof(*plan->blk_lidx), "received lists");
 		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_lval, (size_t)plan->max_lists * s->nblocks,
+					  sizeof(*plan->blk_lval), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->lval, (size_t)plan->max_lists * s->nblocks * s->kb,
+					  sizeof(*plan->lval), "received lists");
+		if (!ret)
 			ret = plan_calloc(plan, &plan->blk_lcnt, (size_t)plan->max_lists * s->nblocks,
 					  sizeof(*plan->blk_lcnt), "received lists");
 		if (!ret)
@@ -528,6 +534,8 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->cand_n);
 	free(plan->cand_lo);
 	free(plan->blk_lidx);
+	free(plan->blk_lval);
+	free(plan->lval);
 	free(plan->blk_lcnt);
 	free(plan->blk_nl);
 	free(plan->peer_half);

@@ -174,17 +174,92 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 	memset(ws, 0, sizeof(*ws));
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* For each 8-bit mask, the positions of its set bits, first to last, then
+ * zeros: a permutation that packs the selected lanes to the front. */
+static const uint8_t *pack_lut(void)
+{
+	static uint8_t lut[256][8];
+	static int ready;
+	unsigned m, j, k;
+
+	if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+		return &lut[0][0];
+	for (m = 0; m < 256; m++) {
+		uint8_t row[8] = { 0 };
+
+		for (j = 0, k = 0; j < 8; j++)
+			if (m >> j & 1)
+				row[k++] = (uint8_t)j;
+		/* Every thread writes the same bytes. */
+		for (j = 0; j < 8; j++)
+			__atomic_store_n(&lut[m][j], row[j], __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	return &lut[0][0];
+}
+
+/* collect() eight entries at a time while room for eight more remains;
+ * a group holding a tie of the threshold key goes entry by entry. */
+__attribute__((target("avx2,popcnt"))) static void collect_avx2(const float *v, const uint32_t *ids, size_t len,
+								  const struct spardl_thr *t, uint32_t *oidx,
+								  float *oval, size_t *pi, size_t *pn, size_t *pties)
+{
+	const __m256i absmask = _mm256_set1_epi32(0x7fffffff), nan_key = _mm256_set1_epi32(0x7f800001);
+	const __m256i key = _mm256_set1_epi32((int)t->key), lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const uint8_t *lut = pack_lut();
+	size_t i = *pi, n = *pn, ties = *pties, j;
+
+	for (; i + 8 <= len && n + 8 <= t->count; i += 8) {
+		__m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+		__m256i k = _mm256_min_epu32(_mm256_and_si256(x, absmask), nan_key);
+		__m256i id = ids ? _mm256_loadu_si256((const __m256i *)(ids + i)) :
+				   _mm256_add_epi32(_mm256_set1_epi32((int)i), lanes);
+		unsigned gt = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(k, key)));
+		unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, key)));
+		__m256i perm;
+
+		if (__builtin_expect(eq && ties && t->key, 0)) {
+			for (j = i; j < i + 8; j++) {
+				uint32_t kj = spardl_key(v[j]);
+				size_t e = (kj == t->key) & (ties != 0);
+
+				oidx[n] = ids ? ids[j] : (uint32_t)j;
+				oval[n] = v[j];
+				n += (kj > t->key) | e;
+				ties -= e;
+			}
+			continue;
+		}
+		perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lut + 8 * gt)));
+		_mm256_storeu_si256((__m256i *)(oidx + n), _mm256_permutevar8x32_epi32(id, perm));
+		_mm256_storeu_si256((__m256i *)(oval + n), _mm256_permutevar8x32_epi32(x, perm));
+		n += (size_t)__builtin_popcount(gt);
+	}
+	*pi = i;
+	*pn = n;
+	*pties = ties;
+}
+#endif
+
 /* Emit the entries of v selected by t, in index order; ids maps positions
  * to output indices (NULL: the position itself). */
 static size_t collect(const float *v, const uint32_t *ids, size_t len, const struct spardl_thr *t,
 		      uint32_t *oidx, float *oval)
 {
-	size_t ties = t->ties, n = 0, i;
+	size_t ties = t->ties, n = 0, i = 0;
 
+#if defined(__x86_64__)
+	/* Keys are at most 0x7f800001: a key above that selects nothing. */
+	if (t->key <= 0x7f800001u && __builtin_cpu_supports("avx2"))
+		collect_avx2(v, ids, len, t, oidx, oval, &i, &n, &ties);
+#endif
 	/* Written unconditionally, kept by advancing n (selection is data
 	 * dependent and would mispredict); n < count keeps the writes within
 	 * the count entries the caller provides. */
-	for (i = 0; i < len && n < t->count; i++) {
+	for (; i < len && n < t->count; i++) {
 		uint32_t k = spardl_key(v[i]);
 		size_t eq = (k == t->key) & (k != 0) & (ties != 0);
 
@@ -281,7 +356,6 @@ size_t spardl_topk_cand_cap(size_t m)
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 
 /* The same scan eight lanes at a time, for CPUs with AVX2. */
 __attribute__((target("avx2"))) static size_t gather_avx2(const float *x, size_t len, uint32_t lo,
@@ -401,14 +475,16 @@ zero:
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
-							       size_t len, int add, uint32_t lo, uint32_t *cidx,
-							       float *cval, size_t cap, size_t *done)
+__attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
+								       size_t len, int add, uint32_t lo, uint32_t *cidx,
+								       float *cval, size_t cap, size_t *done)
 {
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
 	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
 	const __m256 quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
+	const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const uint8_t *lut = pack_lut();
 	size_t n = 0, i = 0;
 
 	for (; i + 8 <= len; i += 8) {
@@ -416,30 +492,30 @@ __attribute__((target("avx2"))) static size_t acc_gather_avx2(float *restrict ac
 		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
 		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
 		__m256 s = _mm256_add_ps(gv, av), sn = _mm256_cmp_ps(s, s, _CMP_UNORD_Q);
+		__m256i gt, perm;
+		unsigned mask;
 
 		/* A NaN operand makes the sum NaN: only then pick the NaN. */
 		if (__builtin_expect(!_mm256_testz_ps(sn, sn), 0)) {
 			s = _mm256_blendv_ps(s, _mm256_or_ps(av, quiet), _mm256_cmp_ps(av, av, _CMP_UNORD_Q));
 			s = _mm256_blendv_ps(s, _mm256_or_ps(gv, quiet), _mm256_cmp_ps(gv, gv, _CMP_UNORD_Q));
 		}
-		__m256i gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
-		unsigned mask;
-
-		_mm256_storeu_ps(acc + i, s);
-		if (__builtin_expect(_mm256_testz_si256(gt, gt), 1) || n == SIZE_MAX)
-			continue;
-		if (n + 8 > cap) {
-			n = SIZE_MAX;
-			continue;
-		}
+		gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
 		mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(gt));
-		while (mask) {
-			unsigned j = (unsigned)__builtin_ctz(mask);
-
-			cidx[n] = (uint32_t)(i + j);
-			cval[n++] = acc[i + j];
-			mask &= mask - 1;
+		_mm256_storeu_ps(acc + i, s);
+		if (__builtin_expect(n == SIZE_MAX || n + 8 > cap, 0)) {
+			if (mask)
+				n = SIZE_MAX;
+			continue;
 		}
+		/* Branch-free: the candidates of these 8 lanes packed to the
+		 * front of 8 stores, kept by advancing n (a branch on whether
+		 * a group has one would mispredict at every candidate). */
+		perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lut + 8 * mask)));
+		_mm256_storeu_si256((__m256i *)(cidx + n),
+				    _mm256_permutevar8x32_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)i), lanes), perm));
+		_mm256_storeu_ps(cval + n, _mm256_permutevar8x32_ps(s, perm));
+		n += (size_t)__builtin_popcount(mask);
 	}
 	*done = i;
 	return n;
@@ -471,9 +547,9 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
 	return n;
 }
 
-/* Sorted union of a (with values) and b (positions whose value is read
- * from x, which also wins where both hold a position). */
-static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32_t *b, size_t nb, const float *x,
+/* Sorted union of a and b with their values; b wins where both hold a
+ * position. */
+static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
 		     uint32_t *out, float *ov)
 {
 	size_t i = 0, j = 0, n = 0;
@@ -482,31 +558,24 @@ static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32
 	while (i < na && j < nb) {
 		uint32_t ai = a[i], bj = b[j];
 		size_t ta = ai < bj, eq = ai == bj;
-		float xb = x[bj];
 
-		/* x is read at scattered positions: start the misses early. */
-		if (j + PREFETCH_AHEAD < nb)
-			__builtin_prefetch(&x[b[j + PREFETCH_AHEAD]], 0);
 		out[n] = ta ? ai : bj;
-		ov[n] = ta ? av[i] : xb;
+		ov[n] = ta ? av[i] : bv[j];
 		n++;
 		i += ta | eq;
 		j += !ta;
 	}
-	for (; i < na; i++, n++) {
-		out[n] = a[i];
-		ov[n] = av[i];
-	}
-	for (; j < nb; j++, n++) {
-		out[n] = b[j];
-		ov[n] = x[b[j]];
-	}
-	return n;
+	memcpy(out + n, a + i, (na - i) * sizeof(*out));
+	memcpy(ov + n, av + i, (na - i) * sizeof(*ov));
+	n += na - i;
+	memcpy(out + n, b + j, (nb - j) * sizeof(*out));
+	memcpy(ov + n, bv + j, (nb - j) * sizeof(*ov));
+	return n + nb - j;
 }
 
-size_t spardl_topk_from_cands(const float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
-			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
-			      float *val, struct spardl_topk_ws *ws)
+size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
+			      const uint32_t *const *lists, const float *const *lvals, const uint32_t *lcount, size_t nl,
+			      uint32_t *idx, float *val, struct spardl_topk_ws *ws)
 {
 	const uint32_t *u = cidx;
 	const float *uv = cval;
@@ -521,7 +590,7 @@ size_t spardl_topk_from_cands(const float *x, size_t m, uint32_t lo, const uint3
 	if (total > ws->ucap)
 		return SIZE_MAX;
 	for (l = 0; l < nl; l++) {
-		n = union2(u, uv, n, lists[l], lcount[l], x, ws->u[cur], ws->uv[cur]);
+		n = union2(u, uv, n, lists[l], lvals[l], lcount[l], ws->u[cur], ws->uv[cur]);
 		u = ws->u[cur];
 		uv = ws->uv[cur];
 		cur ^= 1;

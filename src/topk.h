@@ -91,13 +91,14 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
 /* topk(x, m) like spardl_topk_block(), from candidates instead of a scan:
  * cidx[0..nc) are the positions whose key was >= lo when gathered (cval
  * their values then), and lists[0..nl) (each sorted, lcount[j] entries)
- * every position changed since, whose values are read from x.
- * x is not changed: the caller zeroes the selected entries
- * (spardl_zero_at) when it needs them zero.
+ * every position of x changed since, lvals[j] their values once list j had
+ * been added (where lists share a position, the later list's value is the
+ * current one). x itself is not read: the caller zeroes the selected
+ * entries (spardl_zero_at) when it needs them zero.
  * Returns SIZE_MAX when they cannot prove the answer (fewer than m keys
  * >= lo); then the caller scans. */
-size_t spardl_topk_from_cands(const float *x, size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
-			      const uint32_t *const *lists, const uint32_t *lcount, size_t nl, uint32_t *idx,
-			      float *val, struct spardl_topk_ws *ws);
+size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
+			      const uint32_t *const *lists, const float *const *lvals, const uint32_t *lcount, size_t nl,
+			      uint32_t *idx, float *val, struct spardl_topk_ws *ws);
 
 #endif

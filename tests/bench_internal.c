@@ -79,7 +79,7 @@ static int mode_topk(const struct opts *o)
 			for (i = 0; i < n; i++)
 				a[i] += gg[i];
 		got = nc == SIZE_MAX ? SIZE_MAX :
-				       spardl_topk_from_cands(acc, m, lo, cand, cval, nc, NULL, NULL, 0, idx, val, &ws);
+				       spardl_topk_from_cands(m, lo, cand, cval, nc, NULL, NULL, NULL, 0, idx, val, &ws);
 		if (got != SIZE_MAX)
 			spardl_zero_at(acc, idx, got);
 		if (got == SIZE_MAX) {

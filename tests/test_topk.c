@@ -572,6 +572,7 @@ static void check_cands(int _i, int mode)
 	float *g = malloc((len ? len : 1) * sizeof(float)), *a = malloc((len ? len : 1) * sizeof(float));
 	float *want = malloc((len ? len : 1) * sizeof(float)), *before = malloc((len ? len : 1) * sizeof(float));
 	uint32_t *cand = malloc(ccap * sizeof(uint32_t)), *lists[2], lcount[2] = { 0, 0 };
+	float *lvals[2];
 	float *cval = malloc(ccap * sizeof(float));
 	uint32_t *idx = malloc((cap + 1) * sizeof(uint32_t));
 	float *val = malloc((cap + 1) * sizeof(float));
@@ -619,7 +620,8 @@ static void check_cands(int _i, int mode)
 	/* Two received lists change some positions, candidates or not. */
 	for (l = 0; l < 2; l++) {
 		lists[l] = malloc((m + 1) * sizeof(uint32_t));
-		ck_assert(lists[l]);
+		lvals[l] = malloc((m + 1) * sizeof(float));
+		ck_assert(lists[l] && lvals[l]);
 		size_t want_n = mode == 0 ? 0 : mode == 2 ? m + 1 : m / 8 + 1;
 		int amp = mode == 2 ? 1000 : 2;
 
@@ -627,13 +629,17 @@ static void check_cands(int _i, int mode)
 			lists[l][lcount[l]++] = (uint32_t)i;
 			a[i] += (float)((int)(rng_next() % (2 * (unsigned)amp + 1)) - amp);
 		}
+		/* The values as the list left them: a later list may change
+		 * the same positions again. */
+		for (i = 0; i < lcount[l]; i++)
+			lvals[l][i] = a[lists[l][i]];
 	}
 	memcpy(before, a, len * sizeof(float));
 	exp_n = naive_topk(before, len, m, sel);
 	n = SIZE_MAX;
 	if (nc != SIZE_MAX)
-		n = spardl_topk_from_cands(a, m, lo, cand, cval, nc, (const uint32_t *const *)lists, lcount, 2, idx,
-					   val, &ws);
+		n = spardl_topk_from_cands(m, lo, cand, cval, nc, (const uint32_t *const *)lists,
+					   (const float *const *)lvals, lcount, 2, idx, val, &ws);
 	if (n != SIZE_MAX)
 		spardl_zero_at(a, idx, n);
 	if (n == SIZE_MAX) {
@@ -656,6 +662,8 @@ static void check_cands(int _i, int mode)
 	spardl_topk_ws_fini(&ws);
 	free(lists[0]);
 	free(lists[1]);
+	free(lvals[0]);
+	free(lvals[1]);
 	free(g);
 	free(a);
 	free(want);
@@ -674,6 +682,74 @@ START_TEST(test_cands)
 	/* No changes, a few small ones, many large ones. */
 	for (mode = 0; mode < 3; mode++)
 		check_cands(_i, mode);
+}
+END_TEST
+
+/* Candidate gathering against a too small capacity: acc is still formed
+ * in full, nothing is written past the capacity (the arrays below hold
+ * exactly cap entries, so ASan sees a stray lane), and the result is
+ * either the exact list or SIZE_MAX, which it must be when the list does
+ * not fit. */
+START_TEST(test_gather_cap)
+{
+	const size_t len = 1000 + (size_t)_i * 37;
+	float *g = malloc(len * sizeof(float)), *a = malloc(len * sizeof(float));
+	float *want = malloc(len * sizeof(float));
+	size_t cap, i, n, exact = 0;
+	uint32_t lo = bits(1.5f);
+
+	ck_assert(g && a && want);
+	rng_seed(9000 + (uint64_t)_i);
+	for (i = 0; i < len; i++) {
+		g[i] = (float)((int)(rng_next() % 9) - 4);
+		want[i] = 0.5f * (float)((int)(rng_next() % 5) - 2) + g[i];
+		exact += spardl_key(want[i]) >= lo;
+	}
+	for (cap = 0; cap <= exact + 9; cap += cap < 24 ? 1 : cap < exact - 9 ? 97 : 1) {
+		uint32_t *cand = malloc((cap ? cap : 1) * sizeof(uint32_t));
+		float *cval = malloc((cap ? cap : 1) * sizeof(float));
+
+		ck_assert(cand && cval);
+		rng_seed(9000 + (uint64_t)_i);
+		for (i = 0; i < len; i++) {
+			(void)rng_next();
+			a[i] = 0.5f * (float)((int)(rng_next() % 5) - 2);
+		}
+		n = spardl_topk_acc_gather(a, g, len, 1, lo, cand, cval, cap);
+		for (i = 0; i < len; i++)
+			REQUIRE(bits(a[i]) == bits(want[i]), "len %zu cap %zu: acc[%zu] is not g + residual", len, cap, i);
+		if (exact > cap)
+			REQUIRE(n == SIZE_MAX, "len %zu cap %zu: %zu candidates reported, %zu exist", len, cap, n, exact);
+		if (n != SIZE_MAX) {
+			size_t k = 0;
+
+			REQUIRE(n == exact, "len %zu cap %zu: %zu candidates, expected %zu", len, cap, n, exact);
+			for (i = 0; i < len; i++)
+				if (spardl_key(want[i]) >= lo) {
+					REQUIRE(cand[k] == i && bits(cval[k]) == bits(want[i]),
+						"len %zu cap %zu: candidate %zu is not %zu", len, cap, k, i);
+					k++;
+				}
+		}
+		free(cand);
+		free(cval);
+	}
+	/* With room for every lane, the list always comes back. */
+	{
+		uint32_t *cand = malloc((exact + 8) * sizeof(uint32_t));
+		float *cval = malloc((exact + 8) * sizeof(float));
+
+		ck_assert(cand && cval);
+		for (i = 0; i < len; i++)
+			a[i] = want[i] - g[i];
+		n = spardl_topk_acc_gather(a, g, len, 1, lo, cand, cval, exact + 8);
+		REQUIRE(n == exact, "len %zu: %zu candidates with room for all, expected %zu", len, n, exact);
+		free(cand);
+		free(cval);
+	}
+	free(g);
+	free(a);
+	free(want);
 }
 END_TEST
 
@@ -824,6 +900,7 @@ static Suite *topk_suite(void)
 	tcase_add_loop_test(tc, test_block_ws_exact, 0, NCASES);
 	tcase_add_loop_test(tc, test_threshold, 0, NCASES);
 	tcase_add_loop_test(tc, test_cands, 0, NCASES);
+	tcase_add_loop_test(tc, test_gather_cap, 0, 8);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "copy.h"
 #include "env.h"
 #include "log.h"
 #include "shm.h"
@@ -588,7 +589,7 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 	 * notification is published. */
 	ep->writes++;
 	spardl_trace_write(base->trace, SPARDL_TR_POST, peer, 0, ep->writes, imm, len);
-	memcpy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
+	spardl_copy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
 	ret = ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
 	if (!ret)
 		spardl_trace_write(base->trace, SPARDL_TR_DONE, peer, 0, ep->writes, imm, len);
