@@ -11,6 +11,61 @@
 #include "log.h"
 #include "topk.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* For each 8-bit mask, the positions of its set bits, first to last, then
+ * zeros: a permutation that packs the selected lanes to the front. */
+static const uint8_t *pack_lut(void)
+{
+	static uint8_t lut[256][8];
+	static int ready;
+	unsigned m, j, k;
+
+	if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+		return &lut[0][0];
+	for (m = 0; m < 256; m++) {
+		uint8_t row[8] = { 0 };
+
+		for (j = 0, k = 0; j < 8; j++)
+			if (m >> j & 1)
+				row[k++] = (uint8_t)j;
+		/* Every thread writes the same bytes. */
+		for (j = 0; j < 8; j++)
+			__atomic_store_n(&lut[m][j], row[j], __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	return &lut[0][0];
+}
+
+/* The keys of v in level-1 bucket b1 (key >> 20 == b1, zeros excluded),
+ * in order, into tmp, eight entries at a time while room for eight more
+ * remains. */
+__attribute__((target("avx2,popcnt"))) static void bucket_keys_avx2(const float *v, size_t len, uint32_t b1,
+								      uint32_t *tmp, size_t tcap, size_t *pi,
+								      size_t *pnt)
+{
+	const __m256i absmask = _mm256_set1_epi32(0x7fffffff), nan_key = _mm256_set1_epi32(0x7f800001);
+	const __m256i want = _mm256_set1_epi32((int)b1), zero = _mm256_setzero_si256();
+	const uint8_t *lut = pack_lut();
+	size_t i = *pi, nt = *pnt;
+
+	for (; i + 8 <= len && nt + 8 <= tcap; i += 8) {
+		__m256i k = _mm256_min_epu32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(v + i)), absmask),
+					     nan_key);
+		__m256i in = _mm256_andnot_si256(_mm256_cmpeq_epi32(k, zero),
+						 _mm256_cmpeq_epi32(_mm256_srli_epi32(k, 20), want));
+		unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(in));
+		__m256i perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lut + 8 * mask)));
+
+		_mm256_storeu_si256((__m256i *)(tmp + nt), _mm256_permutevar8x32_epi32(k, perm));
+		nt += (size_t)__builtin_popcount(mask);
+	}
+	*pi = i;
+	*pnt = nt;
+}
+#endif
+
 /* Below this length a block is selected by the exact radix passes alone. */
 #define SAMPLE_MIN_LEN (1u << 17)
 /* Candidate lists hold 4 m plus this many entries. */
@@ -45,8 +100,9 @@ static unsigned find_bucket(const size_t *h, unsigned nb, size_t *need)
 
 /* The threshold in three radix levels (11, 11 and 9 key bits). With lo != 0
  * it first counts the keys >= lo and, when fewer than m, returns 0 with t
- * unset. With scratch (tmp, tcap entries), the two finer levels run over a
- * copy of the one bucket's keys instead of over v again. */
+ * unset. With scratch (tmp: tcap entries, and one more it may write past
+ * them), the two finer levels run over a copy of the one bucket's keys
+ * instead of over v again. */
 static int threshold(const float *v, size_t len, size_t m, uint32_t lo, struct spardl_thr *t, uint32_t *tmp,
 		     size_t tcap)
 {
@@ -89,7 +145,15 @@ static int threshold(const float *v, size_t len, size_t m, uint32_t lo, struct s
 	t->count = m;
 	b1 = find_bucket(h1, 2048, &need);
 	if (tmp && h1[b1] <= tcap) {
-		for (i = 0; i < len; i++) {
+		i = 0;
+#if defined(__x86_64__)
+		if (__builtin_cpu_supports("avx2"))
+			bucket_keys_avx2(v, len, b1, tmp, tcap, &i, &nt);
+#endif
+		/* Written unconditionally, kept by advancing nt: after the
+		 * bucket's h1[b1] <= tcap keys, nt = tcap, and the workspace
+		 * holds one entry past tcap for those writes. */
+		for (; i < len; i++) {
 			uint32_t k = spardl_key(v[i]);
 
 			tmp[nt] = k;
@@ -146,7 +210,8 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	ws->uv[0] = malloc(ws->ucap * sizeof(float));
 	ws->uv[1] = malloc(ws->ucap * sizeof(float));
 	ws->tcap = ws->ucap > ws->cap ? ws->ucap : ws->cap;
-	ws->tkeys = malloc(ws->tcap * sizeof(*ws->tkeys));
+	/* One more than tcap: threshold() stores past a full bucket's keys. */
+	ws->tkeys = malloc((ws->tcap + 1) * sizeof(*ws->tkeys));
 	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1] || !ws->tkeys) {
 		spardl_topk_ws_fini(ws);
 		return spardl_error_quiet(-ENOMEM, "out of memory for a selection workspace of %zu entries", ws->cap);
@@ -158,7 +223,7 @@ int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extr
 	memset(ws->u[1], 0, ws->ucap * sizeof(uint32_t));
 	memset(ws->uv[0], 0, ws->ucap * sizeof(float));
 	memset(ws->uv[1], 0, ws->ucap * sizeof(float));
-	memset(ws->tkeys, 0, ws->tcap * sizeof(*ws->tkeys));
+	memset(ws->tkeys, 0, (ws->tcap + 1) * sizeof(*ws->tkeys));
 	return 0;
 }
 
@@ -175,32 +240,6 @@ void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-/* For each 8-bit mask, the positions of its set bits, first to last, then
- * zeros: a permutation that packs the selected lanes to the front. */
-static const uint8_t *pack_lut(void)
-{
-	static uint8_t lut[256][8];
-	static int ready;
-	unsigned m, j, k;
-
-	if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
-		return &lut[0][0];
-	for (m = 0; m < 256; m++) {
-		uint8_t row[8] = { 0 };
-
-		for (j = 0, k = 0; j < 8; j++)
-			if (m >> j & 1)
-				row[k++] = (uint8_t)j;
-		/* Every thread writes the same bytes. */
-		for (j = 0; j < 8; j++)
-			__atomic_store_n(&lut[m][j], row[j], __ATOMIC_RELAXED);
-	}
-	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	return &lut[0][0];
-}
-
 /* collect() eight entries at a time while room for eight more remains;
  * a group holding a tie of the threshold key goes entry by entry. */
 __attribute__((target("avx2,popcnt"))) static void collect_avx2(const float *v, const uint32_t *ids, size_t len,
@@ -335,7 +374,7 @@ static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t 
 size_t spardl_topk_ws_bytes(const struct spardl_topk_ws *ws)
 {
 	return ws->cap * (sizeof(*ws->cand_idx) + sizeof(*ws->cand_val)) +
-	       2 * ws->ucap * (sizeof(uint32_t) + sizeof(float)) + ws->tcap * sizeof(*ws->tkeys);
+	       2 * ws->ucap * (sizeof(uint32_t) + sizeof(float)) + (ws->tcap + 1) * sizeof(*ws->tkeys);
 }
 
 int spardl_topk_can_sample(size_t len, size_t m)
