@@ -45,30 +45,35 @@ static int disjoint_in_order(const struct spardl_list *lists, size_t nl)
 	return 1;
 }
 
+/* Two lists of one block: indices compared within the block. */
 static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b, uint64_t bs,
-			uint64_t *oidx, float *oval)
+			uint64_t *restrict oidx, float *restrict oval)
 {
+	const uint32_t *restrict ai = a->idx, *restrict bi = b->idx;
+	const float *restrict av = a->val, *restrict bv = b->val;
+	const uint32_t na = a->count, nb = b->count;
+	const uint64_t base = (uint64_t)a->block * bs;
 	uint32_t i = 0, j = 0;
 	size_t n = 0;
 
 	/* Branch-free: which list comes next is data dependent. */
-	while (i < a->count && j < b->count) {
-		uint64_t ka = gkey(a, i, bs), kb = gkey(b, j, bs);
-		float va = a->val[i], vb = b->val[j], sum = spardl_add(va, vb);
-		unsigned lt = ka < kb, gt = kb < ka;
+	while (i < na && j < nb) {
+		uint32_t x = ai[i], y = bi[j];
+		float va = av[i], vb = bv[j];
+		unsigned lt = x < y, gt = y < x;
 
-		oidx[n] = lt ? ka : kb;
-		oval[n++] = lt ? va : gt ? vb : sum;
+		oidx[n] = base + (lt ? x : y);
+		oval[n++] = lt ? va : gt ? vb : spardl_add(va, vb);
 		i += !gt;
 		j += !lt;
 	}
-	for (; i < a->count; i++, n++) {
-		oidx[n] = gkey(a, i, bs);
-		oval[n] = a->val[i];
+	for (; i < na; i++, n++) {
+		oidx[n] = base + ai[i];
+		oval[n] = av[i];
 	}
-	for (; j < b->count; j++, n++) {
-		oidx[n] = gkey(b, j, bs);
-		oval[n] = b->val[j];
+	for (; j < nb; j++, n++) {
+		oidx[n] = base + bi[j];
+		oval[n] = bv[j];
 	}
 	return n;
 }
