@@ -265,6 +265,14 @@ static void log_undo(struct spardl_plan *p, uint64_t j, float old)
 	p->nundo++;
 }
 
+/* Where a loop logs one change per entry: the next free entries of the log
+ * (the loop keeps its own count; p->nundo, which the log's stores could
+ * alias, is advanced once after it). */
+static struct spardl_undo *log_next(struct spardl_plan *p)
+{
+	return p->undo + p->nundo;
+}
+
 /* acc = grad + residual: one streaming pass, in place where acc is the
  * residual. The sparse algorithms gather each block's selection candidates
  * in the same pass, so a selection rarely has to scan its block again. */
@@ -366,8 +374,13 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 		undo_run(p);
 		if (lazy)
 			p->useg[p->nuseg - 1] |= RUN_LAZY;
-		for (i = 0; i < cnt; i++)
-			log_undo(p, (uint64_t)b * bs + idx[i], tmp[i]);
+		struct spardl_undo *u = log_next(p);
+
+		for (i = 0; i < cnt; i++) {
+			u[i].pos = (uint64_t)b * bs + idx[i];
+			u[i].old = tmp[i];
+		}
+		p->nundo += cnt;
 	}
 	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
 	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
@@ -426,6 +439,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 	const struct spardl_sched *s = c->s;
 	uint8_t *pos = recv_slot(c, op->slot), *end = pos + p->slot_len[op->slot];
 	float *acc = acc_of(p), *keep;
+	struct spardl_undo *u;
 	uint32_t i, j;
 	int ret;
 
@@ -437,8 +451,11 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		if (logging(c))
+		u = NULL;
+		if (logging(c)) {
 			undo_run(p);
+			u = log_next(p);
+		}
 		/* A list the block's selection will union with its candidates
 		 * keeps the sums it made, in list order, so the selection
 		 * need not read them back from acc. */
@@ -458,12 +475,16 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 
 			if (j + PREFETCH_AHEAD < l.count)
 				__builtin_prefetch(&x[l.idx[j + PREFETCH_AHEAD]], 1);
-			if (logging(c))
-				log_undo(p, (uint64_t)b * s->block_size + l.idx[j], *at);
+			if (u) {
+				u[j].pos = (uint64_t)b * s->block_size + l.idx[j];
+				u[j].old = *at;
+			}
 			*at = spardl_add(*at, l.val[j]);
 			if (keep)
 				keep[j] = *at;
 		}
+		if (u)
+			p->nundo += l.count;
 		c->pairs += l.count;
 	}
 	if (pos != end)
