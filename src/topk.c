@@ -597,9 +597,15 @@ static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32
 	while (i < na && j < nb) {
 		uint32_t ai = a[i], bj = b[j];
 		size_t ta = ai < bj, eq = ai == bj;
+		uint32_t x, y, pick = (uint32_t)0 - (uint32_t)ta;
 
+		/* The value as bits under a mask: a conditional float load
+		 * compiles to a branch. */
+		memcpy(&x, &av[i], sizeof(x));
+		memcpy(&y, &bv[j], sizeof(y));
+		x = (x & pick) | (y & ~pick);
 		out[n] = ta ? ai : bj;
-		ov[n] = ta ? av[i] : bv[j];
+		memcpy(&ov[n], &x, sizeof(x));
 		n++;
 		i += ta | eq;
 		j += !ta;
