@@ -59,11 +59,18 @@ static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b
 	/* Branch-free: which list comes next is data dependent. */
 	while (i < na && j < nb) {
 		uint32_t x = ai[i], y = bi[j];
-		float va = av[i], vb = bv[j];
+		float va = av[i], vb = bv[j], sum = spardl_add(va, vb);
 		unsigned lt = x < y, gt = y < x;
+		/* The value as bits under masks: a conditional float
+		 * compiles to a branch. */
+		uint32_t ma = 0u - lt, mb = 0u - gt, ua, ub, us;
 
+		memcpy(&ua, &va, sizeof(ua));
+		memcpy(&ub, &vb, sizeof(ub));
+		memcpy(&us, &sum, sizeof(us));
+		us = (ua & ma) | (ub & mb) | (us & ~(ma | mb));
 		oidx[n] = base + (lt ? x : y);
-		oval[n++] = lt ? va : gt ? vb : spardl_add(va, vb);
+		memcpy(&oval[n++], &us, sizeof(us));
 		i += !gt;
 		j += !lt;
 	}
