@@ -672,42 +672,33 @@ static inline float out_val(const float *val, size_t k, int avg, float div)
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-/* Whole 64-byte lines [at, stop) of the output, each built in registers,
- * zeros with its values blended in, and written with a streaming store:
- * the output is written once and never read, so it costs what a memset
- * does. Returns the next value's index. */
+/* Whole 64-byte lines [at, stop) of the output, a chunk at a time: the
+ * chunk's values go into a small buffer that stays in L1 and is otherwise
+ * zero, the buffer is written out with streaming stores, and its values are
+ * cleared again. The output is written once and never read, so it costs
+ * what a memset does, with no branch per line (a line's values, or none, are
+ * data dependent and would mispredict). Returns the next value's index. */
+#define FILL_CHUNK 1024u
+
 __attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict out, size_t at, size_t stop,
 								const uint64_t *idx, const float *val, size_t k,
 								size_t cnt, int avg, float div)
 {
-	const __m256i lanes_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	const __m256i lanes_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
-	const __m256 zero = _mm256_setzero_ps();
+	float stage[FILL_CHUNK] __attribute__((aligned(32)));
 
+	memset(stage, 0, sizeof(stage));
 	while (at < stop) {
-		/* Zero lines up to the next value's line. */
-		size_t next = k < cnt && idx[k] < stop ? idx[k] - (idx[k] - at) % 16 : stop;
+		size_t len = stop - at < FILL_CHUNK ? stop - at : FILL_CHUNK, end = at + len, k0 = k, i;
 
-		for (; at < next; at += 16) {
-			_mm256_stream_ps(out + at, zero);
-			_mm256_stream_ps(out + at + 8, zero);
+		for (; k < cnt && idx[k] < end; k++)
+			stage[idx[k] - at] = out_val(val, k, avg, div);
+		for (i = 0; i < len; i += 16) {
+			_mm256_stream_ps(out + at + i, _mm256_load_ps(stage + i));
+			_mm256_stream_ps(out + at + i + 8, _mm256_load_ps(stage + i + 8));
 		}
-		if (at == stop)
-			break;
-		{
-			__m256 lo = zero, hi = zero;
-
-			for (; k < cnt && idx[k] < at + 16; k++) {
-				__m256 v = _mm256_set1_ps(out_val(val, k, avg, div));
-				__m256i pos = _mm256_set1_epi32((int)(idx[k] - at));
-
-				lo = _mm256_blendv_ps(lo, v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(pos, lanes_lo)));
-				hi = _mm256_blendv_ps(hi, v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(pos, lanes_hi)));
-			}
-			_mm256_stream_ps(out + at, lo);
-			_mm256_stream_ps(out + at + 8, hi);
-			at += 16;
-		}
+		for (; k0 < k; k0++)
+			stage[idx[k0] - at] = 0.0f;
+		at = end;
 	}
 	_mm_sfence();
 	return k;
