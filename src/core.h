@@ -94,6 +94,12 @@ struct spardl_plan {
 	uint32_t *blk_lcnt;
 	uint32_t *blk_nl;
 	uint32_t max_lists;
+	/* GRC: per block, 1 where its scatter keeps the list's sums without
+	 * writing acc (plan_deferrable: the block gets one list and its
+	 * final set is this rank's selection of it); blk_def: this call's
+	 * sums are still kept aside (a scan of the block writes them first). */
+	uint8_t *blk_defer;
+	uint8_t *blk_def;
 	struct spardl_tp_event *events;
 	struct spardl_tp_peer *tp_peers; /* the endpoint's peers, npeers */
 

@@ -323,6 +323,7 @@ static void op_acc_init(struct call *c)
 
 		if (p->cand) {
 			p->blk_nl[b] = 0;
+			p->blk_def[b] = 0;
 			p->cand_lo[b] = lo;
 			p->cand_n[b] = SIZE_MAX;
 		}
@@ -339,6 +340,29 @@ static void op_acc_init(struct call *c)
 	}
 }
 
+/* Before a scan of block b: the sums its list kept aside go to acc, logged
+ * as the scatter would have logged them. */
+static void apply_deferred(struct call *c, uint32_t b)
+{
+	struct spardl_plan *p = c->plan;
+	size_t at = (size_t)b * p->max_lists;
+	const uint32_t *idx = p->blk_lidx[at];
+	const float *sum = p->blk_lval[at];
+	float *x = acc_of(p) + (size_t)b * c->s->block_size;
+	uint32_t j, n = p->blk_lcnt[at];
+	struct spardl_undo *u;
+
+	undo_run(p);
+	u = log_next(p);
+	for (j = 0; j < n; j++) {
+		u[j].pos = (uint64_t)b * c->s->block_size + idx[j];
+		u[j].old = x[idx[j]];
+		x[idx[j]] = sum[j];
+	}
+	p->nundo += n;
+	p->blk_def[b] = 0;
+}
+
 /* Select one block of acc into dst as a wire block; returns its bytes.
  * lazy: nothing reads this block of acc again before the residual update
  * (a block sent in SRS), so with GRC its selected entries are not zeroed
@@ -352,23 +376,27 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 	/* Values land after room for m indices, then move down behind the
 	 * indices actually selected. */
 	float *tmp = (float *)(idx + m), *x = acc_of(p) + (size_t)b * bs;
-	size_t cnt, i;
 
-	cnt = SIZE_MAX;
+	size_t cnt = SIZE_MAX, i;
+	/* 1: the selected entries are still to be zeroed in acc (the scan
+	 * zeroes as it selects). */
+	int zero = 0;
+
 	lazy = lazy && s->res_mode == SPARDL_RES_GRC;
 	if (p->cand_n && p->cand_n[b] != SIZE_MAX) {
 		cnt = spardl_topk_from_cands(m, p->cand_lo[b], p->cand + (size_t)b * p->cand_cap,
 					     p->cand_val + (size_t)b * p->cand_cap, p->cand_n[b],
 					     p->blk_lidx + (size_t)b * p->max_lists, p->blk_lval + (size_t)b * p->max_lists,
 					     p->blk_lcnt + (size_t)b * p->max_lists, p->blk_nl[b], idx, tmp, &p->ws);
-		if (cnt != SIZE_MAX && !lazy)
-			spardl_zero_at(x, idx, cnt);
+		zero = !lazy;
 	}
 	if (cnt == SIZE_MAX) {
-		/* The scan zeroes as it selects. */
+		if (p->blk_def && p->blk_def[b])
+			apply_deferred(c, b);
 		cnt = spardl_topk_block(x, len, m, idx, tmp, &p->ws);
 		p->stats.scans++;
 		lazy = 0;
+		zero = 0;
 	}
 	if (logging(c)) {
 		undo_run(p);
@@ -376,11 +404,26 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 			p->useg[p->nuseg - 1] |= RUN_LAZY;
 		struct spardl_undo *u = log_next(p);
 
-		for (i = 0; i < cnt; i++) {
-			u[i].pos = (uint64_t)b * bs + idx[i];
-			u[i].old = tmp[i];
+		if (zero) {
+			/* What acc held, which is not the selected value where
+			 * a list's sums were kept aside (blk_def). */
+			for (i = 0; i < cnt; i++) {
+				if (i + PREFETCH_AHEAD < cnt)
+					__builtin_prefetch(&x[idx[i + PREFETCH_AHEAD]], 1);
+				u[i].pos = (uint64_t)b * bs + idx[i];
+				u[i].old = x[idx[i]];
+				x[idx[i]] = 0.0f;
+			}
+		} else {
+			/* A lazy run changed nothing: rollback skips it. */
+			for (i = 0; i < cnt; i++) {
+				u[i].pos = (uint64_t)b * bs + idx[i];
+				u[i].old = tmp[i];
+			}
 		}
 		p->nundo += cnt;
+	} else if (zero) {
+		spardl_zero_at(x, idx, cnt);
 	}
 	memmove(spardl_wire_val(dst, (uint32_t)cnt), tmp, cnt * sizeof(float));
 	spardl_wire_put_hdr(dst, b, (uint32_t)cnt);
@@ -451,11 +494,6 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		ret = decode(c, op->slot, &pos, end, b, &l);
 		if (ret)
 			return ret;
-		u = NULL;
-		if (logging(c)) {
-			undo_run(p);
-			u = log_next(p);
-		}
 		/* A list the block's selection will union with its candidates
 		 * keeps the sums it made, in list order, so the selection
 		 * need not read them back from acc. */
@@ -469,6 +507,23 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			p->blk_lcnt[at] = l.count;
 		} else if (p->cand_n) {
 			p->cand_n[b] = SIZE_MAX; /* more lists than planned: scan instead */
+		}
+		c->pairs += l.count;
+		if (keep && p->blk_defer[b]) {
+			/* Only the sums: acc keeps the rank's input here
+			 * (plan_deferrable), nothing to log or undo. */
+			for (j = 0; j < l.count; j++) {
+				if (j + PREFETCH_AHEAD < l.count)
+					__builtin_prefetch(&x[l.idx[j + PREFETCH_AHEAD]], 0);
+				keep[j] = spardl_add(x[l.idx[j]], l.val[j]);
+			}
+			p->blk_def[b] = 1;
+			continue;
+		}
+		u = NULL;
+		if (logging(c)) {
+			undo_run(p);
+			u = log_next(p);
 		}
 		for (j = 0; j < l.count; j++) {
 			float *at = &x[l.idx[j]];
@@ -485,7 +540,6 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		}
 		if (u)
 			p->nundo += l.count;
-		c->pairs += l.count;
 	}
 	if (pos != end)
 		return protocol_error(c, "trailing bytes", op->slot);
@@ -995,14 +1049,21 @@ static void rollback(struct call *c)
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
 	float *acc = acc_of(p);
-	size_t i, n = s->p.n;
+	size_t i, r, n = s->p.n;
 
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
 	case SPARDL_RES_LOCAL:
-		/* Newest first: every logged change, back to acc = old + grad. */
-		for (i = p->nundo; i-- > 0;)
-			acc[p->undo[i].pos] = p->undo[i].old;
+		/* Newest first: every logged change, back to acc = old + grad
+		 * (a lazy run changed nothing). */
+		for (r = p->nuseg; r-- > 0;) {
+			size_t start = run_start(p, r), end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
+
+			if (p->useg[r] & RUN_LAZY)
+				continue;
+			for (i = end; i-- > start;)
+				acc[p->undo[i].pos] = p->undo[i].old;
+		}
 		break;
 	case SPARDL_RES_ZERO: {
 		/* Dense: acc = old + grad was never changed in the call. Without

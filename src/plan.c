@@ -331,6 +331,49 @@ static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, si
 	return 0;
 }
 
+/* Which blocks may keep a received list's sums without writing them to acc
+ * (blk_defer). With GRC a change to acc outside the final set is undone, so
+ * a list's sums matter only to the block's selection (which reads them from
+ * lval) and at the final positions. Where the block's final set is this
+ * rank's own selection of it (no reduce in the schedule, and a selection
+ * into a list register: the owner's), the final positions are the selected
+ * ones, which end zero. One list only: a second would add to the first's
+ * sums in acc. */
+static void plan_deferrable(struct spardl_plan *plan)
+{
+	const struct spardl_sched *s = plan->sched;
+	uint32_t i, j;
+
+	if (s->res_mode != SPARDL_RES_GRC)
+		return;
+	for (i = 0; i < s->nsteps; i++)
+		if (s->steps[i].op.code == SPARDL_OP_REDUCE)
+			return;
+	for (i = 0; i < s->nsteps; i++) {
+		const struct spardl_op *op = &s->steps[i].op;
+
+		if (op->code != SPARDL_OP_SCATTER)
+			continue;
+		for (j = 0; j < op->nb; j++) {
+			uint8_t *d = &plan->blk_defer[(op->b0 + j) % s->nblocks];
+
+			/* 0: none yet, 1: one list, 2: more. */
+			*d = *d ? 2 : 1;
+		}
+	}
+	for (i = 0; i < s->nblocks; i++)
+		plan->blk_defer[i] = plan->blk_defer[i] == 1 ? 3 : 0;
+	/* 3: one list; 4: and the owner's selection. */
+	for (i = 0; i < s->nsteps; i++) {
+		const struct spardl_op *op = &s->steps[i].op;
+
+		if (op->code == SPARDL_OP_SELECT && op->dst_is_reg && plan->blk_defer[op->b0 % s->nblocks] == 3)
+			plan->blk_defer[op->b0 % s->nblocks] = 4;
+	}
+	for (i = 0; i < s->nblocks; i++)
+		plan->blk_defer[i] = plan->blk_defer[i] == 4;
+}
+
 static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsigned region,
 		    struct spardl_tp_mr **mr_out)
 {
@@ -437,8 +480,13 @@ static int alloc_local(struct spardl_plan *plan)
 					  sizeof(*plan->blk_lcnt), "received lists");
 		if (!ret)
 			ret = plan_calloc(plan, &plan->blk_nl, s->nblocks, sizeof(*plan->blk_nl), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_defer, s->nblocks, sizeof(*plan->blk_defer), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_def, s->nblocks, sizeof(*plan->blk_def), "received lists");
 		if (ret)
 			return ret;
+		plan_deferrable(plan);
 	}
 	/* The dense ring selects nothing. */
 	if (s->p.algo == SPARDL_ALGO_DENSE)
@@ -538,6 +586,8 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->lval);
 	free(plan->blk_lcnt);
 	free(plan->blk_nl);
+	free(plan->blk_defer);
+	free(plan->blk_def);
 	free(plan->peer_half);
 	free(plan->gone);
 	free(plan->flight);

@@ -33,6 +33,9 @@ static const struct config configs[] = {
 	{ "gtopk", SPARDL_ALGO_GTOPK, 1, 0, 0, 1, 2000, 0.05 },
 	{ "dense", SPARDL_ALGO_DENSE, 1, 0, 0, 1, 2001, 1.0 },
 	{ "spardl-no-residual", SPARDL_ALGO_SPARDL, 1, SPARDL_SAG_BRUCK, SPARDL_SRS_BATCHED, 0, 2000, 0.05 },
+	/* Blocks long enough to be sampled: selections from the candidates,
+	 * and at P = 2 the owner's list kept aside (plan_deferrable). */
+	{ "spardl-sampled", SPARDL_ALGO_SPARDL, 1, SPARDL_SAG_BRUCK, SPARDL_SRS_BATCHED, 1, 300000, 0.01 },
 };
 #define NCONFIGS ((int)(sizeof(configs) / sizeof(configs[0])))
 
