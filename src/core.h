@@ -80,6 +80,13 @@ struct spardl_plan {
 	size_t *useg;             /* starts of the undo log's runs, each sorted by position */
 	size_t nuseg;
 	uint64_t *final_bits;     /* GRC: n bits, the final positions while the residual is updated */
+	/* GRC: n bits (and a spare word), positions where the residual is
+	 * zero but acc may still hold the value selected there: the zeros of
+	 * lazy runs the residual update left to the next accumulate pass,
+	 * which reads acc there anyway (spardl_exec_settle writes them). */
+	uint64_t *pend_bits;
+	int pend;                 /* some bit of pend_bits is set */
+	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable) */
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */
@@ -123,6 +130,10 @@ extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t ca
 
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out);
+
+/* Writes the residual's pending zeros (pend_bits) into acc: before anything
+ * but a call reads or replaces the residual. */
+void spardl_exec_settle(struct spardl_plan *plan);
 
 /* The schedule parameters a plan with these parameters compiles for rank of
  * size ranks, after the checks one rank can make alone (an error names the

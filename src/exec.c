@@ -282,11 +282,13 @@ static void op_acc_init(struct call *c)
 	const struct spardl_sched *s = c->s;
 	float *restrict acc = acc_of(p);
 	const float *restrict g = c->grad;
+	const uint64_t *z;
 	int add = s->res_mode != SPARDL_RES_OFF;
 	size_t n = s->p.n, i;
 	uint32_t b;
 
 	if (p->res) {
+		spardl_exec_settle(p);
 		if (!add || !p->res_dirty) {
 			/* acc would be grad itself: the ring reads grad. The
 			 * chunks it writes from acc are copied there, unless
@@ -314,6 +316,8 @@ static void op_acc_init(struct call *c)
 		}
 		return;
 	}
+	/* The residual's pending zeros are applied as acc is read. */
+	z = p->pend ? p->pend_bits : NULL;
 	for (b = 0; b < s->nblocks; b++) {
 		uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b);
 		float *restrict a = acc + off;
@@ -328,16 +332,42 @@ static void op_acc_init(struct call *c)
 			p->cand_n[b] = SIZE_MAX;
 		}
 		if (lo) {
-			p->cand_n[b] = spardl_topk_acc_gather(a, gb, len, add, lo, p->cand + b * p->cand_cap,
-							      p->cand_val + b * p->cand_cap, p->cand_cap);
+			p->cand_n[b] = spardl_topk_acc_gather_z(a, gb, len, add, lo, p->cand + b * p->cand_cap,
+								p->cand_val + b * p->cand_cap, p->cand_cap, z, off);
 		} else {
 			if (!add)
 				memcpy(a, gb, len * sizeof(float));
+			else if (z)
+				/* The sums only: no key reaches UINT32_MAX. */
+				(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z, off);
 			else
 				for (i = 0; i < len; i++)
 					a[i] = spardl_add(gb[i], a[i]);
 		}
 	}
+	if (z) {
+		memset(p->pend_bits, 0, (n / 64 + 2) * sizeof(*p->pend_bits));
+		p->pend = 0;
+	}
+}
+
+void spardl_exec_settle(struct spardl_plan *plan)
+{
+	float *acc = acc_of(plan);
+	size_t w, nw = plan->sched->p.n / 64 + 2;
+
+	if (!plan->pend)
+		return;
+	for (w = 0; w < nw; w++) {
+		uint64_t bits = plan->pend_bits[w];
+
+		while (bits) {
+			acc[w * 64 + (size_t)__builtin_ctzll(bits)] = 0.0f;
+			bits &= bits - 1;
+		}
+		plan->pend_bits[w] = 0;
+	}
+	plan->pend = 0;
 }
 
 /* Before a scan of block b: the sums its list kept aside go to acc, logged
@@ -450,7 +480,7 @@ static void op_select(struct call *c, const struct spardl_op *op)
 
 	if (op->dst_is_reg) {
 		dst = list_buf(p, op->buf);
-		select_block(c, op->b0 % s->nblocks, op->m, dst, 0);
+		select_block(c, op->b0 % s->nblocks, op->m, dst, p->own_lazy);
 		view(&p->regs[op->dst], dst);
 		return;
 	}
@@ -677,20 +707,31 @@ static void op_residual(struct call *c)
 		for (r = p->nuseg; r-- > 0;) {
 			size_t start = run_start(p, r), w = start;
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
-			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0;
+			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0, any = 0;
 
+			if (lazy) {
+				/* A lazy run's zero lands only inside the final
+				 * set, and is left pending: the next accumulate
+				 * pass reads acc there anyway. */
+				for (i = start; i < end; i++) {
+					uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
+
+					p->pend_bits[j >> 6] |= in << (j & 63);
+					any |= in;
+				}
+				p->pend |= any != 0;
+				continue;
+			}
 			/* A written change outside the final set gets its old
-			 * value back; a lazy run's zero lands only inside it.
-			 * The stores to make are compacted to the front of the
-			 * run (w <= i: the log is no longer needed, nothing can
-			 * fail now), then made with their lines prefetched. */
+			 * value back. The stores to make are compacted to the
+			 * front of the run (w <= i: the log is no longer
+			 * needed, nothing can fail now), then made with their
+			 * lines prefetched. */
 			for (i = start; i < end; i++) {
 				uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
-				float old = p->undo[i].old;
 
-				p->undo[w].pos = j;
-				p->undo[w].old = lazy ? 0.0f : old;
-				w += in == lazy;
+				p->undo[w] = p->undo[i];
+				w += !in;
 			}
 			for (i = start; i < w; i++) {
 				if (i + PREFETCH_AHEAD < w)
@@ -1051,6 +1092,8 @@ static void rollback(struct call *c)
 	float *acc = acc_of(p);
 	size_t i, r, n = s->p.n;
 
+	/* (Pending zeros are normally taken by the accumulate pass.) */
+	spardl_exec_settle(p);
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
 	case SPARDL_RES_LOCAL:
@@ -1095,6 +1138,7 @@ static void absorb(struct spardl_plan *plan, const float *grad)
 	size_t i, n = s->p.n;
 	float *acc = acc_of(plan);
 
+	spardl_exec_settle(plan);
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
 	case SPARDL_RES_LOCAL:

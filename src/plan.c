@@ -349,6 +349,9 @@ static void plan_deferrable(struct spardl_plan *plan)
 	for (i = 0; i < s->nsteps; i++)
 		if (s->steps[i].op.code == SPARDL_OP_REDUCE)
 			return;
+	/* Nothing reads the owner's block of acc after its selection either:
+	 * its zeros can wait for the residual update like an SRS block's. */
+	plan->own_lazy = 1;
 	for (i = 0; i < s->nsteps; i++) {
 		const struct spardl_op *op = &s->steps[i].op;
 
@@ -438,6 +441,9 @@ static int alloc_local(struct spardl_plan *plan)
 	if (!ret)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
+	if (!ret && s->res_mode == SPARDL_RES_GRC)
+		ret = plan_calloc(plan, &plan->pend_bits, s->p.n / 64 + 2, sizeof(*plan->pend_bits),
+				  "pending-zero bitmap");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");
 	if (!ret)
@@ -577,6 +583,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->undo);
 	free(plan->useg);
 	free(plan->final_bits);
+	free(plan->pend_bits);
 	free(plan->cand);
 	free(plan->cand_val);
 	free(plan->cand_n);
@@ -746,6 +753,7 @@ SPARDL_API int spardl_plan_residual(struct spardl_plan *plan, const void **resid
 {
 	if (!plan || !residual_out)
 		return spardl_error(-EINVAL, "spardl_plan_residual: %s is NULL", !plan ? "plan" : "residual_out");
+	spardl_exec_settle(plan);
 	if (plan->cuda)
 		return spardl_cuda_residual(plan, (plan->res ? plan->res : plan->acc)->addr, residual_out);
 	if (plan->comm->cuda_done) {
@@ -764,6 +772,7 @@ SPARDL_API int spardl_plan_set_residual(struct spardl_plan *plan, const void *re
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: %s is NULL", !plan ? "plan" : "residual");
 	if (!plan->params.residual)
 		return spardl_error(-EINVAL, "spardl_plan_set_residual: this plan was created with residual = 0");
+	spardl_exec_settle(plan);
 	if (plan->cuda) {
 		int ret = spardl_cuda_set_residual(plan, (plan->res ? plan->res : plan->acc)->addr, residual);
 

@@ -514,10 +514,22 @@ zero:
 }
 
 #if defined(__x86_64__)
+/* The 8 bits of zbits from bit j on, as bytes (bit j of the bitmap is bit
+ * j % 8 of byte j / 8 on a little-endian machine). */
+static inline unsigned zero_byte(const uint64_t *zbits, uint64_t j)
+{
+	uint16_t w;
+
+	memcpy(&w, (const uint8_t *)zbits + (j >> 3), sizeof(w));
+	return (unsigned)(w >> (j & 7)) & 0xffu;
+}
+
 __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
 								       size_t len, int add, uint32_t lo, uint32_t *cidx,
-								       float *cval, size_t cap, size_t *done)
+								       float *cval, size_t cap, const uint64_t *zbits,
+								       uint64_t zoff, size_t *done)
 {
+	const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
 	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
@@ -530,9 +542,19 @@ __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *rest
 		/* g + acc, the order of SPEC's acc = g + residual, NaNs
 		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
 		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
-		__m256 s = _mm256_add_ps(gv, av), sn = _mm256_cmp_ps(s, s, _CMP_UNORD_Q);
+		__m256 s, sn;
 		__m256i gt, perm;
 		unsigned mask;
+
+		if (zbits) {
+			/* Lanes whose residual is a pending zero. */
+			__m256i zb = _mm256_set1_epi32((int)zero_byte(zbits, zoff + i));
+
+			av = _mm256_andnot_ps(
+				_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(zb, bitsel), bitsel)), av);
+		}
+		s = _mm256_add_ps(gv, av);
+		sn = _mm256_cmp_ps(s, s, _CMP_UNORD_Q);
 
 		/* A NaN operand makes the sum NaN: only then pick the NaN. */
 		if (__builtin_expect(!_mm256_testz_ps(sn, sn), 0)) {
@@ -564,14 +586,21 @@ __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *rest
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 			      uint32_t *cidx, float *cval, size_t cap)
 {
+	return spardl_topk_acc_gather_z(acc, g, len, add, lo, cidx, cval, cap, NULL, 0);
+}
+
+size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
+				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint64_t zoff)
+{
 	size_t n = 0, i = 0;
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (__builtin_cpu_supports("avx2"))
-		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, &i);
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, zoff, &i);
 #endif
 	for (; i < len; i++) {
-		float v = add ? spardl_add(g[i], acc[i]) : g[i];
+		float a = zbits && spardl_bit(zbits, zoff + i) ? 0.0f : acc[i];
+		float v = add ? spardl_add(g[i], a) : g[i];
 
 		acc[i] = v;
 		if (n != SIZE_MAX && spardl_key(v) >= lo) {

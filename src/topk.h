@@ -88,6 +88,18 @@ size_t spardl_topk_cand_cap(size_t m);
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 			      uint32_t *cidx, float *cval, size_t cap);
 
+/* The same, where acc is zero at the positions whose bit zoff + i is set in
+ * zbits (a bitmap, bit j in word j / 64; it must hold one more byte past
+ * bit zoff + len): acc[i] = g[i] + 0 there. zbits NULL: none. */
+size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
+				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint64_t zoff);
+
+/* Bit j of a bitmap of 64-bit words. */
+static inline unsigned spardl_bit(const uint64_t *bits, uint64_t j)
+{
+	return (unsigned)(bits[j >> 6] >> (j & 63)) & 1u;
+}
+
 /* topk(x, m) like spardl_topk_block(), from candidates instead of a scan:
  * cidx[0..nc) are the positions whose key was >= lo when gathered (cval
  * their values then), and lists[0..nl) (each sorted, lcount[j] entries)

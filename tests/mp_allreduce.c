@@ -151,6 +151,15 @@ static const char *data_name(int d)
 	return names[d];
 }
 
+/* Calls after which the residual is not read (nor before the next call):
+ * the second of every three, where a run has three calls or more. Reading
+ * it writes what the library may leave for the next call's accumulate pass
+ * (the residual's pending zeros); not reading it lets that pass take them. */
+static int unread(const struct cfg *c, int call)
+{
+	return c->calls >= 3 && call >= 0 && call % 3 == 1 && call + 1 < c->calls;
+}
+
 static int first_diff(const float *a, const float *b, size_t n)
 {
 	size_t i;
@@ -361,13 +370,20 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 			gen(g[w], c, seed, call, w);
 		mine = mine_base + (call * 5 + c->n) % 16;
 		memcpy(mine, g[rank], c->n * sizeof(float));
-		ret = spardl_plan_residual(plan, &lresv);
-		lres = lresv;
-		if (ret) {
-			FAIL("%s: residual: %s", tag, spardl_last_error());
-			break;
+		if (unread(c, call - 1)) {
+			/* Not read since the last call: this call starts
+			 * from whatever the library left pending, and is
+			 * judged against the reference's residual. */
+			memcpy(old_res, res[rank], c->n * sizeof(float));
+		} else {
+			ret = spardl_plan_residual(plan, &lresv);
+			lres = lresv;
+			if (ret) {
+				FAIL("%s: residual: %s", tag, spardl_last_error());
+				break;
+			}
+			memcpy(old_res, lres, c->n * sizeof(float));
 		}
-		memcpy(old_res, lres, c->n * sizeof(float));
 		for (w = 0; w < size; w++)
 			memcpy(old[w], res[w], c->n * sizeof(float));
 		if (ref_step(&rp, (const float *const *)g, res, out)) {
@@ -442,6 +458,8 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 				dump_inputs(g, old, (size_t)d);
 			}
 		}
+		if (unread(c, call))
+			continue;
 		spardl_plan_residual(plan, &lresv);
 		lres = lresv;
 		checks++;
