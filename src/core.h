@@ -80,11 +80,13 @@ struct spardl_plan {
 	size_t *useg;             /* starts of the undo log's runs, each sorted by position */
 	size_t nuseg;
 	uint64_t *final_bits;     /* GRC: n bits, the final positions while the residual is updated */
-	/* GRC: n bits (and a spare word), positions where the residual is
-	 * zero but acc may still hold the value selected there: the zeros of
-	 * lazy runs the residual update left to the next accumulate pass,
-	 * which reads acc there anyway (spardl_exec_settle writes them). */
+	/* GRC: positions where the residual is zero but acc may still hold
+	 * the value selected there: the zeros of lazy runs the residual update
+	 * left to the next accumulate pass, which reads acc there anyway
+	 * (spardl_exec_settle writes them). A bitmap per block, pend_wpb words
+	 * each, bit i for the block's entry i. */
 	uint64_t *pend_bits;
+	size_t pend_wpb;
 	int pend;                 /* some bit of pend_bits is set */
 	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable) */
 	struct spardl_topk_ws ws;

@@ -282,7 +282,6 @@ static void op_acc_init(struct call *c)
 	const struct spardl_sched *s = c->s;
 	float *restrict acc = acc_of(p);
 	const float *restrict g = c->grad;
-	const uint64_t *z;
 	int add = s->res_mode != SPARDL_RES_OFF;
 	size_t n = s->p.n, i;
 	uint32_t b;
@@ -316,12 +315,12 @@ static void op_acc_init(struct call *c)
 		}
 		return;
 	}
-	/* The residual's pending zeros are applied as acc is read. */
-	z = p->pend ? p->pend_bits : NULL;
 	for (b = 0; b < s->nblocks; b++) {
 		uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b);
 		float *restrict a = acc + off;
 		const float *restrict gb = g + off;
+		/* The residual's pending zeros are applied as acc is read. */
+		const uint64_t *z = p->pend ? p->pend_bits + b * p->pend_wpb : NULL;
 		/* Candidates exist only where blocks are long enough to sample. */
 		uint32_t lo = p->cand ? spardl_topk_bound(gb, add ? a : NULL, len, s->kb) : 0;
 
@@ -333,39 +332,45 @@ static void op_acc_init(struct call *c)
 		}
 		if (lo) {
 			p->cand_n[b] = spardl_topk_acc_gather_z(a, gb, len, add, lo, p->cand + b * p->cand_cap,
-								p->cand_val + b * p->cand_cap, p->cand_cap, z, off);
+								p->cand_val + b * p->cand_cap, p->cand_cap, z);
 		} else {
 			if (!add)
 				memcpy(a, gb, len * sizeof(float));
 			else if (z)
 				/* The sums only: no key reaches UINT32_MAX. */
-				(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z, off);
+				(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z);
 			else
 				for (i = 0; i < len; i++)
 					a[i] = spardl_add(gb[i], a[i]);
 		}
 	}
-	if (z) {
-		memset(p->pend_bits, 0, (n / 64 + 2) * sizeof(*p->pend_bits));
+	if (p->pend) {
+		memset(p->pend_bits, 0, p->pend_wpb * s->nblocks * sizeof(*p->pend_bits));
 		p->pend = 0;
 	}
 }
 
 void spardl_exec_settle(struct spardl_plan *plan)
 {
+	const struct spardl_sched *s = plan->sched;
 	float *acc = acc_of(plan);
-	size_t w, nw = plan->sched->p.n / 64 + 2;
+	size_t w, b;
 
 	if (!plan->pend)
 		return;
-	for (w = 0; w < nw; w++) {
-		uint64_t bits = plan->pend_bits[w];
+	for (b = 0; b < s->nblocks; b++) {
+		float *x = acc + b * s->block_size;
+		uint64_t *z = plan->pend_bits + b * plan->pend_wpb;
 
-		while (bits) {
-			acc[w * 64 + (size_t)__builtin_ctzll(bits)] = 0.0f;
-			bits &= bits - 1;
+		for (w = 0; w < plan->pend_wpb; w++) {
+			uint64_t bits = z[w];
+
+			while (bits) {
+				x[w * 64 + (size_t)__builtin_ctzll(bits)] = 0.0f;
+				bits &= bits - 1;
+			}
+			z[w] = 0;
 		}
-		plan->pend_bits[w] = 0;
 	}
 	plan->pend = 0;
 }
@@ -712,11 +717,19 @@ static void op_residual(struct call *c)
 			if (lazy) {
 				/* A lazy run's zero lands only inside the final
 				 * set, and is left pending: the next accumulate
-				 * pass reads acc there anyway. */
+				 * pass reads acc there anyway. A run is one
+				 * block's selection. */
+				uint64_t base = 0, *z = p->pend_bits;
+
+				if (start < end) {
+					base = p->undo[start].pos / s->block_size;
+					z += base * p->pend_wpb;
+					base *= s->block_size;
+				}
 				for (i = start; i < end; i++) {
 					uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
 
-					p->pend_bits[j >> 6] |= in << (j & 63);
+					z[(j - base) >> 6] |= in << ((j - base) & 63);
 					any |= in;
 				}
 				p->pend |= any != 0;

@@ -441,8 +441,9 @@ static int alloc_local(struct spardl_plan *plan)
 	if (!ret)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
+	plan->pend_wpb = s->block_size / 64 + 1;
 	if (!ret && s->res_mode == SPARDL_RES_GRC)
-		ret = plan_calloc(plan, &plan->pend_bits, s->p.n / 64 + 2, sizeof(*plan->pend_bits),
+		ret = plan_calloc(plan, &plan->pend_bits, plan->pend_wpb * s->nblocks, sizeof(*plan->pend_bits),
 				  "pending-zero bitmap");
 	if (!ret)
 		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");

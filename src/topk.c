@@ -514,20 +514,10 @@ zero:
 }
 
 #if defined(__x86_64__)
-/* The 8 bits of zbits from bit j on, as bytes (bit j of the bitmap is bit
- * j % 8 of byte j / 8 on a little-endian machine). */
-static inline unsigned zero_byte(const uint64_t *zbits, uint64_t j)
-{
-	uint16_t w;
-
-	memcpy(&w, (const uint8_t *)zbits + (j >> 3), sizeof(w));
-	return (unsigned)(w >> (j & 7)) & 0xffu;
-}
-
 __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
 								       size_t len, int add, uint32_t lo, uint32_t *cidx,
 								       float *cval, size_t cap, const uint64_t *zbits,
-								       uint64_t zoff, size_t *done)
+								       size_t *done)
 {
 	const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
@@ -547,8 +537,9 @@ __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *rest
 		unsigned mask;
 
 		if (zbits) {
-			/* Lanes whose residual is a pending zero. */
-			__m256i zb = _mm256_set1_epi32((int)zero_byte(zbits, zoff + i));
+			/* Lanes whose residual is a pending zero: bits i to
+			 * i + 7, byte i / 8 on a little-endian machine. */
+			__m256i zb = _mm256_set1_epi32(((const uint8_t *)zbits)[i >> 3]);
 
 			av = _mm256_andnot_ps(
 				_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(zb, bitsel), bitsel)), av);
@@ -586,20 +577,20 @@ __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *rest
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 			      uint32_t *cidx, float *cval, size_t cap)
 {
-	return spardl_topk_acc_gather_z(acc, g, len, add, lo, cidx, cval, cap, NULL, 0);
+	return spardl_topk_acc_gather_z(acc, g, len, add, lo, cidx, cval, cap, NULL);
 }
 
 size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint64_t zoff)
+				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits)
 {
 	size_t n = 0, i = 0;
 
 #if defined(__x86_64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (__builtin_cpu_supports("avx2"))
-		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, zoff, &i);
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, &i);
 #endif
 	for (; i < len; i++) {
-		float a = zbits && spardl_bit(zbits, zoff + i) ? 0.0f : acc[i];
+		float a = zbits && spardl_bit(zbits, i) ? 0.0f : acc[i];
 		float v = add ? spardl_add(g[i], a) : g[i];
 
 		acc[i] = v;

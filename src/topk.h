@@ -88,11 +88,11 @@ size_t spardl_topk_cand_cap(size_t m);
 size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 			      uint32_t *cidx, float *cval, size_t cap);
 
-/* The same, where acc is zero at the positions whose bit zoff + i is set in
- * zbits (a bitmap, bit j in word j / 64; it must hold one more byte past
- * bit zoff + len): acc[i] = g[i] + 0 there. zbits NULL: none. */
+/* The same, where acc is zero at the positions i whose bit i is set in
+ * zbits (a bitmap, bit i in word i / 64, len bits): acc[i] = g[i] + 0
+ * there. zbits NULL: none. */
 size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint64_t zoff);
+				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits);
 
 /* Bit j of a bitmap of 64-bit words. */
 static inline unsigned spardl_bit(const uint64_t *bits, uint64_t j)
