@@ -322,7 +322,7 @@ static void op_acc_init(struct call *c)
 		/* The residual's pending zeros are applied as acc is read. */
 		const uint64_t *z = p->pend ? p->pend_bits + b * p->pend_wpb : NULL;
 		/* Candidates exist only where blocks are long enough to sample. */
-		uint32_t lo = p->cand ? spardl_topk_bound(gb, add ? a : NULL, len, s->kb) : 0;
+		uint32_t lo = p->cand ? spardl_topk_bound(gb, add ? a : NULL, z, len, s->kb) : 0;
 
 		if (p->cand) {
 			p->blk_nl[b] = 0;

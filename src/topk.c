@@ -321,12 +321,12 @@ static size_t collect(const float *v, const uint32_t *ids, size_t len, const str
 #define SAMPLE_RUN 128u
 #define SAMPLED (SAMPLE_RUNS * SAMPLE_RUN)
 
-static inline uint32_t sample_key(const float *a, const float *b, size_t at)
+static inline uint32_t sample_key(const float *a, const float *b, const uint64_t *zb, size_t at)
 {
-	return spardl_key(b ? a[at] + b[at] : a[at]);
+	return spardl_key(b ? a[at] + (zb && spardl_bit(zb, at) ? 0.0f : b[at]) : a[at]);
 }
 
-static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t m)
+static uint32_t sample_bound(const float *a, const float *b, const uint64_t *zb, size_t len, size_t m)
 {
 	uint32_t h[2048] = { 0 }, f[2048] = { 0 };
 	double want = (double)m / (double)len * SAMPLED;
@@ -343,7 +343,7 @@ static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t 
 					__builtin_prefetch(&b[(i + 2) * stride + j], 0);
 			}
 		for (j = 0; j < SAMPLE_RUN; j++)
-			h[sample_key(a, b, i * stride + j) >> 21]++;
+			h[sample_key(a, b, zb, i * stride + j) >> 21]++;
 	}
 	want += 4.0 * __builtin_sqrt(want) + 16.0;
 	while (k-- > 1) {
@@ -357,7 +357,7 @@ static uint32_t sample_bound(const float *a, const float *b, size_t len, size_t 
 	top = k;
 	for (i = 0; i < SAMPLE_RUNS; i++)
 		for (j = 0; j < SAMPLE_RUN; j++) {
-			uint32_t key = sample_key(a, b, i * stride + j);
+			uint32_t key = sample_key(a, b, zb, i * stride + j);
 
 			if ((key >> 21) == top)
 				f[(key >> 10) & 2047]++;
@@ -382,11 +382,11 @@ int spardl_topk_can_sample(size_t len, size_t m)
 	return len >= SAMPLE_MIN_LEN && m > 0 && m < len / 8;
 }
 
-uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m)
+uint32_t spardl_topk_bound(const float *a, const float *b, const uint64_t *zb, size_t len, size_t m)
 {
 	if (!spardl_topk_can_sample(len, m))
 		return 0;
-	return sample_bound(a, b, len, m);
+	return sample_bound(a, b, zb, len, m);
 }
 
 size_t spardl_topk_cand_cap(size_t m)
@@ -495,7 +495,7 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 	if (m == 0 || len == 0)
 		return 0;
 	if (len >= SAMPLE_MIN_LEN && m < len / 8) {
-		uint32_t lo = sample_bound(x, NULL, len, m);
+		uint32_t lo = sample_bound(x, NULL, NULL, len, m);
 
 		n = lo ? gather(x, len, lo, ws) : SIZE_MAX;
 		/* Fewer than m gathered means the estimate was too high: the

@@ -71,8 +71,10 @@ size_t spardl_topk_block(float *x, size_t len, size_t m, uint32_t *idx, float *v
 
 /* Candidates for a selection, gathered while acc is being formed:
  * a sampled lower bound lo on the m-th largest key of a (+ b when b is not
- * NULL), or 0 when the block is too small or m too large for it to pay. */
-uint32_t spardl_topk_bound(const float *a, const float *b, size_t len, size_t m);
+ * NULL; b taken as zero where zb, when not NULL, has the entry's bit set, as
+ * in spardl_topk_acc_gather_z()), or 0 when the block is too small or m too
+ * large for it to pay. */
+uint32_t spardl_topk_bound(const float *a, const float *b, const uint64_t *zb, size_t len, size_t m);
 
 /* 1 when a block of len entries with budget m is selected from sampled
  * candidates (spardl_topk_bound() can return non-zero), else 0. */

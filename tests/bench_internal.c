@@ -73,7 +73,7 @@ static int mode_topk(const struct opts *o)
 		t1 = bench_now();
 		/* What a plan's call does: acc += g while gathering candidates,
 		 * then the exact selection from them (a scan when they fail). */
-		lo = spardl_topk_bound(gg, a, n, m);
+		lo = spardl_topk_bound(gg, a, NULL, n, m);
 		nc = lo ? spardl_topk_acc_gather(a, gg, n, 1, lo, cand, cval, ccap) : SIZE_MAX;
 		if (!lo)
 			for (i = 0; i < n; i++)

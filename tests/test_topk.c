@@ -590,7 +590,7 @@ static void check_cands(int _i, int mode)
 		a[i] = (_i & 1) ? (float)((int)(rng_next() % 5) - 2) : 0.0f;
 		want[i] = a[i] + g[i];
 	}
-	lo = spardl_topk_bound(g, a, len, m);
+	lo = spardl_topk_bound(g, a, NULL, len, m);
 	if (lo) {
 		nc = spardl_topk_acc_gather(a, g, len, 1, lo, cand, cval, ccap);
 		if (nc != SIZE_MAX) {
