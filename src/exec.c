@@ -800,7 +800,21 @@ __attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict ou
 
 		for (; k < cnt && idx[k] < end; k++)
 			stage[idx[k] - at] = out_val(val, k, avg, div);
-		for (i = 0; i < len; i += 16) {
+		/* Four lines per turn, then the last ones. */
+		for (i = 0; i + 64 <= len; i += 64) {
+			float *o = out + at + i;
+			const float *st = stage + i;
+
+			_mm256_stream_ps(o, _mm256_load_ps(st));
+			_mm256_stream_ps(o + 8, _mm256_load_ps(st + 8));
+			_mm256_stream_ps(o + 16, _mm256_load_ps(st + 16));
+			_mm256_stream_ps(o + 24, _mm256_load_ps(st + 24));
+			_mm256_stream_ps(o + 32, _mm256_load_ps(st + 32));
+			_mm256_stream_ps(o + 40, _mm256_load_ps(st + 40));
+			_mm256_stream_ps(o + 48, _mm256_load_ps(st + 48));
+			_mm256_stream_ps(o + 56, _mm256_load_ps(st + 56));
+		}
+		for (; i < len; i += 16) {
 			_mm256_stream_ps(out + at + i, _mm256_load_ps(stage + i));
 			_mm256_stream_ps(out + at + i + 8, _mm256_load_ps(stage + i + 8));
 		}

@@ -514,10 +514,11 @@ zero:
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
-								       size_t len, int add, uint32_t lo, uint32_t *cidx,
-								       float *cval, size_t cap, const uint64_t *zbits,
-								       size_t *done)
+/* The loop of acc_gather_avx2(), compiled twice: with zbits known NULL and
+ * with a bitmap, so neither tests it per group. */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline size_t
+acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo, uint32_t *cidx,
+		float *cval, size_t cap, const uint64_t *zbits, size_t *done)
 {
 	const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
@@ -571,6 +572,16 @@ __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *rest
 	}
 	*done = i;
 	return n;
+}
+
+__attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
+								       size_t len, int add, uint32_t lo, uint32_t *cidx,
+								       float *cval, size_t cap, const uint64_t *zbits,
+								       size_t *done)
+{
+	if (zbits)
+		return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, done);
+	return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, done);
 }
 #endif
 
