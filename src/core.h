@@ -85,7 +85,7 @@ struct spardl_plan {
 	 * left to the next accumulate pass, which reads acc there anyway
 	 * (spardl_exec_settle writes them). A bitmap per block, pend_wpb words
 	 * each, bit i for the block's entry i. */
-	uint64_t *pend_bits;
+	uint64_t *pend_bits;      /* NULL: the update writes those zeros itself */
 	size_t pend_wpb;
 	int pend;                 /* some bit of pend_bits is set */
 	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable) */
@@ -129,6 +129,13 @@ struct spardl_plan {
  * out are untouched and the residual holds old residual + grad. */
 /* Tests only (not exported): called before each step of every call. */
 extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+
+/* The smallest n (floats) whose plans leave the residual's zeros pending
+ * (pend_bits): below it acc mostly stays in the caches, where writing the
+ * zeros costs less than applying them in the next pass. Tests lower it
+ * (not exported). */
+#define SPARDL_PEND_MIN_N ((size_t)1 << 23)
+extern size_t spardl_pend_min_n;
 
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out);

@@ -12,6 +12,7 @@
 #include "log.h"
 
 void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+size_t spardl_pend_min_n = SPARDL_PEND_MIN_N;
 
 struct call {
 	struct spardl_plan *plan;
@@ -714,7 +715,7 @@ static void op_residual(struct call *c)
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
 			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0, any = 0;
 
-			if (lazy) {
+			if (lazy && p->pend_bits) {
 				/* A lazy run's zero lands only inside the final
 				 * set, and is left pending: the next accumulate
 				 * pass reads acc there anyway. A run is one
@@ -736,15 +737,17 @@ static void op_residual(struct call *c)
 				continue;
 			}
 			/* A written change outside the final set gets its old
-			 * value back. The stores to make are compacted to the
-			 * front of the run (w <= i: the log is no longer
-			 * needed, nothing can fail now), then made with their
-			 * lines prefetched. */
+			 * value back; a lazy run's zero lands only inside it.
+			 * The stores to make are compacted to the front of the
+			 * run (w <= i: the log is no longer needed, nothing can
+			 * fail now), then made with their lines prefetched. */
 			for (i = start; i < end; i++) {
 				uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
+				float old = p->undo[i].old;
 
-				p->undo[w] = p->undo[i];
-				w += !in;
+				p->undo[w].pos = j;
+				p->undo[w].old = lazy ? 0.0f : old;
+				w += in == lazy;
 			}
 			for (i = start; i < w; i++) {
 				if (i + PREFETCH_AHEAD < w)

@@ -442,7 +442,7 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
-	if (!ret && s->res_mode == SPARDL_RES_GRC)
+	if (!ret && s->res_mode == SPARDL_RES_GRC && s->p.n >= spardl_pend_min_n)
 		ret = plan_calloc(plan, &plan->pend_bits, plan->pend_wpb * s->nblocks, sizeof(*plan->pend_bits),
 				  "pending-zero bitmap");
 	if (!ret)
