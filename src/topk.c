@@ -38,6 +38,22 @@ static const uint8_t *pack_lut(void)
 	return &lut[0][0];
 }
 
+/* For each 8-bit mask, 8 lanes of all ones where its bit is set. */
+static const int32_t *lane_mask_lut(void)
+{
+	static int32_t lut[256][8] __attribute__((aligned(32)));
+	static int ready;
+	unsigned m, j;
+
+	if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+		return &lut[0][0];
+	for (m = 0; m < 256; m++)
+		for (j = 0; j < 8; j++)
+			__atomic_store_n(&lut[m][j], (m >> j & 1) ? -1 : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	return &lut[0][0];
+}
+
 /* The keys of v in level-1 bucket b1 (key >> 20 == b1, zeros excluded),
  * in order, into tmp, eight entries at a time while room for eight more
  * remains. */
@@ -520,7 +536,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline size_t
 acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo, uint32_t *cidx,
 		float *cval, size_t cap, const uint64_t *zbits, size_t *done)
 {
-	const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+	const int32_t *zlut = zbits ? lane_mask_lut() : NULL;
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
 	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
@@ -540,10 +556,9 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 		if (zbits) {
 			/* Lanes whose residual is a pending zero: bits i to
 			 * i + 7, byte i / 8 on a little-endian machine. */
-			__m256i zb = _mm256_set1_epi32(((const uint8_t *)zbits)[i >> 3]);
+			unsigned zb = ((const uint8_t *)zbits)[i >> 3];
 
-			av = _mm256_andnot_ps(
-				_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(zb, bitsel), bitsel)), av);
+			av = _mm256_andnot_ps(_mm256_load_ps((const float *)(zlut + 8 * zb)), av);
 		}
 		s = _mm256_add_ps(gv, av);
 		sn = _mm256_cmp_ps(s, s, _CMP_UNORD_Q);
