@@ -137,6 +137,11 @@ extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t ca
 #define SPARDL_PEND_MIN_N ((size_t)1 << 23)
 extern size_t spardl_pend_min_n;
 
+/* 0: the dense ring never stores its sums straight into the peer's slot
+ * (SPARDL_TP_CAP_DIRECT), as on a transport without it. Tests alternate
+ * (not exported). */
+extern int spardl_dense_direct;
+
 int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t *indices, float *values,
 		size_t *nnz_out);
 

@@ -13,6 +13,7 @@
 
 void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
 size_t spardl_pend_min_n = SPARDL_PEND_MIN_N;
+int spardl_dense_direct = 1;
 
 struct call {
 	struct spardl_plan *plan;
@@ -27,6 +28,12 @@ struct call {
 	size_t nnz;
 	uint32_t step;
 	uint64_t pairs; /* index-value pairs the current op produced or consumed (tracing) */
+	int direct;     /* the current step's write was stored directly (SPARDL_TP_WRITE_DIRECT) */
+	/* The dense ring's own output chunk, written by its last add: the
+	 * receive slot early_slot holds what out[early_off ..) held before,
+	 * for a rollback (UINT32_MAX: not written early). */
+	uint32_t early_slot;
+	uint64_t early_off, early_len;
 };
 
 static double now_s(void)
@@ -882,15 +889,179 @@ static void op_output(struct call *c)
 	c->nnz = p->u_n;
 }
 
-/* Reduce into the receive slot, so acc stays grad + residual all call. */
-static void op_dense_add(struct call *c, const struct spardl_op *op)
+/* Where the add's sum goes when its step's write forwards it and the
+ * transport maps the peer's receive region: the address in that region
+ * (NULL: into the receive slot, and the write copies it from there). */
+static float *direct_target(struct call *c, const struct spardl_step *st, const struct spardl_op *op)
 {
-	const float *restrict acc = c->src + op->off;
-	float *restrict in = (float *)recv_slot(c, op->slot);
-	uint64_t i;
+	struct spardl_plan *p = c->plan;
+	const struct spardl_write *w;
+	const struct spardl_sslot *ss;
 
-	for (i = 0; i < op->len; i++)
-		in[i] = acc[i] + in[i];
+	if (!spardl_dense_direct || !(p->comm->tp->caps & SPARDL_TP_CAP_DIRECT) || !p->ops->direct ||
+	    st->nwrite != 1)
+		return NULL;
+	w = &c->s->writes[st->write0];
+	ss = &c->s->sslots[w->sslot];
+	if (ss->region != SPARDL_REG_RECV || ss->rslot != op->slot || p->slot_len[op->slot] != op->len * sizeof(float))
+		return NULL;
+	return p->ops->direct(p->ep, w->peer, p->ep->remote[w->peer],
+			      (uint64_t)c->parity * p->peer_half[w->peer] + w->roff, p->slot_len[op->slot]);
+}
+
+#if defined(__x86_64__)
+/* A store of 8 floats: streaming where the line is written once and read
+ * by nobody soon (aligned), otherwise plain (unaligned allowed). */
+#define STORE8(stream, aligned, p, v)                                   \
+	do {                                                            \
+		if ((stream) && (aligned))                              \
+			_mm256_stream_ps((p), (v));                     \
+		else                                                    \
+			_mm256_storeu_ps((p), (v));                     \
+	} while (0)
+
+/*
+ * The last add with direct stores and the output written at once:
+ * fwd[i] = g[i] + in[i] (the peer's slot), g[i] = that sum times mul (or
+ * divided by div; as is when scale is 0), and in[i] = g[i]'s old value,
+ * kept for a rollback. fwd is aligned for its stores; g streams too when it
+ * is aligned the same way. Returns the elements done.
+ */
+__attribute__((target("avx2"), always_inline)) static inline size_t
+add_out_body(float *g, float *restrict in, float *restrict fwd, size_t len, int scale, float mul, float div,
+	     int stream)
+{
+	size_t i = 0, head = (size_t)((32 - ((uintptr_t)fwd & 31)) & 31) / sizeof(float);
+	const __m256 vm = _mm256_set1_ps(mul), vd = _mm256_set1_ps(div);
+	int g_aligned = ((uintptr_t)(g + head) & 31) == 0;
+
+	for (; i < head && i < len; i++) {
+		float a = g[i], sum = a + in[i];
+
+		fwd[i] = sum;
+		in[i] = a;
+		g[i] = !scale ? sum : mul != 0.0f ? sum * mul : sum / div;
+	}
+	for (; i + 8 <= len; i += 8) {
+		__m256 a = _mm256_loadu_ps(g + i), sum = _mm256_add_ps(a, _mm256_loadu_ps(in + i));
+
+		STORE8(stream, 1, fwd + i, sum);
+		_mm256_storeu_ps(in + i, a);
+		if (scale)
+			sum = mul != 0.0f ? _mm256_mul_ps(sum, vm) : _mm256_div_ps(sum, vd);
+		STORE8(stream, g_aligned, g + i, sum);
+	}
+	if (stream)
+		_mm_sfence();
+	return i;
+}
+
+__attribute__((target("avx2"))) static size_t add_out_avx2(float *g, float *restrict in, float *restrict fwd,
+							     size_t len, int scale, float mul, float div)
+{
+	if (((uintptr_t)fwd & 3) || ((uintptr_t)g & 3))
+		return 0;
+	if (len * sizeof(float) >= SPARDL_STREAM_MIN)
+		return add_out_body(g, in, fwd, len, scale, mul, div, 1);
+	return add_out_body(g, in, fwd, len, scale, mul, div, 0);
+}
+
+/* fwd[i] = acc[i] + in[i], and in[i] too when keep. Returns the elements
+ * done. */
+__attribute__((target("avx2"), always_inline)) static inline size_t
+add_fwd_body(const float *restrict acc, float *restrict in, float *restrict fwd, size_t len, int keep, int stream)
+{
+	size_t i = 0, head = (size_t)((32 - ((uintptr_t)fwd & 31)) & 31) / sizeof(float);
+
+	for (; i < head && i < len; i++) {
+		float sum = acc[i] + in[i];
+
+		fwd[i] = sum;
+		if (keep)
+			in[i] = sum;
+	}
+	for (; i + 8 <= len; i += 8) {
+		__m256 sum = _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(in + i));
+
+		STORE8(stream, 1, fwd + i, sum);
+		if (keep)
+			_mm256_storeu_ps(in + i, sum);
+	}
+	if (stream)
+		_mm_sfence();
+	return i;
+}
+
+__attribute__((target("avx2"))) static size_t add_fwd_avx2(const float *restrict acc, float *restrict in,
+							     float *restrict fwd, size_t len, int keep)
+{
+	if ((uintptr_t)fwd & 3)
+		return 0;
+	if (len * sizeof(float) >= SPARDL_STREAM_MIN)
+		return keep ? add_fwd_body(acc, in, fwd, len, 1, 1) : add_fwd_body(acc, in, fwd, len, 0, 1);
+	return keep ? add_fwd_body(acc, in, fwd, len, 1, 0) : add_fwd_body(acc, in, fwd, len, 0, 0);
+}
+#undef STORE8
+#endif
+
+/*
+ * Reduce into the receive slot, so acc stays grad + residual all call. On a
+ * transport with SPARDL_TP_CAP_DIRECT the sum the step's write forwards is
+ * stored straight into the peer's slot (the write then only notifies); a
+ * partial sum is not kept here at all. The complete sum (op->reduced) is
+ * this rank's output chunk: when the call is in place on grad alone
+ * (no residual), it is written to grad now, not copied there after the
+ * last wait, and the slot keeps grad's old values for a rollback.
+ */
+static void op_dense_add(struct call *c, const struct spardl_step *st, const struct spardl_op *op)
+{
+	const float *acc = c->src + op->off;
+	float *in = (float *)recv_slot(c, op->slot), *fwd = direct_target(c, st, op);
+	int size = c->s->p.size, scale = c->s->p.average;
+	float div = (float)size, mul = (size & (size - 1)) == 0 ? 1.0f / div : 0.0f;
+	uint64_t i = 0, len = op->len;
+
+	c->direct = fwd != NULL;
+	if (!fwd) {
+		float *restrict ri = in;
+		const float *restrict ra = acc;
+
+		for (i = 0; i < len; i++)
+			ri[i] = ra[i] + ri[i];
+		return;
+	}
+	if (op->reduced && c->out && (const float *)c->out == c->src) {
+		/* Written in place: g is acc is the output. */
+		float *g = c->out + op->off;
+
+#if defined(__x86_64__)
+		if (len >= 64 && __builtin_cpu_supports("avx2"))
+			i = add_out_avx2(g, in, fwd, len, scale, mul, div);
+#endif
+		for (; i < len; i++) {
+			float a = g[i], sum = a + in[i];
+
+			fwd[i] = sum;
+			in[i] = a;
+			g[i] = !scale ? sum : mul != 0.0f ? sum * mul : sum / div;
+		}
+		c->early_slot = op->slot;
+		c->early_off = op->off;
+		c->early_len = len;
+		return;
+	}
+	/* The complete sum stays here too, for the output after the last wait. */
+#if defined(__x86_64__)
+	if (len >= 64 && __builtin_cpu_supports("avx2"))
+		i = add_fwd_avx2(acc, in, fwd, len, op->reduced);
+#endif
+	for (; i < len; i++) {
+		float sum = acc[i] + in[i];
+
+		fwd[i] = sum;
+		if (op->reduced)
+			in[i] = sum;
+	}
 }
 
 #if defined(__x86_64__)
@@ -931,6 +1102,9 @@ static void op_dense_out(struct call *c, const struct spardl_op *op)
 	float mul = (size & (size - 1)) == 0 ? 1.0f / div : 0.0f;
 	uint64_t i = 0;
 
+	/* Already written by the last add (op_dense_add). */
+	if (op->slot != UINT32_MAX && op->slot == c->early_slot)
+		return;
 	if (!c->s->p.average) {
 		spardl_copy(out, in, op->len * sizeof(float));
 		return;
@@ -971,7 +1145,7 @@ static void trace_op_end(struct call *c, const struct spardl_op *op)
 	r->b = c->pairs;
 }
 
-static int run_op(struct call *c, const struct spardl_op *op)
+static int run_op(struct call *c, const struct spardl_step *step, const struct spardl_op *op)
 {
 	struct spardl_plan_stats *st = &c->plan->stats;
 	double t0, *bucket = &st->reduce;
@@ -1017,7 +1191,7 @@ static int run_op(struct call *c, const struct spardl_op *op)
 		bucket = &st->output;
 		break;
 	case SPARDL_OP_DENSE_ADD:
-		op_dense_add(c, op);
+		op_dense_add(c, step, op);
 		break;
 	case SPARDL_OP_DENSE_OUT:
 		op_dense_out(c, op);
@@ -1077,7 +1251,8 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 				plen = wmax && len - po > wmax ? wmax : len - po;
 			ret = p->ops->write(p->ep, w->peer, mr, off + po, p->ep->remote[w->peer], roff + po, plen,
 					    spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j),
-					    w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0);
+					    (w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0) |
+						    (c->direct ? SPARDL_TP_WRITE_DIRECT : 0));
 			p->stats.bytes_sent += plen;
 			p->stats.writes++;
 			if (!ret) {
@@ -1122,6 +1297,9 @@ static void rollback(struct call *c)
 	float *acc = acc_of(p);
 	size_t i, r, n = s->p.n;
 
+	/* The dense ring's own chunk, if its last add wrote it, back as it was. */
+	if (c->early_slot != UINT32_MAX)
+		memcpy(c->out + c->early_off, recv_slot(c, c->early_slot), c->early_len * sizeof(float));
 	/* (Pending zeros are normally taken by the accumulate pass.) */
 	spardl_exec_settle(p);
 	switch (s->res_mode) {
@@ -1214,7 +1392,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		size_t *nnz_out)
 {
 	struct call c = { .plan = plan, .s = plan->sched, .parity = (unsigned)(plan->calls & 1), .grad = grad,
-			  .out = out, .indices = indices, .values = values };
+			  .out = out, .indices = indices, .values = values, .early_slot = UINT32_MAX };
 	const struct spardl_sched *s = plan->sched;
 	double t0 = now_s();
 	uint32_t i, j;
@@ -1267,13 +1445,14 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		for (j = 0; j < st->nwait && !ret; j++)
 			ret = wait_slot(&c, s->waits[st->wait0 + j]);
 		if (!ret)
-			ret = run_op(&c, &st->op);
+			ret = run_op(&c, st, &st->op);
 		if (!ret && st->nwrite) {
 			double tp = now_s();
 
 			ret = post_writes(&c, st);
 			plan->stats.post += now_s() - tp;
 		}
+		c.direct = 0;
 	}
 	if (!ret && s->quiesce_step >= s->nsteps) {
 		double tq = now_s();

@@ -445,7 +445,10 @@ static uint32_t wait_chunk(struct builder *b, int peer, int phase, int round, ui
  * read: partial sums live in the receive slots (slot = acc + slot) and are
  * forwarded from there, so a failed call can restore the residual from
  * acc. The output is written after the last wait, so a failed call never
- * touches it either.
+ * touches it either (the executor may write the own chunk earlier, in the
+ * last add, when it can restore it: exec.c, op_dense_add). Each add's step
+ * also posts the write that forwards its sum, so that on a transport with
+ * SPARDL_TP_CAP_DIRECT the add stores the sum straight into the peer's slot.
  */
 static void compile_dense(struct builder *b)
 {
@@ -464,28 +467,35 @@ static void compile_dense(struct builder *b)
 	for (st = 0; st < P - 1; st++) {
 		uint32_t c = (uint32_t)mod(r - st, P), rc = (uint32_t)mod(r - st - 1, P);
 		uint64_t len = spardl_block_len(n, cs, c), rlen = spardl_block_len(n, cs, rc);
-		uint32_t ss = st == 0 ? sslot(b, SPARDL_REG_ACC, 0, min_u64(c * cs, n) * 4, len * 4) :
-					sslot(b, SPARDL_REG_RECV, prev, 0, len * 4);
 
-		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RS, st));
-		write_to(b, to, SPARDL_PH_RS, st, 0, ss);
+		if (st == 0) {
+			begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RS, st));
+			write_to(b, to, SPARDL_PH_RS, st, 0, sslot(b, SPARDL_REG_ACC, 0, min_u64(c * cs, n) * 4, len * 4));
+		}
 		op = mkop(SPARDL_OP_DENSE_ADD, SPARDL_PH_RS, st);
 		op.off = min_u64(rc * cs, n);
 		op.len = rlen;
+		op.reduced = st == P - 2;
 		begin(b, op);
 		prev = wait_chunk(b, from, SPARDL_PH_RS, st, rlen * 4);
 		if (step(b))
 			step(b)->op.slot = prev;
+		/* The sum goes on: the next reduce-scatter step, or (complete)
+		 * the first all-gather step. */
+		write_to(b, to, st + 1 < P - 1 ? SPARDL_PH_RS : SPARDL_PH_RAG, st + 1 < P - 1 ? st + 1 : 0, 0,
+			 sslot(b, SPARDL_REG_RECV, prev, 0, rlen * 4));
 	}
 	/* prev now holds chunk r + 1, reduced over all ranks. */
 	reduced = prev;
 	for (st = 0; st < P - 1; st++) {
 		uint32_t c = (uint32_t)mod(r + 1 - st, P), rc = (uint32_t)mod(r - st, P);
 		uint64_t len = spardl_block_len(n, cs, c), rlen = spardl_block_len(n, cs, rc);
-		uint32_t ss = sslot(b, SPARDL_REG_RECV, prev, 0, len * 4);
 
-		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st));
-		write_to(b, to, SPARDL_PH_RAG, st, 0, ss);
+		/* (Step 0's write, of the reduced chunk, went with the last add.) */
+		if (st > 0) {
+			begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st));
+			write_to(b, to, SPARDL_PH_RAG, st, 0, sslot(b, SPARDL_REG_RECV, prev, 0, len * 4));
+		}
 		begin(b, mkop(SPARDL_OP_NONE, SPARDL_PH_RAG, st));
 		prev = wait_chunk(b, from, SPARDL_PH_RAG, st, rlen * 4);
 		ag[st] = prev;

@@ -30,7 +30,8 @@ enum spardl_opcode {
 	SPARDL_OP_RESULT,    /* merge regs (in order) into the final global list */
 	SPARDL_OP_RESIDUAL,  /* the residual update of the algorithm */
 	SPARDL_OP_OUTPUT,    /* write the final list (divided by P when averaging) to the output */
-	SPARDL_OP_DENSE_ADD, /* received chunk = acc[chunk] + received chunk (acc is left as it was) */
+	SPARDL_OP_DENSE_ADD, /* received chunk = acc[chunk] + received chunk (acc is left as it was); the
+			      * step's write, if any, forwards that chunk */
 	SPARDL_OP_DENSE_OUT, /* output[chunk] = received chunk (or acc[chunk] when no slot) / P */
 	SPARDL_OP_COUNT
 };
@@ -53,6 +54,7 @@ struct spardl_op {
 	uint8_t code;
 	uint8_t phase;
 	uint8_t dst_is_reg; /* SELECT/REDUCE: destination is list reg dst (buffer buf) */
+	uint8_t reduced;    /* DENSE_ADD: the sum is complete (this rank's own output chunk) */
 	uint32_t round;
 	uint32_t b0, nb;    /* blocks (SELECT, SCATTER) or expected block ids (RECV_LISTS) */
 	uint32_t b_step;    /* RECV_LISTS: expected id of list j is b0 + j * b_step (mod nblocks) */

@@ -22,7 +22,7 @@
  * per-call operations (write, poll, quiesce) record theirs quietly
  * (spardl_error_quiet): the executor adds the step and peer and logs once.
  */
-#define SPARDL_TP_OPS_VERSION 3
+#define SPARDL_TP_OPS_VERSION 4
 
 enum spardl_access {
 	SPARDL_ACCESS_LOCAL = 1 << 0,        /* source of local writes */
@@ -31,6 +31,9 @@ enum spardl_access {
 
 enum spardl_write_flags {
 	SPARDL_TP_WRITE_LAST = 1 << 0,
+	/* The bytes are already at rmr+roff, stored through direct(): only
+	 * notify the peer (SPARDL_TP_CAP_DIRECT transports). */
+	SPARDL_TP_WRITE_DIRECT = 1 << 1,
 };
 
 struct spardl_tp_ops;
@@ -56,6 +59,11 @@ enum spardl_tp_caps {
 	 * gradient, so the core need not copy it into registered memory
 	 * first. */
 	SPARDL_TP_CAP_HOST_SOURCE = 1u << 0,
+	/* The peers' receive regions are mapped here: direct() gives an
+	 * address the core can store into, and a write with
+	 * SPARDL_TP_WRITE_DIRECT then only notifies. A reduction can so put
+	 * its result straight into the next peer's slot (no staging copy). */
+	SPARDL_TP_CAP_DIRECT = 1u << 1,
 };
 
 struct spardl_tp_mr {
@@ -154,6 +162,11 @@ struct spardl_tp_ops {
 	int (*poll)(struct spardl_tp_ep *ep, struct spardl_tp_event *ev, int max, int timeout_ms);
 	/* Wait until every write posted so far has left its source buffer. */
 	int (*quiesce)(struct spardl_tp_ep *ep, int timeout_ms);
+	/* SPARDL_TP_CAP_DIRECT only (NULL otherwise): the address of
+	 * rmr+roff in this process, for len bytes the core stores into before
+	 * the write that notifies them (SPARDL_TP_WRITE_DIRECT, same range);
+	 * NULL when the range is out of bounds. */
+	void *(*direct)(struct spardl_tp_ep *ep, int peer, struct spardl_tp_rmr *rmr, size_t roff, size_t len);
 };
 
 /* Transports compiled in, in the order "auto" tries them. */

@@ -345,6 +345,9 @@ static void run(struct spardl_comm *comm, const struct cfg *c, uint64_t seed)
 	/* Half the runs leave the residual's zeros pending whatever n is
 	 * (spardl_pend_min_n), half write them as plans of their size do. */
 	spardl_pend_min_n = seed & 1 ? 0 : SPARDL_PEND_MIN_N;
+	/* Half the dense rings store their sums into the peer's slot where
+	 * the transport allows it (shm), half copy them there as over verbs. */
+	spardl_dense_direct = !(seed & 2);
 	ret = spardl_plan_create(comm, &pp, &plan);
 	if (ret) {
 		FAIL("%s: plan_create: %s: %s", tag, spardl_strerror(ret), spardl_last_error());
@@ -712,6 +715,20 @@ int main(int argc, char **argv)
 					dc.data = DATA_HEAVY;
 					dc.nonfinite = 64;
 					run(comm, &dc, seed + 91);
+				}
+				/* Chunks of at least 4 MiB: the adds stream their sums
+				 * into the peer's slot and grad (op_dense_add), summed
+				 * and averaged, each with and without direct stores. */
+				if (size == 2 && !quick) {
+					dc.n = ((size_t)1 << 21) + 1237;
+					dc.data = DATA_INT;
+					dc.nonfinite = 0;
+					dc.average = 0;
+					run(comm, &dc, seed + 90);
+					run(comm, &dc, seed + 88);
+					dc.average = 1;
+					run(comm, &dc, seed + 89);
+					run(comm, &dc, seed + 87);
 				}
 			}
 		}

@@ -185,8 +185,9 @@ static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spard
 	tp->base.size = size;
 	tp->base.timeout_ms = timeout_ms;
 	tp->base.max_write = SHM_MAX_WRITE;
-	/* A write is a memcpy by the writer: any of its memory can be the source. */
-	tp->base.caps = SPARDL_TP_CAP_HOST_SOURCE;
+	/* A write is a memcpy by the writer: any of its memory can be the
+	 * source, and the peers' regions are mapped here (direct()). */
+	tp->base.caps = SPARDL_TP_CAP_HOST_SOURCE | SPARDL_TP_CAP_DIRECT;
 	*tp_out = &tp->base;
 	return 0;
 
@@ -579,21 +580,35 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 {
 	struct shm_ep *ep = (struct shm_ep *)base;
 	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
+	int direct = !!(flags & SPARDL_TP_WRITE_DIRECT);
 	int ret;
 
 	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
-	    loff > lmr->len || len > lmr->len - loff || roff > rmr->map_len || len > rmr->map_len - roff)
+	    (!direct && (!lmr || loff > lmr->len || len > lmr->len - loff)) || roff > rmr->map_len ||
+	    len > rmr->map_len - roff)
 		return spardl_error_quiet(-EINVAL, "shm: internal: write of %zu bytes to rank %d out of bounds",
 					  len, peer);
-	/* No queue pair: the write is the copy, complete when its
-	 * notification is published. */
+	/* No queue pair: the write is the copy (or, direct, the stores the
+	 * core already made), complete when its notification is published. */
 	ep->writes++;
 	spardl_trace_write(base->trace, SPARDL_TR_POST, peer, 0, ep->writes, imm, len);
-	spardl_copy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
+	if (!direct)
+		spardl_copy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
 	ret = ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
 	if (!ret)
 		spardl_trace_write(base->trace, SPARDL_TR_DONE, peer, 0, ep->writes, imm, len);
 	return ret;
+}
+
+static void *shm_direct(struct spardl_tp_ep *base, int peer, struct spardl_tp_rmr *rbase, size_t roff, size_t len)
+{
+	struct shm_ep *ep = (struct shm_ep *)base;
+	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
+
+	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
+	    roff > rmr->map_len || len > rmr->map_len - roff)
+		return NULL;
+	return (uint8_t *)rmr->addr + roff;
 }
 
 static void shm_abort(struct spardl_tp_ep *base)
@@ -753,4 +768,5 @@ const struct spardl_tp_ops spardl_tp_shm_ops = {
 	.write = shm_write,
 	.poll = shm_poll,
 	.quiesce = shm_quiesce,
+	.direct = shm_direct,
 };

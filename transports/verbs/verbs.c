@@ -1288,4 +1288,6 @@ const struct spardl_tp_ops spardl_tp_verbs_ops = {
 	.write = verbs_write,
 	.poll = verbs_poll,
 	.quiesce = verbs_quiesce,
+	/* The peers' memory is not mapped here: every write is a work request. */
+	.direct = NULL,
 };
