@@ -80,15 +80,16 @@ struct spardl_plan {
 	size_t *useg;             /* starts of the undo log's runs, each sorted by position */
 	size_t nuseg;
 	uint64_t *final_bits;     /* GRC: n bits, the final positions while the residual is updated */
-	/* GRC: positions where the residual is zero but acc may still hold
-	 * the value selected there: the zeros of lazy runs the residual update
-	 * left to the next accumulate pass, which reads acc there anyway
+	/* GRC, and plain error feedback without a reduce (TopkA): positions
+	 * where the residual is zero but acc may still hold the value
+	 * selected there: the zeros of lazy runs the residual update left to
+	 * the next accumulate pass, which reads acc there anyway
 	 * (spardl_exec_settle writes them). A bitmap per block, pend_wpb words
 	 * each, bit i for the block's entry i. */
 	uint64_t *pend_bits;      /* NULL: the update writes those zeros itself */
 	size_t pend_wpb;
 	int pend;                 /* some bit of pend_bits is set */
-	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable) */
+	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable, or TopkA's with pend_bits) */
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */

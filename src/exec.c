@@ -425,7 +425,9 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 	 * zeroes as it selects). */
 	int zero = 0;
 
-	lazy = lazy && s->res_mode == SPARDL_RES_GRC;
+	/* With GRC the residual update writes a lazy run's zeros (or leaves
+	 * them pending); plain error feedback leaves them all pending. */
+	lazy = lazy && (s->res_mode == SPARDL_RES_GRC || (s->res_mode == SPARDL_RES_LOCAL && p->pend_bits));
 	if (p->cand_n && p->cand_n[b] != SIZE_MAX) {
 		cnt = spardl_topk_from_cands(m, p->cand_lo[b], p->cand + (size_t)b * p->cand_cap,
 					     p->cand_val + (size_t)b * p->cand_cap, p->cand_n[b],
@@ -698,6 +700,28 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 	view(&p->regs[op->dst], dst);
 }
 
+/* A lazy run's zeros (one block's selection) left pending for the next
+ * accumulate pass, which reads acc there anyway: all of them, or with
+ * final (GRC) only those inside the final set. */
+static void pend_run(struct spardl_plan *p, size_t start, size_t end, const uint64_t *final)
+{
+	uint64_t base = 0, any = 0, *z = p->pend_bits, bs = p->sched->block_size;
+	size_t i;
+
+	if (start < end) {
+		base = p->undo[start].pos / bs;
+		z += base * p->pend_wpb;
+		base *= bs;
+	}
+	for (i = start; i < end; i++) {
+		uint64_t j = p->undo[i].pos, in = final ? (final[j >> 6] >> (j & 63)) & 1 : 1;
+
+		z[(j - base) >> 6] |= in << ((j - base) & 63);
+		any |= in;
+	}
+	p->pend |= any != 0;
+}
+
 static void op_residual(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
@@ -720,27 +744,12 @@ static void op_residual(struct call *c)
 		for (r = p->nuseg; r-- > 0;) {
 			size_t start = run_start(p, r), w = start;
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
-			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0, any = 0;
+			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0;
 
 			if (lazy && p->pend_bits) {
 				/* A lazy run's zero lands only inside the final
-				 * set, and is left pending: the next accumulate
-				 * pass reads acc there anyway. A run is one
-				 * block's selection. */
-				uint64_t base = 0, *z = p->pend_bits;
-
-				if (start < end) {
-					base = p->undo[start].pos / s->block_size;
-					z += base * p->pend_wpb;
-					base *= s->block_size;
-				}
-				for (i = start; i < end; i++) {
-					uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
-
-					z[(j - base) >> 6] |= in << ((j - base) & 63);
-					any |= in;
-				}
-				p->pend |= any != 0;
+				 * set, and is left pending. */
+				pend_run(p, start, end, bits);
 				continue;
 			}
 			/* A written change outside the final set gets its old
@@ -766,7 +775,14 @@ static void op_residual(struct call *c)
 			bits[p->u_idx[i] >> 6] = 0;
 		break;
 	case SPARDL_RES_LOCAL:
-		/* Plain error feedback: what stayed in acc is the residual. */
+		/* Plain error feedback: what stayed in acc is the residual,
+		 * but for the zeros of lazy selections (TopkA's own, with
+		 * pend_bits), left pending now that the call cannot fail. */
+		if (p->pend_bits)
+			for (r = 0; r < p->nuseg; r++)
+				if (p->useg[r] & RUN_LAZY)
+					pend_run(p, run_start(p, r), r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo,
+						 NULL);
 		break;
 	case SPARDL_RES_ZERO:
 		/* In sparse mode the residual buffer stages the dense result

@@ -331,6 +331,21 @@ static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, si
 	return 0;
 }
 
+/* Plain error feedback where nothing reads acc after the selections (no
+ * reduce adds dropped shares back: TopkA, not gTopk): the selected entries'
+ * zeros can wait for the next accumulate pass (pend_bits). */
+static int local_lazy(const struct spardl_sched *s)
+{
+	uint32_t i;
+
+	if (s->res_mode != SPARDL_RES_LOCAL)
+		return 0;
+	for (i = 0; i < s->nsteps; i++)
+		if (s->steps[i].op.code == SPARDL_OP_REDUCE || s->steps[i].op.code == SPARDL_OP_SCATTER)
+			return 0;
+	return 1;
+}
+
 /* Which blocks may keep a received list's sums without writing them to acc
  * (blk_defer). With GRC a change to acc outside the final set is undone, so
  * a list's sums matter only to the block's selection (which reads them from
@@ -442,9 +457,12 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
-	if (!ret && s->res_mode == SPARDL_RES_GRC && s->p.n >= spardl_pend_min_n)
+	if (!ret && (s->res_mode == SPARDL_RES_GRC || local_lazy(s)) && s->p.n >= spardl_pend_min_n) {
 		ret = plan_calloc(plan, &plan->pend_bits, plan->pend_wpb * s->nblocks, sizeof(*plan->pend_bits),
 				  "pending-zero bitmap");
+		/* Plain error feedback: the own selection's zeros wait. */
+		plan->own_lazy = local_lazy(s);
+	}
 	if (!ret)
 		ret = plan_calloc(plan, &plan->gone, plan->comm->size, 1, "peer table");
 	if (!ret)

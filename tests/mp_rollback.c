@@ -36,6 +36,9 @@ static const struct config configs[] = {
 	/* Blocks long enough to be sampled: selections from the candidates,
 	 * and at P = 2 the owner's list kept aside (plan_deferrable). */
 	{ "spardl-sampled", SPARDL_ALGO_SPARDL, 1, SPARDL_SAG_BRUCK, SPARDL_SRS_BATCHED, 1, 300000, 0.01 },
+	/* TopkA's own selection from the candidates: its zeros wait in
+	 * pend_bits, set only once the call can no longer fail. */
+	{ "topka-sampled", SPARDL_ALGO_TOPKA, 1, 0, 0, 1, 300000, 0.01 },
 };
 #define NCONFIGS ((int)(sizeof(configs) / sizeof(configs[0])))
 
