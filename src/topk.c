@@ -541,11 +541,16 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
 	const __m256 keep = add ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : _mm256_setzero_ps();
 	const __m256 quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
-	const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const __m256i eight = _mm256_set1_epi32(8);
+	/* The group's positions, advanced by 8 a group (indices are 32-bit). */
+	__m256i pos = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 	const uint8_t *lut = pack_lut();
+	/* n at or past full: no room for 8 more stores (n + 8 > cap), which
+	 * the overflow mark n = SIZE_MAX is too. */
+	const size_t full = cap >= 8 ? cap - 7 : 0;
 	size_t n = 0, i = 0;
 
-	for (; i + 8 <= len; i += 8) {
+	for (; i + 8 <= len; i += 8, pos = _mm256_add_epi32(pos, eight)) {
 		/* g + acc, the order of SPEC's acc = g + residual, NaNs
 		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
 		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
@@ -571,7 +576,7 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 		gt = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(s), absmask), thr);
 		mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(gt));
 		_mm256_storeu_ps(acc + i, s);
-		if (__builtin_expect(n == SIZE_MAX || n + 8 > cap, 0)) {
+		if (__builtin_expect(n >= full, 0)) {
 			if (mask)
 				n = SIZE_MAX;
 			continue;
@@ -580,8 +585,7 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 		 * front of 8 stores, kept by advancing n (a branch on whether
 		 * a group has one would mispredict at every candidate). */
 		perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lut + 8 * mask)));
-		_mm256_storeu_si256((__m256i *)(cidx + n),
-				    _mm256_permutevar8x32_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)i), lanes), perm));
+		_mm256_storeu_si256((__m256i *)(cidx + n), _mm256_permutevar8x32_epi32(pos, perm));
 		_mm256_storeu_ps(cval + n, _mm256_permutevar8x32_ps(s, perm));
 		n += (size_t)__builtin_popcount(mask);
 	}
