@@ -128,8 +128,9 @@ struct spardl_plan {
 /* Run one call: grad in; dense output to out (may be grad), or the sparse
  * result to indices/values when indices is non-NULL. On failure grad and
  * out are untouched and the residual holds old residual + grad. */
-/* Tests only (not exported): called before each step of every call. */
-extern void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+/* Tests only (not exported): called before each step of every call; a
+ * negative errno fails the call there, as a failed wait would. */
+extern int (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
 
 /* The smallest n (floats) whose plans leave the residual's zeros pending
  * (pend_bits): below it acc mostly stays in the caches, where writing the

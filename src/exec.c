@@ -11,7 +11,7 @@
 #include "fp.h"
 #include "log.h"
 
-void (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+int (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
 size_t spardl_pend_min_n = SPARDL_PEND_MIN_N;
 int spardl_dense_direct = 1;
 
@@ -34,6 +34,9 @@ struct call {
 	 * for a rollback (UINT32_MAX: not written early). */
 	uint32_t early_slot;
 	uint64_t early_off, early_len;
+	/* Accumulate ops run so far: a rollback before the call's first one
+	 * accumulates then. */
+	uint32_t acc_ops;
 };
 
 static double now_s(void)
@@ -281,6 +284,22 @@ static struct spardl_undo *log_next(struct spardl_plan *p)
 	return p->undo + p->nundo;
 }
 
+/* acc[block b] = grad + residual there, with no pending zeros (or grad
+ * alone without a residual). */
+static void acc_block_plain(struct call *c, uint32_t b)
+{
+	const struct spardl_sched *s = c->s;
+	uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b), i;
+	float *restrict a = acc_of(c->plan) + off;
+	const float *restrict gb = c->grad + off;
+
+	if (s->res_mode == SPARDL_RES_OFF)
+		memcpy(a, gb, len * sizeof(float));
+	else
+		for (i = 0; i < len; i++)
+			a[i] = spardl_add(gb[i], a[i]);
+}
+
 /* acc = grad + residual: one streaming pass, in place where acc is the
  * residual. The sparse algorithms gather each block's selection candidates
  * in the same pass, so a selection rarely has to scan its block again. */
@@ -294,6 +313,7 @@ static void op_acc_init(struct call *c)
 	size_t n = s->p.n, i;
 	uint32_t b;
 
+	c->acc_ops++;
 	if (p->res) {
 		spardl_exec_settle(p);
 		if (!add || !p->res_dirty) {
@@ -348,8 +368,7 @@ static void op_acc_init(struct call *c)
 				/* The sums only: no key reaches UINT32_MAX. */
 				(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z);
 			else
-				for (i = 0; i < len; i++)
-					a[i] = spardl_add(gb[i], a[i]);
+				acc_block_plain(c, b);
 		}
 	}
 	if (p->pend) {
@@ -1321,6 +1340,11 @@ static void rollback(struct call *c)
 	switch (s->res_mode) {
 	case SPARDL_RES_GRC:
 	case SPARDL_RES_LOCAL:
+		/* A call that failed before its accumulate pass (a local
+		 * error: no wait comes first) accumulates now. */
+		if (!c->acc_ops)
+			for (i = 0; i < s->nblocks; i++)
+				acc_block_plain(c, (uint32_t)i);
 		/* Newest first: every logged change, back to acc = old + grad
 		 * (a lazy run changed nothing). */
 		for (r = p->nuseg; r-- > 0;) {
@@ -1339,7 +1363,11 @@ static void rollback(struct call *c)
 		 * would. */
 		float *res = res_of(p);
 
-		if (p->res_dirty)
+		if (p->res_dirty && !c->acc_ops)
+			/* Failed before the accumulate pass. */
+			for (i = 0; i < n; i++)
+				res[i] = spardl_add(c->grad[i], res[i]);
+		else if (p->res_dirty)
 			memcpy(res, acc, n * sizeof(float));
 		else
 			for (i = 0; i < n; i++)
@@ -1443,8 +1471,14 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 			ctx->round = (uint16_t)st->op.round;
 		}
 		flight(&c, SPARDL_FL_STEP, st->op.phase, st->op.round, -1)->slot = st->op.code;
-		if (spardl_exec_step_hook)
-			spardl_exec_step_hook(plan, plan->calls, i);
+		if (spardl_exec_step_hook) {
+			ret = spardl_exec_step_hook(plan, plan->calls, i);
+			if (ret) {
+				spardl_error(ret, "rank %d: call %llu failed before step %u (test hook)", s->p.rank,
+					     (unsigned long long)plan->calls, i);
+				break;
+			}
+		}
 		/* Past the last communication, complete every write: what
 		 * follows only computes, so the call can no longer fail. */
 		if (i == s->quiesce_step) {

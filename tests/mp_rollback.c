@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* A peer dies before each step of a call: the survivors fail or finish correctly, their residual holds grad + old residual bit for bit, and a new plan resumes with nothing lost. */
+/* A peer dies before each step of a call (or, with --local, its call fails there as a local transport error would): the others fail or finish correctly, every failed rank's residual holds grad + old residual bit for bit, and a new plan resumes with nothing lost. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -56,6 +56,8 @@ static int64_t now_ms(void)
 }
 static int hook_step = -1;
 static const struct spardl_plan *hook_plan;
+/* --local: the victim stays; its call fails before hook_step instead. */
+static int local;
 
 
 /* Integer values in [-50, 50], a third zeros: every sum is exact. */
@@ -87,13 +89,17 @@ static void params(const struct config *c, int teams, struct spardl_plan_params 
 	pp->average = 0;
 }
 
-/* The victim leaves in the middle of call FAIL_CALL, before step hook_step. */
-static void die_at_step(const struct spardl_plan *plan, uint64_t call, uint32_t step)
+/* The victim leaves in the middle of call FAIL_CALL, before step hook_step
+ * (with --local, its call fails there). */
+static int die_at_step(const struct spardl_plan *plan, uint64_t call, uint32_t step)
 {
 	if (plan == hook_plan && call == FAIL_CALL && (int)step == hook_step) {
+		if (local)
+			return -EIO;
 		fflush(NULL);
 		_exit(0);
 	}
+	return 0;
 }
 
 static int first_diff(const float *a, const float *b, size_t n)
@@ -120,8 +126,8 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 
 	spardl_comm_params_init(&cp);
 	cp.field_mask = SPARDL_COMM_PARAM_RANK_SIZE | SPARDL_COMM_PARAM_BOOTSTRAP;
-	cp.rank = rank < VICTIM ? rank : rank - 1;
-	cp.size = size - 1;
+	cp.rank = local || rank < VICTIM ? rank : rank - 1;
+	cp.size = local ? size : size - 1;
 	/* spardl-run's pid names the job; the key is the job's, from the environment. */
 	snprintf(addr, sizeof(addr), "unix:spardl-rollback-%d-%d-%d", (int)getppid(), cfg_idx, step);
 	cp.bootstrap = addr;
@@ -129,9 +135,9 @@ static void resume(const struct config *c, int cfg_idx, int step, const float *s
 	mp_check(!ret, "resume: comm_create of the survivors: %s", spardl_last_error());
 	if (ret)
 		goto out;
-	d = valid(c, size - 1) ? c->teams : 1;
+	d = valid(c, cp.size) ? c->teams : 1;
 	params(c, d, &pp);
-	if (!valid(c, size - 1))
+	if (!valid(c, cp.size))
 		pp.algo = SPARDL_ALGO_SPARDL;
 	ret = spardl_plan_create(comm, &pp, &plan);
 	mp_check(!ret, "resume: plan_create: %s", spardl_last_error());
@@ -235,10 +241,13 @@ static int run_rank(int cfg_idx, int step)
 			continue;
 		}
 		mp_check(call == FAIL_CALL, "call %d failed: %s", call, spardl_last_error());
-		mp_check(ret == -ECONNRESET || ret == -ETIMEDOUT, "call %d returned %s: %s", call, spardl_strerror(ret),
-		      spardl_last_error());
-		printf("rank %d: call %d failed as rank %d died before its step %d: %s\n", rank, call, VICTIM, step,
-		       spardl_last_error());
+		if (local && rank == VICTIM)
+			mp_check(ret == -EIO, "call %d returned %s: %s", call, spardl_strerror(ret), spardl_last_error());
+		else
+			mp_check(ret == -ECONNRESET || ret == -ETIMEDOUT, "call %d returned %s: %s", call,
+				 spardl_strerror(ret), spardl_last_error());
+		printf("rank %d: call %d failed as rank %d %s before its step %d: %s\n", rank, call, VICTIM,
+		       local ? "failed" : "died", step, spardl_last_error());
 		/* Nothing lost: grad untouched, residual = grad + old residual. */
 		d = first_diff(buf, g[rank], n);
 		mp_check(d < 0, "the failed call changed grad at %d", d);
@@ -299,6 +308,9 @@ static int victim_steps(const struct config *c, int p, char names[][24], int cap
 	if (spardl_sched_compile(&sp, &s))
 		return -1;
 	n = (int)s->nsteps;
+	/* A call fails only up to its quiesce step: what follows computes. */
+	if (local && s->quiesce_step < s->nsteps)
+		n = (int)s->quiesce_step + 1;
 	for (i = 0; i < n && i < cap; i++)
 		snprintf(names[i], 24, "%s %s %u", spardl_op_name(s->steps[i].op.code),
 			 spardl_phase_name(s->steps[i].op.phase), s->steps[i].op.round);
@@ -339,7 +351,7 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 				if (dup2(2, 1) < 0)
 					_exit(127);
 				execl(launcher, launcher, "-n", np, "--timeout", "120", self, "--config", cfgbuf,
-				      "--step", stepbuf, (char *)NULL);
+				      "--step", stepbuf, local ? "--local" : (char *)NULL, (char *)NULL);
 				perror("exec spardl-run");
 				_exit(127);
 			}
@@ -347,11 +359,11 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 				status = -1;
 			tests++;
 			if (status == 0) {
-				printf("ok %d - %s P=%d: rank %d dies before step %d (%s)\n", tests, c->name, p, VICTIM,
-				       st, names[st]);
+				printf("ok %d - %s P=%d: rank %d %s before step %d (%s)\n", tests, c->name, p, VICTIM,
+				       local ? "fails" : "dies", st, names[st]);
 			} else {
-				printf("not ok %d - %s P=%d: rank %d dies before step %d (%s): exit status 0x%x\n",
-				       tests, c->name, p, VICTIM, st, names[st], status);
+				printf("not ok %d - %s P=%d: rank %d %s before step %d (%s): exit status 0x%x\n",
+				       tests, c->name, p, VICTIM, local ? "fails" : "dies", st, names[st], status);
 				bad++;
 			}
 			fflush(stdout);
@@ -367,6 +379,7 @@ int main(int argc, char **argv)
 		{ "driver", required_argument, NULL, 'd' }, { "config", required_argument, NULL, 'c' },
 		{ "step", required_argument, NULL, 's' },   { "ranks", required_argument, NULL, 'n' },
 		{ "quick", no_argument, NULL, 'q' },        { "only", required_argument, NULL, 'o' },
+		{ "local", no_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *launcher = NULL;
@@ -389,11 +402,14 @@ int main(int argc, char **argv)
 		case 'q':
 			quick = 1;
 			break;
+		case 'l':
+			local = 1;
+			break;
 		case 'o':
 			only = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s --driver SPARDL_RUN [--ranks P] [--quick] | --config C --step S\n",
+			fprintf(stderr, "usage: %s --driver SPARDL_RUN [--ranks P] [--quick] [--only C] [--local] | --config C --step S [--local]\n",
 				argv[0]);
 			return 2;
 		}
