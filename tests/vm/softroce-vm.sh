@@ -344,6 +344,9 @@ if [ $rc -ne 0 ]; then
 fi
 echo $rc >/run9/status.tmp && mv /run9/status.tmp /run9/status
 sync
+# Not even the kernel's "reboot: Power down" on the console: the command's
+# output may be TAP, where it is an unknown line.
+echo 0 >/proc/sys/kernel/printk
 poweroff -f
 EOF
 }
