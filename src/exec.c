@@ -473,7 +473,7 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 			 * a list's sums were kept aside (blk_def). */
 			for (i = 0; i < cnt; i++) {
 				if (i + PREFETCH_AHEAD < cnt)
-					__builtin_prefetch(&x[idx[i + PREFETCH_AHEAD]], 1);
+					spardl_prefetch(&x[idx[i + PREFETCH_AHEAD]]);
 				u[i].pos = (uint64_t)b * bs + idx[i];
 				u[i].old = x[idx[i]];
 				x[idx[i]] = 0.0f;
@@ -578,7 +578,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			 * (plan_deferrable), nothing to log or undo. */
 			for (j = 0; j < l.count; j++) {
 				if (j + PREFETCH_AHEAD < l.count)
-					__builtin_prefetch(&x[l.idx[j + PREFETCH_AHEAD]], 0);
+					spardl_prefetch(&x[l.idx[j + PREFETCH_AHEAD]]);
 				keep[j] = spardl_add(x[l.idx[j]], l.val[j]);
 			}
 			p->blk_def[b] = 1;
@@ -593,7 +593,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			float *at = &x[l.idx[j]];
 
 			if (j + PREFETCH_AHEAD < l.count)
-				__builtin_prefetch(&x[l.idx[j + PREFETCH_AHEAD]], 1);
+				spardl_prefetch(&x[l.idx[j + PREFETCH_AHEAD]]);
 			if (u) {
 				u[j].pos = (uint64_t)b * s->block_size + l.idx[j];
 				u[j].old = *at;
@@ -707,7 +707,7 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 		uint64_t j = base + didx[i];
 
 		if (i + PREFETCH_AHEAD < nd)
-			__builtin_prefetch(&acc[base + didx[i + PREFETCH_AHEAD]], 1);
+			spardl_prefetch(&acc[base + didx[i + PREFETCH_AHEAD]]);
 		if (logging(c))
 			log_undo(p, j, acc[j]);
 		acc[j] = spardl_add(acc[j], dval[i] * share);
@@ -786,7 +786,7 @@ static void op_residual(struct call *c)
 			}
 			for (i = start; i < w; i++) {
 				if (i + PREFETCH_AHEAD < w)
-					__builtin_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos], 1);
+					spardl_prefetch(&acc[p->undo[i + PREFETCH_AHEAD].pos]);
 				acc[p->undo[i].pos] = p->undo[i].old;
 			}
 		}
@@ -897,7 +897,7 @@ static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const f
 		memset(out, 0, n * sizeof(float));
 		for (; k < cnt; k++) {
 			if (k + PREFETCH_AHEAD < cnt)
-				__builtin_prefetch(&out[idx[k + PREFETCH_AHEAD]], 1);
+				spardl_prefetch(&out[idx[k + PREFETCH_AHEAD]]);
 			out[idx[k]] = out_val(val, k, avg, div);
 		}
 		return;

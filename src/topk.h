@@ -30,8 +30,15 @@ struct spardl_thr {
 /* Exact threshold of topk(v[0..len), m). */
 void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t);
 
-/* Scattered accesses into n-sized buffers prefetch this many entries ahead. */
-#define PREFETCH_AHEAD 32
+/* Scattered accesses into n-sized buffers prefetch this many entries ahead,
+ * into L2 (locality hint 1: prefetcht2), not L1. A prefetch into L1 holds one
+ * of L1's few miss buffers as a load would, so it adds nothing to what
+ * out-of-order loads already keep in flight; L2's deeper miss queue keeps
+ * about this many lines coming (docs/PERFORMANCE.md, "Prefetching into L2").
+ * A read prefetch for stores too: a write prefetch (prefetchw, where the
+ * target has it) ignores the hint and fills L1. */
+#define PREFETCH_AHEAD 64
+#define spardl_prefetch(p) __builtin_prefetch((p), 0, 1)
 
 /* x[idx[i]] = 0 for i < n. */
 void spardl_zero_at(float *x, const uint32_t *idx, size_t n);

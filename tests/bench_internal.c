@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * Internal micro-benchmarks (not installed): one thread's selection against
- * memcpy (topk), and the transport's write bandwidth between two ranks
- * (write-bw). They call the library's internals; spardl-bench measures the
- * public API only.
+ * memcpy (topk), the scattered reads and stores of a call with the library's
+ * prefetch against others (scatter), and the transport's write bandwidth
+ * between two ranks (write-bw). They call the library's internals;
+ * spardl-bench measures the public API only.
  *
  *   build/tests/spardl-bench-internal topk -n 33554432 -d 0.01 --iters 10
+ *   build/tests/spardl-bench-internal scatter -n 8388608 -d 0.01 --iters 10
  *   build/tools/spardl-run -n 2 build/tests/spardl-bench-internal write-bw --iters 100
  */
 #include <errno.h>
@@ -119,6 +121,116 @@ static int mode_topk(const struct opts *o)
 	free(idx);
 	free(tc);
 	free(ts);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* scatter: a call's scattered accesses, prefetched three ways        */
+/* ---------------------------------------------------------------- */
+
+/* The received list's sums (keep[j] = x[idx[j]] + val[j]) and the residual
+ * update's stores (x[idx[j]] = val[j]) at d n sorted random positions of an
+ * n-float block that a streaming pass has just pushed out of the caches, as
+ * in a call: without prefetch, with the L1 prefetch the library used before
+ * (prefetcht0, 32 entries ahead), and with spardl_prefetch (PREFETCH_AHEAD
+ * entries ahead, into L2). */
+enum { PF_NONE, PF_L1, PF_LIB, PF_WAYS };
+
+static double scatter_pass(int way, int store, float *x, const uint32_t *idx, const float *val, float *keep,
+			   size_t m)
+{
+	double t0 = bench_now();
+	size_t j;
+
+	for (j = 0; j < m; j++) {
+		if (way == PF_L1 && j + 32 < m)
+			__builtin_prefetch(&x[idx[j + 32]], 0, 3);
+		else if (way == PF_LIB && j + PREFETCH_AHEAD < m)
+			spardl_prefetch(&x[idx[j + PREFETCH_AHEAD]]);
+		if (store)
+			x[idx[j]] = val[j];
+		else
+			keep[j] = x[idx[j]] + val[j];
+	}
+	return bench_now() - t0;
+}
+
+static int mode_scatter(const struct opts *o)
+{
+	static const char *names[PF_WAYS] = { "no prefetch", "L1, 32 ahead (before)", "spardl_prefetch (L2)" };
+	size_t n = o->count, m = 0, i, want = (size_t)ceil(o->density * (double)n);
+	size_t nflush = n > ((size_t)1 << 24) ? n : (size_t)1 << 24;
+	float *x = malloc(n * sizeof(float)), *fl = malloc(nflush * sizeof(float));
+	float *val = malloc((want + 1) * sizeof(float)), *keep = malloc((want + 1) * sizeof(float));
+	uint32_t *idx = malloc((want + 1) * sizeof(uint32_t));
+	double *t = calloc((size_t)o->iters * PF_WAYS * 2, sizeof(double)), med[PF_WAYS][2];
+	uint64_t s = o->seed * 2654435761u + 7;
+	int it, way, st;
+	float sink = 0.0f;
+
+	if (!x || !fl || !val || !keep || !idx || !t || n > UINT32_MAX) {
+		fprintf(stderr, "spardl-bench-internal: out of memory (or -n above 2^32)\n");
+		return 1;
+	}
+	/* Sorted positions, each kept with probability d, as a list arrives. */
+	for (i = 0; i < n && m < want; i++)
+		if ((double)(bench_rng_next(&s) >> 11) * 0x1p-53 < o->density)
+			idx[m++] = (uint32_t)i;
+	if (!m) {
+		fprintf(stderr, "spardl-bench-internal: no position drawn: raise -n or -d\n");
+		return 2;
+	}
+	for (i = 0; i < n; i++)
+		x[i] = (float)(i & 1023);
+	for (i = 0; i < m; i++)
+		val[i] = 1.0f;
+	memset(fl, 0, nflush * sizeof(float));
+	/* The three ways take turns in every iteration, so the machine's
+	 * drift falls on all of them. */
+	for (it = -o->warmup; it < o->iters; it++)
+		for (st = 0; st < 2; st++)
+			for (way = 0; way < PF_WAYS; way++) {
+				double d;
+
+				/* x written (dirty, as acc after its
+				 * pass), then pushed out by 64 MiB more. */
+				for (i = 0; i < n; i += 16)
+					x[i] += 0.0f;
+				for (i = 0; i < nflush; i++)
+					fl[i] += 1.0f;
+				d = scatter_pass(way, st, x, idx, val, keep, m);
+				sink += keep[m / 2];
+				if (it >= 0)
+					t[((size_t)way * 2 + (size_t)st) * (size_t)o->iters + (size_t)it] = d;
+			}
+	for (way = 0; way < PF_WAYS; way++)
+		for (st = 0; st < 2; st++)
+			med[way][st] = bench_median(t + ((size_t)way * 2 + (size_t)st) * (size_t)o->iters, o->iters);
+	if (o->json) {
+		printf("{\"count\": %zu, \"entries\": %zu, \"prefetch_ahead\": %d, \"glibc_tunables\": \"%s\"", n, m,
+		       PREFETCH_AHEAD, bench_tunables());
+		for (way = 0; way < PF_WAYS; way++)
+			printf(", \"%s\": {\"read_ns\": %.2f, \"store_ns\": %.2f}",
+			       way == PF_NONE ? "none" : way == PF_L1 ? "l1_32" : "spardl_prefetch", med[way][0] * 1e9 / (double)m,
+			       med[way][1] * 1e9 / (double)m);
+		printf("}\n");
+	} else {
+		printf("# spardl-bench-internal scatter: %zu sorted random positions of %zu floats (%zu MiB), after a "
+		       "streaming pass; one thread, %d iterations, medians; GLIBC_TUNABLES=%s\n",
+		       m, n, n * sizeof(float) >> 20, o->iters, bench_tunables());
+		printf("%-26s %12s %12s %10s %10s\n", "prefetch", "read ns/pos", "store ns/pos", "read x", "store x");
+		for (way = 0; way < PF_WAYS; way++)
+			printf("%-26s %12.2f %12.2f %9.2fx %9.2fx\n", names[way], med[way][0] * 1e9 / (double)m,
+			       med[way][1] * 1e9 / (double)m, med[PF_L1][0] / med[way][0], med[PF_L1][1] / med[way][1]);
+		printf("# x: speed against the L1 prefetch; spardl_prefetch runs %d entries ahead (sink %g)\n",
+		       PREFETCH_AHEAD, (double)sink);
+	}
+	free(x);
+	free(fl);
+	free(val);
+	free(keep);
+	free(idx);
+	free(t);
 	return 0;
 }
 
@@ -260,9 +372,11 @@ out:
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: spardl-bench-internal topk|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
+	fprintf(f, "usage: spardl-bench-internal topk|scatter|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
 		   "                              [--seed S] [--json]\n"
 		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
+		   "  scatter   one thread: reads and stores at d n sorted random positions of n floats, prefetched\n"
+		   "            as the library does against an L1 prefetch and none\n"
 		   "  write-bw  2 ranks (under spardl-run): the transport's one-sided write bandwidth, against memcpy\n");
 }
 
@@ -323,6 +437,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(mode, "topk"))
 		return mode_topk(&o);
+	if (!strcmp(mode, "scatter"))
+		return mode_scatter(&o);
 	if (!strcmp(mode, "write-bw"))
 		return mode_write_bw(&o);
 	usage(stderr);
