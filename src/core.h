@@ -110,6 +110,9 @@ struct spardl_plan {
 	 * sums are still kept aside (a scan of the block writes them first). */
 	uint8_t *blk_defer;
 	uint8_t *blk_def;
+	/* Residual update scratch: per block, 1 where a logged change is
+	 * tested against the final-position bitmap (op_residual). */
+	uint8_t *blk_test;
 	struct spardl_tp_event *events;
 	struct spardl_tp_peer *tp_peers; /* the endpoint's peers, npeers */
 

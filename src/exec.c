@@ -257,10 +257,14 @@ static void undo_run(struct spardl_plan *p)
  * logged values there, and the residual update writes the zeros only
  * where the final set keeps them. */
 #define RUN_LAZY ((size_t)1 << 63)
+/* A lazy run that is the owner's selection of a block whose final set
+ * holds it whole (plan_deferrable): every entry is a final position, so
+ * none is tested. */
+#define RUN_FINAL ((size_t)1 << 62)
 
 static size_t run_start(const struct spardl_plan *p, size_t r)
 {
-	return p->useg[r] & ~RUN_LAZY;
+	return p->useg[r] & ~(RUN_LAZY | RUN_FINAL);
 }
 
 /* The sparse algorithms with a residual log every change to acc. */
@@ -429,7 +433,7 @@ static void apply_deferred(struct call *c, uint32_t b)
  * lazy: nothing reads this block of acc again before the residual update
  * (a block sent in SRS), so with GRC its selected entries are not zeroed
  * now; the update writes the zeros the final set keeps. */
-static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst, int lazy)
+static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst, int lazy, int owner)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
@@ -466,6 +470,10 @@ static size_t select_block(struct call *c, uint32_t b, uint32_t m, uint8_t *dst,
 		undo_run(p);
 		if (lazy)
 			p->useg[p->nuseg - 1] |= RUN_LAZY;
+		/* The owner's selection of a deferred block: its final set is
+		 * the union of the owners' lists, this one whole. */
+		if (lazy && owner && p->blk_defer && p->blk_defer[b] && s->res_mode == SPARDL_RES_GRC)
+			p->useg[p->nuseg - 1] |= RUN_FINAL;
 		struct spardl_undo *u = log_next(p);
 
 		if (zero) {
@@ -514,13 +522,13 @@ static void op_select(struct call *c, const struct spardl_op *op)
 
 	if (op->dst_is_reg) {
 		dst = list_buf(p, op->buf);
-		select_block(c, op->b0 % s->nblocks, op->m, dst, p->own_lazy);
+		select_block(c, op->b0 % s->nblocks, op->m, dst, p->own_lazy, 1);
 		view(&p->regs[op->dst], dst);
 		return;
 	}
 	dst = pos = (uint8_t *)p->send->addr + s->sslots[op->slot].off;
 	for (i = 0; i < op->nb; i++)
-		pos += select_block(c, (op->b0 + i) % s->nblocks, op->m, pos, 1);
+		pos += select_block(c, (op->b0 + i) % s->nblocks, op->m, pos, 1, 0);
 	p->send_len[op->slot] = (uint64_t)(pos - dst);
 }
 
@@ -741,6 +749,62 @@ static void pend_run(struct spardl_plan *p, size_t start, size_t end, const uint
 	p->pend |= any != 0;
 }
 
+/* First of u[0..n) at or above v (u ascending). */
+static size_t lower_bound_u64(const uint64_t *u, size_t n, uint64_t v)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (u[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Sets (set = 1) or clears the final positions' bits for the GRC update:
+ * in every block where some logged run is tested against them, that is,
+ * every run but an owner's final one (RUN_FINAL). A run lies in the
+ * blocks of its first to its last position. */
+static void mark_final(struct spardl_plan *p, int set)
+{
+	const struct spardl_sched *s = p->sched;
+	uint64_t *bits = p->final_bits, bs = s->block_size;
+	const uint64_t *u = p->u_idx;
+	size_t i = 0, r, e;
+	uint32_t b;
+
+	if (!p->blk_test) {
+		for (i = 0; i < p->u_n; i++)
+			bits[u[i] >> 6] = set ? bits[u[i] >> 6] | (uint64_t)1 << (u[i] & 63) : 0;
+		return;
+	}
+	if (set) {
+		memset(p->blk_test, 0, s->nblocks);
+		for (r = 0; r < p->nuseg; r++) {
+			size_t start = run_start(p, r), end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
+
+			if (start < end && !(p->useg[r] & RUN_FINAL))
+				for (b = (uint32_t)(p->undo[start].pos / bs); b <= p->undo[end - 1].pos / bs; b++)
+					p->blk_test[b] = 1;
+		}
+	}
+	for (b = 0; b < s->nblocks && i < p->u_n; b++, i = e) {
+		e = i + lower_bound_u64(u + i, p->u_n - i, (uint64_t)(b + 1) * bs);
+		if (!p->blk_test[b])
+			continue;
+		if (set)
+			for (; i < e; i++)
+				bits[u[i] >> 6] |= (uint64_t)1 << (u[i] & 63);
+		else
+			for (; i < e; i++)
+				bits[u[i] >> 6] = 0;
+	}
+}
+
 static void op_residual(struct call *c)
 {
 	struct spardl_plan *p = c->plan;
@@ -757,18 +821,20 @@ static void op_residual(struct call *c)
 		 * changes outside the final set, newest run first, restores it
 		 * at the touched ones. The final positions are marked in a
 		 * bitmap first, so each logged change tests its own bit (no
-		 * merge against the sorted final set). */
-		for (i = 0; i < p->u_n; i++)
-			bits[p->u_idx[i] >> 6] |= (uint64_t)1 << (p->u_idx[i] & 63);
+		 * merge against the sorted final set); an owner's final run
+		 * (RUN_FINAL) tests nothing, and a block with no other run
+		 * gets no bits. */
+		mark_final(p, 1);
 		for (r = p->nuseg; r-- > 0;) {
 			size_t start = run_start(p, r), w = start;
 			size_t end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
 			uint64_t lazy = (p->useg[r] & RUN_LAZY) != 0;
+			const uint64_t *fin = p->useg[r] & RUN_FINAL ? NULL : bits;
 
 			if (lazy && p->pend_bits) {
 				/* A lazy run's zero lands only inside the final
 				 * set, and is left pending. */
-				pend_run(p, start, end, bits);
+				pend_run(p, start, end, fin);
 				continue;
 			}
 			/* A written change outside the final set gets its old
@@ -777,7 +843,7 @@ static void op_residual(struct call *c)
 			 * run (w <= i: the log is no longer needed, nothing can
 			 * fail now), then made with their lines prefetched. */
 			for (i = start; i < end; i++) {
-				uint64_t j = p->undo[i].pos, in = (bits[j >> 6] >> (j & 63)) & 1;
+				uint64_t j = p->undo[i].pos, in = fin ? (fin[j >> 6] >> (j & 63)) & 1 : 1;
 				float old = p->undo[i].old;
 
 				p->undo[w].pos = j;
@@ -790,8 +856,7 @@ static void op_residual(struct call *c)
 				acc[p->undo[i].pos] = p->undo[i].old;
 			}
 		}
-		for (i = 0; i < p->u_n; i++)
-			bits[p->u_idx[i] >> 6] = 0;
+		mark_final(p, 0);
 		break;
 	case SPARDL_RES_LOCAL:
 		/* Plain error feedback: what stayed in acc is the residual,

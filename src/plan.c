@@ -509,6 +509,8 @@ static int alloc_local(struct spardl_plan *plan)
 			ret = plan_calloc(plan, &plan->blk_defer, s->nblocks, sizeof(*plan->blk_defer), "received lists");
 		if (!ret)
 			ret = plan_calloc(plan, &plan->blk_def, s->nblocks, sizeof(*plan->blk_def), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_test, s->nblocks, sizeof(*plan->blk_test), "received lists");
 		if (ret)
 			return ret;
 		plan_deferrable(plan);
@@ -613,6 +615,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_lcnt);
 	free(plan->blk_nl);
 	free(plan->blk_defer);
+	free(plan->blk_test);
 	free(plan->blk_def);
 	free(plan->peer_half);
 	free(plan->gone);
