@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* K-way merge of sorted sparse lists; values at a shared index are summed in list order. */
+#include <string.h>
+
 #include "fp.h"
 #include "lists.h"
 
@@ -45,44 +47,144 @@ static int disjoint_in_order(const struct spardl_list *lists, size_t nl)
 	return 1;
 }
 
-/* Two lists of one block: indices compared within the block. */
+/* First of b[0..nb) at or above v. */
+static size_t lower_bound(const uint32_t *b, size_t nb, uint32_t v)
+{
+	size_t lo = 0, hi = nb;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (b[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+void spardl_merge_split(const uint32_t *a, size_t na, const uint32_t *b, size_t nb,
+			size_t as[SPARDL_MERGE_PARTS + 1], size_t bs[SPARDL_MERGE_PARTS + 1])
+{
+	size_t q;
+
+	as[0] = bs[0] = 0;
+	for (q = 1; q < SPARDL_MERGE_PARTS; q++) {
+		as[q] = q * na / SPARDL_MERGE_PARTS;
+		bs[q] = as[q] < na ? lower_bound(b, nb, a[as[q]]) : nb;
+	}
+	as[SPARDL_MERGE_PARTS] = na;
+	bs[SPARDL_MERGE_PARTS] = nb;
+}
+
+size_t spardl_merge_parts_pack(void *idx, size_t isz, float *val, const size_t as[SPARDL_MERGE_PARTS + 1],
+			       const size_t bs[SPARDL_MERGE_PARTS + 1], const size_t len[SPARDL_MERGE_PARTS])
+{
+	size_t q, n = 0;
+
+	for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
+		size_t at = as[q] + bs[q];
+
+		if (at != n) {
+			memmove((char *)idx + n * isz, (char *)idx + at * isz, len[q] * isz);
+			memmove(val + n, val + at, len[q] * sizeof(*val));
+		}
+		n += len[q];
+	}
+	return n;
+}
+
+/* One merge of merge_two's: a[i..na) and b[j..nb) into out from n. */
+struct mpart {
+	const uint32_t *ai, *bi;
+	const float *av, *bv;
+	uint32_t na, nb, i, j;
+	size_t n;
+};
+
+/* merge_two's step on part m, with both its sides non-empty. */
+static inline __attribute__((always_inline)) void merge_step(struct mpart *m, uint64_t base, uint64_t *restrict oidx,
+							     float *restrict oval)
+{
+	uint32_t x = m->ai[m->i], y = m->bi[m->j];
+	float va = m->av[m->i], vb = m->bv[m->j], sum = spardl_add(va, vb);
+	unsigned lt = x < y, gt = y < x;
+	/* The value as bits under masks: a conditional float compiles to a
+	 * branch. */
+	uint32_t ma = 0u - lt, mb = 0u - gt, ua, ub, us;
+
+	memcpy(&ua, &va, sizeof(ua));
+	memcpy(&ub, &vb, sizeof(ub));
+	memcpy(&us, &sum, sizeof(us));
+	us = (ua & ma) | (ub & mb) | (us & ~(ma | mb));
+	oidx[m->n] = base + (lt ? x : y);
+	memcpy(&oval[m->n++], &us, sizeof(us));
+	m->i += !gt;
+	m->j += !lt;
+}
+
+/* Part m to its end: steps while both sides last, then the rest. */
+static void merge_finish(struct mpart *m, uint64_t base, uint64_t *restrict oidx, float *restrict oval)
+{
+	/* Branch-free: which list comes next is data dependent. */
+	while (m->i < m->na && m->j < m->nb)
+		merge_step(m, base, oidx, oval);
+	for (; m->i < m->na; m->i++, m->n++) {
+		oidx[m->n] = base + m->ai[m->i];
+		oval[m->n] = m->av[m->i];
+	}
+	for (; m->j < m->nb; m->j++, m->n++) {
+		oidx[m->n] = base + m->bi[m->j];
+		oval[m->n] = m->bv[m->j];
+	}
+}
+
+/* Two lists of one block: indices compared within the block, in parts
+ * merged side by side (spardl_merge_split) when both are long. */
 static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b, uint64_t bs,
 			uint64_t *restrict oidx, float *restrict oval)
 {
-	const uint32_t *restrict ai = a->idx, *restrict bi = b->idx;
-	const float *restrict av = a->val, *restrict bv = b->val;
-	const uint32_t na = a->count, nb = b->count;
 	const uint64_t base = (uint64_t)a->block * bs;
-	uint32_t i = 0, j = 0;
-	size_t n = 0;
+	struct mpart m[SPARDL_MERGE_PARTS];
+	size_t as[SPARDL_MERGE_PARTS + 1], bsz[SPARDL_MERGE_PARTS + 1], len[SPARDL_MERGE_PARTS], q;
 
-	/* Branch-free: which list comes next is data dependent. */
-	while (i < na && j < nb) {
-		uint32_t x = ai[i], y = bi[j];
-		float va = av[i], vb = bv[j], sum = spardl_add(va, vb);
-		unsigned lt = x < y, gt = y < x;
-		/* The value as bits under masks: a conditional float
-		 * compiles to a branch. */
-		uint32_t ma = 0u - lt, mb = 0u - gt, ua, ub, us;
+	/* Parts start where they would without shared indices: the output
+	 * holds min(the counts' sum, the block size) entries. */
+	if (a->count < SPARDL_MERGE_PART_MIN || b->count < SPARDL_MERGE_PART_MIN ||
+	    (uint64_t)a->count + b->count > bs) {
+		m[0] = (struct mpart){ .ai = a->idx, .av = a->val, .na = a->count, .bi = b->idx, .bv = b->val,
+				       .nb = b->count };
+		merge_finish(&m[0], base, oidx, oval);
+		return m[0].n;
+	}
+	spardl_merge_split(a->idx, a->count, b->idx, b->count, as, bsz);
+	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
+		m[q] = (struct mpart){ .ai = a->idx + as[q], .av = a->val + as[q], .na = (uint32_t)(as[q + 1] - as[q]),
+				       .bi = b->idx + bsz[q], .bv = b->val + bsz[q], .nb = (uint32_t)(bsz[q + 1] - bsz[q]),
+				       .n = as[q] + bsz[q] };
+	for (;;) {
+		/* Steps every part can take with both its sides non-empty:
+		 * a step takes at most one entry from each side. */
+		uint32_t steps = UINT32_MAX, k;
 
-		memcpy(&ua, &va, sizeof(ua));
-		memcpy(&ub, &vb, sizeof(ub));
-		memcpy(&us, &sum, sizeof(us));
-		us = (ua & ma) | (ub & mb) | (us & ~(ma | mb));
-		oidx[n] = base + (lt ? x : y);
-		memcpy(&oval[n++], &us, sizeof(us));
-		i += !gt;
-		j += !lt;
+		for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
+			k = m[q].na - m[q].i < m[q].nb - m[q].j ? m[q].na - m[q].i : m[q].nb - m[q].j;
+			steps = k < steps ? k : steps;
+		}
+		if (steps < 64)
+			break;
+		for (k = 0; k < steps; k++) {
+			merge_step(&m[0], base, oidx, oval);
+			merge_step(&m[1], base, oidx, oval);
+			merge_step(&m[2], base, oidx, oval);
+			merge_step(&m[3], base, oidx, oval);
+		}
 	}
-	for (; i < na; i++, n++) {
-		oidx[n] = base + ai[i];
-		oval[n] = av[i];
+	for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
+		merge_finish(&m[q], base, oidx, oval);
+		len[q] = m[q].n - (as[q] + bsz[q]);
 	}
-	for (; j < nb; j++, n++) {
-		oidx[n] = base + bi[j];
-		oval[n] = bv[j];
-	}
-	return n;
+	return spardl_merge_parts_pack(oidx, sizeof(*oidx), oval, as, bsz, len);
 }
 
 size_t spardl_lists_merge(const struct spardl_list *lists, size_t nl, uint64_t block_size,

@@ -9,6 +9,7 @@
 
 #include "fp.h"
 #include "log.h"
+#include "lists.h"
 #include "topk.h"
 
 #if defined(__x86_64__)
@@ -719,33 +720,15 @@ static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32
 	return n + nb - j;
 }
 
-/* First position of b[0..nb) at or above v. */
-static size_t lower_bound(const uint32_t *b, size_t nb, uint32_t v)
-{
-	size_t lo = 0, hi = nb;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (b[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* One part of a union in four parts (union4). */
+/* One part of a union in parts (union4). */
 struct upart {
 	const uint32_t *a, *b;
 	const float *av, *bv;
-	uint32_t *out;
-	float *ov;
 	size_t na, nb, i, j, n;
 };
 
 /* union2's step on part u, with both sides non-empty. */
-static inline __attribute__((always_inline)) void union_step(struct upart *u)
+static inline __attribute__((always_inline)) void union_step(struct upart *u, uint32_t *out, float *ov)
 {
 	uint32_t ai = u->a[u->i], bj = u->b[u->j], x, y, pick;
 	size_t ta = ai < bj, eq = ai == bj;
@@ -754,69 +737,49 @@ static inline __attribute__((always_inline)) void union_step(struct upart *u)
 	memcpy(&x, &u->av[u->i], sizeof(x));
 	memcpy(&y, &u->bv[u->j], sizeof(y));
 	x = (x & pick) | (y & ~pick);
-	u->out[u->n] = ta ? ai : bj;
-	memcpy(&u->ov[u->n], &x, sizeof(x));
+	out[u->n] = ta ? ai : bj;
+	memcpy(&ov[u->n], &x, sizeof(x));
 	u->n++;
 	u->i += ta | eq;
 	u->j += !ta;
 }
 
-/*
- * union2's result, in four parts merged side by side: each step of a merge
- * waits on the loads its previous step chose, so one merge runs at the
- * latency of that chain, and four independent ones fill the gaps. The parts
- * split the index range at a's quarters (with b's entries at or above each
- * splitter in the later part, so an index in both lists stays in one part);
- * each is written where it would start if no index were shared, and moved
- * down behind the previous one after.
- */
-#define UNION_PARTS 4
+/* union2's result, its parts merged side by side (spardl_merge_split). */
 static size_t union4(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
 		     uint32_t *out, float *ov)
 {
-	struct upart u[UNION_PARTS];
-	size_t q, n = 0, as = 0, bs = 0;
+	struct upart u[SPARDL_MERGE_PARTS];
+	size_t as[SPARDL_MERGE_PARTS + 1], bs[SPARDL_MERGE_PARTS + 1], len[SPARDL_MERGE_PARTS], q;
 
-	if (na < 4096 || nb < 4096)
+	if (na < SPARDL_MERGE_PART_MIN || nb < SPARDL_MERGE_PART_MIN)
 		return union2(a, av, na, b, bv, nb, out, ov);
-	for (q = 0; q < UNION_PARTS; q++) {
-		size_t ae = q + 1 < UNION_PARTS ? (q + 1) * na / UNION_PARTS : na;
-		size_t be = q + 1 < UNION_PARTS ? lower_bound(b, nb, a[ae]) : nb;
-
-		u[q] = (struct upart){ .a = a + as, .av = av + as, .na = ae - as, .b = b + bs, .bv = bv + bs,
-				       .nb = be - bs, .out = out + as + bs, .ov = ov + as + bs };
-		as = ae;
-		bs = be;
-	}
+	spardl_merge_split(a, na, b, nb, as, bs);
+	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
+		u[q] = (struct upart){ .a = a + as[q], .av = av + as[q], .na = as[q + 1] - as[q], .b = b + bs[q],
+				       .bv = bv + bs[q], .nb = bs[q + 1] - bs[q], .n = as[q] + bs[q] };
 	for (;;) {
 		/* Steps every part can take with both its sides non-empty:
 		 * a step takes at most one entry from each side. */
 		size_t steps = SIZE_MAX, k;
 
-		for (q = 0; q < UNION_PARTS; q++) {
+		for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
 			k = u[q].na - u[q].i < u[q].nb - u[q].j ? u[q].na - u[q].i : u[q].nb - u[q].j;
 			steps = k < steps ? k : steps;
 		}
 		if (steps < 64)
 			break;
 		for (k = 0; k < steps; k++) {
-			union_step(&u[0]);
-			union_step(&u[1]);
-			union_step(&u[2]);
-			union_step(&u[3]);
+			union_step(&u[0], out, ov);
+			union_step(&u[1], out, ov);
+			union_step(&u[2], out, ov);
+			union_step(&u[3], out, ov);
 		}
 	}
-	for (q = 0; q < UNION_PARTS; q++) {
-		size_t len = u[q].n + union2(u[q].a + u[q].i, u[q].av + u[q].i, u[q].na - u[q].i, u[q].b + u[q].j,
-					     u[q].bv + u[q].j, u[q].nb - u[q].j, u[q].out + u[q].n, u[q].ov + u[q].n);
-
-		if (u[q].out != out + n) {
-			memmove(out + n, u[q].out, len * sizeof(*out));
-			memmove(ov + n, u[q].ov, len * sizeof(*ov));
-		}
-		n += len;
-	}
-	return n;
+	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
+		len[q] = u[q].n - (as[q] + bs[q]) + union2(u[q].a + u[q].i, u[q].av + u[q].i, u[q].na - u[q].i,
+							  u[q].b + u[q].j, u[q].bv + u[q].j, u[q].nb - u[q].j,
+							  out + u[q].n, ov + u[q].n);
+	return spardl_merge_parts_pack(out, sizeof(*out), ov, as, bs, len);
 }
 
 size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,

@@ -293,9 +293,11 @@ static size_t check_merge(const struct spardl_list *lists, size_t nl, uint64_t b
 		if (i && oidx[i - 1] >= oidx[i])
 			ck_abort_msg("%s: indices not strictly ascending at %zu", what, i);
 	}
-	for (i = n; i < tot + 4; i++)
+	/* The output may serve as scratch up to the counts' sum (a merge in
+	 * parts), never past it. */
+	for (i = tot; i < tot + 4; i++)
 		if (oidx[i] != 0xdeadbeefdeadbeefull)
-			ck_abort_msg("%s: written past the count at %zu", what, i);
+			ck_abort_msg("%s: written past the counts' sum at %zu", what, i);
 	free(heap);
 	free(oidx);
 	free(oval);
@@ -464,6 +466,43 @@ START_TEST(test_merge_empty)
 END_TEST
 
 /* Many random lists: same block, mixed blocks, with empty ones. */
+/* Two long lists of one block, merged in parts side by side: shared
+ * indices none, some or most, and counts summing past the block (one
+ * part), against the reference. */
+START_TEST(test_merge_two_long)
+{
+	enum { BS = 60000 };
+	static uint32_t ia[BS], ib[BS];
+	static float va[BS], vb[BS];
+	static const unsigned pa[] = { 10, 25, 60, 90 }, pb[] = { 8, 20, 60, 95 };
+	struct spardl_list l[2];
+	size_t t, j;
+	char what[64];
+
+	rng_seed(777);
+	for (t = 0; t < sizeof(pa) / sizeof(pa[0]); t++) {
+		uint32_t ca = 0, cb = 0;
+
+		for (j = 0; j < BS; j++) {
+			if (rng_next() % 100 < pa[t]) {
+				ia[ca] = (uint32_t)j;
+				va[ca++] = (float)((int)(rng_next() % 2001) - 1000);
+			}
+			if (rng_next() % 100 < pb[t]) {
+				ib[cb] = (uint32_t)j;
+				vb[cb++] = (float)((double)(rng_next() % 2000001) / 1000.0 - 1000.0);
+			}
+		}
+		l[0] = (struct spardl_list){ 3, ca, ia, va };
+		l[1] = (struct spardl_list){ 3, cb, ib, vb };
+		snprintf(what, sizeof(what), "two long lists, %u and %u entries", ca, cb);
+		check_merge(l, 2, BS, what);
+		l[0].block = l[1].block = 0;
+		check_merge(l, 2, BS, what);
+	}
+}
+END_TEST
+
 START_TEST(test_merge_random)
 {
 	enum { MAXL = 24, MAXC = 300 };
@@ -563,6 +602,7 @@ static Suite *wire_suite(void)
 	tcase_add_test(tm, test_reference_merge);
 	tcase_add_test(tm, test_merge_one);
 	tcase_add_test(tm, test_merge_two);
+	tcase_add_test(tm, test_merge_two_long);
 	tcase_add_test(tm, test_merge_order);
 	tcase_add_test(tm, test_merge_concat);
 	tcase_add_test(tm, test_merge_empty);
