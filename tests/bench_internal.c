@@ -2,12 +2,14 @@
 /*
  * Internal micro-benchmarks (not installed): one thread's selection against
  * memcpy (topk), the scattered reads and stores of a call with the library's
- * prefetch against others (scatter), and the transport's write bandwidth
- * between two ranks (write-bw). They call the library's internals;
- * spardl-bench measures the public API only.
+ * prefetch against others (scatter), a two-list merge in parts against one
+ * merge (merge), and the transport's write bandwidth between two ranks
+ * (write-bw). They call the library's internals; spardl-bench measures the
+ * public API only.
  *
  *   build/tests/spardl-bench-internal topk -n 33554432 -d 0.01 --iters 10
  *   build/tests/spardl-bench-internal scatter -n 8388608 -d 0.01 --iters 10
+ *   build/tests/spardl-bench-internal merge -n 4194304 -d 0.01 --iters 20
  *   build/tools/spardl-run -n 2 build/tests/spardl-bench-internal write-bw --iters 100
  */
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include "bench-util.h"
 
 #include "core.h"
+#include "lists.h"
 #include "topk.h"
 
 struct opts {
@@ -235,6 +238,83 @@ static int mode_scatter(const struct opts *o)
 }
 
 /* ---------------------------------------------------------------- */
+/* merge: two lists of one block, in parts and in one merge            */
+/* ---------------------------------------------------------------- */
+
+/* spardl_lists_merge of two lists of d n sorted random positions each (as
+ * TopkA's result merges them at P = 2), merged in parts side by side, and
+ * in one merge: the same call with a block size below the counts' sum,
+ * where the parts would not fit (block 0, so the global indices are the
+ * same). Both results are compared. */
+static int mode_merge(const struct opts *o)
+{
+	size_t n = o->count, want = (size_t)ceil(o->density * (double)n), i, cnt[2] = { 0, 0 }, got[2] = { 0, 0 };
+	uint32_t *idx[2] = { malloc((want + 1) * sizeof(uint32_t)), malloc((want + 1) * sizeof(uint32_t)) };
+	float *val[2] = { malloc((want + 1) * sizeof(float)), malloc((want + 1) * sizeof(float)) };
+	uint64_t *oidx[2] = { malloc(2 * (want + 1) * sizeof(uint64_t)), malloc(2 * (want + 1) * sizeof(uint64_t)) };
+	float *oval[2] = { malloc(2 * (want + 1) * sizeof(float)), malloc(2 * (want + 1) * sizeof(float)) };
+	double *t = calloc(2 * (size_t)o->iters, sizeof(double)), med[2];
+	struct spardl_merge_heap heap[2];
+	struct spardl_list l[2];
+	uint64_t s = o->seed * 2654435761u + 11;
+	int it, way, l2;
+
+	if (!idx[0] || !idx[1] || !val[0] || !val[1] || !oidx[0] || !oidx[1] || !oval[0] || !oval[1] || !t ||
+	    n > UINT32_MAX) {
+		fprintf(stderr, "spardl-bench-internal: out of memory (or -n above 2^32)\n");
+		return 1;
+	}
+	for (l2 = 0; l2 < 2; l2++) {
+		for (i = 0; i < n && cnt[l2] < want; i++)
+			if ((double)(bench_rng_next(&s) >> 11) * 0x1p-53 < o->density) {
+				idx[l2][cnt[l2]] = (uint32_t)i;
+				val[l2][cnt[l2]++] = (float)(bench_rng_next(&s) >> 40) * 0x1p-12f - 1024.0f;
+			}
+		l[l2] = (struct spardl_list){ 0, (uint32_t)cnt[l2], idx[l2], val[l2] };
+	}
+	if (cnt[0] + cnt[1] < 2) {
+		fprintf(stderr, "spardl-bench-internal: too few positions drawn: raise -n or -d\n");
+		return 2;
+	}
+	for (it = -o->warmup; it < o->iters; it++)
+		for (way = 0; way < 2; way++) {
+			double t0 = bench_now();
+
+			got[way] = spardl_lists_merge(l, 2, way ? cnt[0] + cnt[1] - 1 : n, heap, oidx[way], oval[way]);
+			if (it >= 0)
+				t[(size_t)way * (size_t)o->iters + (size_t)it] = bench_now() - t0;
+		}
+	if (got[0] != got[1] || memcmp(oidx[0], oidx[1], got[0] * sizeof(uint64_t)) ||
+	    memcmp(oval[0], oval[1], got[0] * sizeof(float))) {
+		fprintf(stderr, "spardl-bench-internal: the two merges differ\n");
+		return 1;
+	}
+	med[0] = bench_median(t, o->iters);
+	med[1] = bench_median(t + o->iters, o->iters);
+	if (o->json)
+		printf("{\"count\": %zu, \"lists\": [%zu, %zu], \"merged\": %zu, \"parts_us\": %.2f, \"one_us\": %.2f, "
+		       "\"glibc_tunables\": \"%s\"}\n",
+		       n, cnt[0], cnt[1], got[0], med[0] * 1e6, med[1] * 1e6, bench_tunables());
+	else {
+		printf("# spardl-bench-internal merge: two lists of %zu and %zu sorted random positions of %zu, %zu "
+		       "merged; one thread, %d iterations, medians; GLIBC_TUNABLES=%s\n",
+		       cnt[0], cnt[1], n, got[0], o->iters, bench_tunables());
+		printf("%-26s %10s %12s %8s\n", "merge", "median_us", "ns/output", "x");
+		printf("%-26s %10.1f %12.2f %7.2fx\n", "one merge", med[1] * 1e6, med[1] * 1e9 / (double)got[0], 1.0);
+		printf("%-26s %10.1f %12.2f %7.2fx\n", "in parts, side by side", med[0] * 1e6,
+		       med[0] * 1e9 / (double)got[0], med[1] / med[0]);
+	}
+	for (l2 = 0; l2 < 2; l2++) {
+		free(idx[l2]);
+		free(val[l2]);
+		free(oidx[l2]);
+		free(oval[l2]);
+	}
+	free(t);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
 /* write-bw: rank 0 writes to rank 1 through the transport    */
 /* ---------------------------------------------------------------- */
 
@@ -372,11 +452,12 @@ out:
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: spardl-bench-internal topk|scatter|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
+	fprintf(f, "usage: spardl-bench-internal topk|scatter|merge|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
 		   "                              [--seed S] [--json]\n"
 		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
 		   "  scatter   one thread: reads and stores at d n sorted random positions of n floats, prefetched\n"
 		   "            as the library does against an L1 prefetch and none\n"
+		   "  merge     one thread: two lists of d n sorted random positions merged in parts and in one merge\n"
 		   "  write-bw  2 ranks (under spardl-run): the transport's one-sided write bandwidth, against memcpy\n");
 }
 
@@ -437,6 +518,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(mode, "topk"))
 		return mode_topk(&o);
+	if (!strcmp(mode, "merge"))
+		return mode_merge(&o);
 	if (!strcmp(mode, "scatter"))
 		return mode_scatter(&o);
 	if (!strcmp(mode, "write-bw"))
