@@ -749,22 +749,6 @@ static void pend_run(struct spardl_plan *p, size_t start, size_t end, const uint
 	p->pend |= any != 0;
 }
 
-/* First of u[0..n) at or above v (u ascending). */
-static size_t lower_bound_u64(const uint64_t *u, size_t n, uint64_t v)
-{
-	size_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (u[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* Sets (set = 1) or clears the final positions' bits for the GRC update:
  * in every block where some logged run is tested against them, that is,
  * every run but an owner's final one (RUN_FINAL). A run lies in the
@@ -772,36 +756,36 @@ static size_t lower_bound_u64(const uint64_t *u, size_t n, uint64_t v)
 static void mark_final(struct spardl_plan *p, int set)
 {
 	const struct spardl_sched *s = p->sched;
-	uint64_t *bits = p->final_bits, bs = s->block_size;
+	uint64_t *bits = p->final_bits, bs = s->block_size, end = bs;
 	const uint64_t *u = p->u_idx;
-	size_t i = 0, r, e;
-	uint32_t b;
+	size_t i, r;
+	uint32_t b = 0;
 
-	if (!p->blk_test) {
-		for (i = 0; i < p->u_n; i++)
-			bits[u[i] >> 6] = set ? bits[u[i] >> 6] | (uint64_t)1 << (u[i] & 63) : 0;
-		return;
-	}
-	if (set) {
+	if (p->blk_test && set) {
 		memset(p->blk_test, 0, s->nblocks);
 		for (r = 0; r < p->nuseg; r++) {
-			size_t start = run_start(p, r), end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
+			size_t start = run_start(p, r), stop = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
+			uint32_t c;
 
-			if (start < end && !(p->useg[r] & RUN_FINAL))
-				for (b = (uint32_t)(p->undo[start].pos / bs); b <= p->undo[end - 1].pos / bs; b++)
-					p->blk_test[b] = 1;
+			if (start < stop && !(p->useg[r] & RUN_FINAL))
+				for (c = (uint32_t)(p->undo[start].pos / bs); c <= p->undo[stop - 1].pos / bs; c++)
+					p->blk_test[c] = 1;
 		}
 	}
-	for (b = 0; b < s->nblocks && i < p->u_n; b++, i = e) {
-		e = i + lower_bound_u64(u + i, p->u_n - i, (uint64_t)(b + 1) * bs);
-		if (!p->blk_test[b])
+	/* The final positions ascend: their block follows along. */
+	for (i = 0; i < p->u_n; i++) {
+		uint64_t j = u[i];
+
+		while (j >= end) {
+			b++;
+			end += bs;
+		}
+		if (p->blk_test && !p->blk_test[b])
 			continue;
 		if (set)
-			for (; i < e; i++)
-				bits[u[i] >> 6] |= (uint64_t)1 << (u[i] & 63);
+			bits[j >> 6] |= (uint64_t)1 << (j & 63);
 		else
-			for (; i < e; i++)
-				bits[u[i] >> 6] = 0;
+			bits[j >> 6] = 0;
 	}
 }
 

@@ -63,128 +63,148 @@ static size_t lower_bound(const uint32_t *b, size_t nb, uint32_t v)
 	return lo;
 }
 
-void spardl_merge_split(const uint32_t *a, size_t na, const uint32_t *b, size_t nb,
-			size_t as[SPARDL_MERGE_PARTS + 1], size_t bs[SPARDL_MERGE_PARTS + 1])
-{
-	size_t q;
-
-	as[0] = bs[0] = 0;
-	for (q = 1; q < SPARDL_MERGE_PARTS; q++) {
-		as[q] = q * na / SPARDL_MERGE_PARTS;
-		bs[q] = as[q] < na ? lower_bound(b, nb, a[as[q]]) : nb;
-	}
-	as[SPARDL_MERGE_PARTS] = na;
-	bs[SPARDL_MERGE_PARTS] = nb;
-}
-
-size_t spardl_merge_parts_pack(void *idx, size_t isz, float *val, const size_t as[SPARDL_MERGE_PARTS + 1],
-			       const size_t bs[SPARDL_MERGE_PARTS + 1], const size_t len[SPARDL_MERGE_PARTS])
-{
-	size_t q, n = 0;
-
-	for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
-		size_t at = as[q] + bs[q];
-
-		if (at != n) {
-			memmove((char *)idx + n * isz, (char *)idx + at * isz, len[q] * isz);
-			memmove(val + n, val + at, len[q] * sizeof(*val));
-		}
-		n += len[q];
-	}
-	return n;
-}
-
-/* One merge of merge_two's: a[i..na) and b[j..nb) into out from n. */
+/* One merge of a merge in parts: a[i..na) and b[j..nb), written from n. */
 struct mpart {
-	const uint32_t *ai, *bi;
+	const uint32_t *a, *b;
 	const float *av, *bv;
-	uint32_t na, nb, i, j;
-	size_t n;
+	size_t na, nb, i, j, n;
 };
 
-/* merge_two's step on part m, with both its sides non-empty. */
-static inline __attribute__((always_inline)) void merge_step(struct mpart *m, uint64_t base, uint64_t *restrict oidx,
-							     float *restrict oval)
+/* The next pair of part m, both its sides non-empty: the smaller index;
+ * at an index in both, b's value (a union) or a's and b's sum in that
+ * order (sum). The output takes local indices (o32) or base + them (o64).
+ * Branch-free: which side comes next is data dependent, and the value is
+ * chosen as bits under masks, since a conditional float load compiles to a
+ * branch. */
+static inline __attribute__((always_inline)) void mstep(struct mpart *m, int sum, uint64_t base, uint32_t *o32,
+							uint64_t *o64, float *ov)
 {
-	uint32_t x = m->ai[m->i], y = m->bi[m->j];
-	float va = m->av[m->i], vb = m->bv[m->j], sum = spardl_add(va, vb);
+	uint32_t x = m->a[m->i], y = m->b[m->j], ua, ub, us, ma, mb;
+	float va = m->av[m->i], vb = m->bv[m->j], both = sum ? spardl_add(va, vb) : vb;
 	unsigned lt = x < y, gt = y < x;
-	/* The value as bits under masks: a conditional float compiles to a
-	 * branch. */
-	uint32_t ma = 0u - lt, mb = 0u - gt, ua, ub, us;
 
+	ma = 0u - lt;
+	mb = 0u - gt;
 	memcpy(&ua, &va, sizeof(ua));
 	memcpy(&ub, &vb, sizeof(ub));
-	memcpy(&us, &sum, sizeof(us));
+	memcpy(&us, &both, sizeof(us));
 	us = (ua & ma) | (ub & mb) | (us & ~(ma | mb));
-	oidx[m->n] = base + (lt ? x : y);
-	memcpy(&oval[m->n++], &us, sizeof(us));
+	if (o64)
+		o64[m->n] = base + (lt ? x : y);
+	else
+		o32[m->n] = lt ? x : y;
+	memcpy(&ov[m->n++], &us, sizeof(us));
 	m->i += !gt;
 	m->j += !lt;
 }
 
 /* Part m to its end: steps while both sides last, then the rest. */
-static void merge_finish(struct mpart *m, uint64_t base, uint64_t *restrict oidx, float *restrict oval)
+static inline __attribute__((always_inline)) void mfinish(struct mpart *m, int sum, uint64_t base, uint32_t *o32,
+							  uint64_t *o64, float *ov)
 {
-	/* Branch-free: which list comes next is data dependent. */
 	while (m->i < m->na && m->j < m->nb)
-		merge_step(m, base, oidx, oval);
+		mstep(m, sum, base, o32, o64, ov);
 	for (; m->i < m->na; m->i++, m->n++) {
-		oidx[m->n] = base + m->ai[m->i];
-		oval[m->n] = m->av[m->i];
+		if (o64)
+			o64[m->n] = base + m->a[m->i];
+		else
+			o32[m->n] = m->a[m->i];
+		ov[m->n] = m->av[m->i];
 	}
 	for (; m->j < m->nb; m->j++, m->n++) {
-		oidx[m->n] = base + m->bi[m->j];
-		oval[m->n] = m->bv[m->j];
+		if (o64)
+			o64[m->n] = base + m->b[m->j];
+		else
+			o32[m->n] = m->b[m->j];
+		ov[m->n] = m->bv[m->j];
 	}
 }
 
-/* Two lists of one block: indices compared within the block, in parts
- * merged side by side (spardl_merge_split) when both are long. */
-static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b, uint64_t bs,
-			uint64_t *restrict oidx, float *restrict oval)
-{
-	const uint64_t base = (uint64_t)a->block * bs;
-	struct mpart m[SPARDL_MERGE_PARTS];
-	size_t as[SPARDL_MERGE_PARTS + 1], bsz[SPARDL_MERGE_PARTS + 1], len[SPARDL_MERGE_PARTS], q;
+/*
+ * The merge of a[0..na) and b[0..nb) (ascending indices), in four parts
+ * merged side by side where both lists are long: each step of one merge
+ * waits on the loads its previous step chose, so a merge runs at the
+ * latency of that chain, and independent ones fill its gaps. a is cut at
+ * its quarters, b where its entries reach the part's first a entry, so an
+ * index in both lists stays in one part. Each part is written where it
+ * would start if no index were shared (the output holds na + nb pairs),
+ * then moved down behind the previous one.
+ */
+#define PARTS 4 /* the loop below takes four steps a turn */
+#define PART_MIN 4096u
 
-	/* Parts start where they would without shared indices: the output
-	 * holds min(the counts' sum, the block size) entries. */
-	if (a->count < SPARDL_MERGE_PART_MIN || b->count < SPARDL_MERGE_PART_MIN ||
-	    (uint64_t)a->count + b->count > bs) {
-		m[0] = (struct mpart){ .ai = a->idx, .av = a->val, .na = a->count, .bi = b->idx, .bv = b->val,
-				       .nb = b->count };
-		merge_finish(&m[0], base, oidx, oval);
+static inline __attribute__((always_inline)) size_t merge_in_parts(const uint32_t *a, const float *av, size_t na,
+								   const uint32_t *b, const float *bv, size_t nb,
+								   int parts, int sum, uint64_t base, uint32_t *o32,
+								   uint64_t *o64, float *ov)
+{
+	struct mpart m[PARTS];
+	size_t as[PARTS + 1], bs[PARTS + 1], q, n = 0;
+
+	if (!parts || na < PART_MIN || nb < PART_MIN) {
+		m[0] = (struct mpart){ .a = a, .av = av, .na = na, .b = b, .bv = bv, .nb = nb };
+		mfinish(&m[0], sum, base, o32, o64, ov);
 		return m[0].n;
 	}
-	spardl_merge_split(a->idx, a->count, b->idx, b->count, as, bsz);
-	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
-		m[q] = (struct mpart){ .ai = a->idx + as[q], .av = a->val + as[q], .na = (uint32_t)(as[q + 1] - as[q]),
-				       .bi = b->idx + bsz[q], .bv = b->val + bsz[q], .nb = (uint32_t)(bsz[q + 1] - bsz[q]),
-				       .n = as[q] + bsz[q] };
+	as[0] = bs[0] = 0;
+	for (q = 1; q < PARTS; q++) {
+		as[q] = q * na / PARTS;
+		bs[q] = lower_bound(b, nb, a[as[q]]);
+	}
+	as[PARTS] = na;
+	bs[PARTS] = nb;
+	for (q = 0; q < PARTS; q++)
+		m[q] = (struct mpart){ .a = a + as[q], .av = av + as[q], .na = as[q + 1] - as[q], .b = b + bs[q],
+				       .bv = bv + bs[q], .nb = bs[q + 1] - bs[q], .n = as[q] + bs[q] };
 	for (;;) {
 		/* Steps every part can take with both its sides non-empty:
 		 * a step takes at most one entry from each side. */
-		uint32_t steps = UINT32_MAX, k;
+		size_t steps = SIZE_MAX, k;
 
-		for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
+		for (q = 0; q < PARTS; q++) {
 			k = m[q].na - m[q].i < m[q].nb - m[q].j ? m[q].na - m[q].i : m[q].nb - m[q].j;
 			steps = k < steps ? k : steps;
 		}
 		if (steps < 64)
 			break;
 		for (k = 0; k < steps; k++) {
-			merge_step(&m[0], base, oidx, oval);
-			merge_step(&m[1], base, oidx, oval);
-			merge_step(&m[2], base, oidx, oval);
-			merge_step(&m[3], base, oidx, oval);
+			mstep(&m[0], sum, base, o32, o64, ov);
+			mstep(&m[1], sum, base, o32, o64, ov);
+			mstep(&m[2], sum, base, o32, o64, ov);
+			mstep(&m[3], sum, base, o32, o64, ov);
 		}
 	}
-	for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
-		merge_finish(&m[q], base, oidx, oval);
-		len[q] = m[q].n - (as[q] + bsz[q]);
+	for (q = 0; q < PARTS; q++) {
+		size_t at = as[q] + bs[q], len;
+
+		mfinish(&m[q], sum, base, o32, o64, ov);
+		len = m[q].n - at;
+		if (at != n) {
+			if (o64)
+				memmove(o64 + n, o64 + at, len * sizeof(*o64));
+			else
+				memmove(o32 + n, o32 + at, len * sizeof(*o32));
+			memmove(ov + n, ov + at, len * sizeof(*ov));
+		}
+		n += len;
 	}
-	return spardl_merge_parts_pack(oidx, sizeof(*oidx), oval, as, bsz, len);
+	return n;
+}
+
+size_t spardl_union(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
+		    uint32_t *out, float *ov)
+{
+	return merge_in_parts(a, av, na, b, bv, nb, 1, 0, 0, out, NULL, ov);
+}
+
+/* Two lists of one block: indices compared within the block. In parts
+ * only where the output, min(the counts' sum, the block size) pairs,
+ * holds the parts' placement. */
+static size_t merge_two(const struct spardl_list *a, const struct spardl_list *b, uint64_t bs,
+			uint64_t *restrict oidx, float *restrict oval)
+{
+	return merge_in_parts(a->idx, a->val, a->count, b->idx, b->val, b->count,
+			      (uint64_t)a->count + b->count <= bs, 1, (uint64_t)a->block * bs, NULL, oidx, oval);
 }
 
 size_t spardl_lists_merge(const struct spardl_list *lists, size_t nl, uint64_t block_size,

@@ -688,100 +688,6 @@ size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, si
 	return n;
 }
 
-/* Sorted union of a and b with their values; b wins where both hold a
- * position. */
-static size_t union2(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
-		     uint32_t *out, float *ov)
-{
-	size_t i = 0, j = 0, n = 0;
-
-	/* Branch-free: which side comes next is data dependent. */
-	while (i < na && j < nb) {
-		uint32_t ai = a[i], bj = b[j];
-		size_t ta = ai < bj, eq = ai == bj;
-		uint32_t x, y, pick = (uint32_t)0 - (uint32_t)ta;
-
-		/* The value as bits under a mask: a conditional float load
-		 * compiles to a branch. */
-		memcpy(&x, &av[i], sizeof(x));
-		memcpy(&y, &bv[j], sizeof(y));
-		x = (x & pick) | (y & ~pick);
-		out[n] = ta ? ai : bj;
-		memcpy(&ov[n], &x, sizeof(x));
-		n++;
-		i += ta | eq;
-		j += !ta;
-	}
-	memcpy(out + n, a + i, (na - i) * sizeof(*out));
-	memcpy(ov + n, av + i, (na - i) * sizeof(*ov));
-	n += na - i;
-	memcpy(out + n, b + j, (nb - j) * sizeof(*out));
-	memcpy(ov + n, bv + j, (nb - j) * sizeof(*ov));
-	return n + nb - j;
-}
-
-/* One part of a union in parts (union4). */
-struct upart {
-	const uint32_t *a, *b;
-	const float *av, *bv;
-	size_t na, nb, i, j, n;
-};
-
-/* union2's step on part u, with both sides non-empty. */
-static inline __attribute__((always_inline)) void union_step(struct upart *u, uint32_t *out, float *ov)
-{
-	uint32_t ai = u->a[u->i], bj = u->b[u->j], x, y, pick;
-	size_t ta = ai < bj, eq = ai == bj;
-
-	pick = (uint32_t)0 - (uint32_t)ta;
-	memcpy(&x, &u->av[u->i], sizeof(x));
-	memcpy(&y, &u->bv[u->j], sizeof(y));
-	x = (x & pick) | (y & ~pick);
-	out[u->n] = ta ? ai : bj;
-	memcpy(&ov[u->n], &x, sizeof(x));
-	u->n++;
-	u->i += ta | eq;
-	u->j += !ta;
-}
-
-/* union2's result, its parts merged side by side (spardl_merge_split). */
-static size_t union4(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
-		     uint32_t *out, float *ov)
-{
-	struct upart u[SPARDL_MERGE_PARTS];
-	size_t as[SPARDL_MERGE_PARTS + 1], bs[SPARDL_MERGE_PARTS + 1], len[SPARDL_MERGE_PARTS], q;
-
-	if (na < SPARDL_MERGE_PART_MIN || nb < SPARDL_MERGE_PART_MIN)
-		return union2(a, av, na, b, bv, nb, out, ov);
-	spardl_merge_split(a, na, b, nb, as, bs);
-	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
-		u[q] = (struct upart){ .a = a + as[q], .av = av + as[q], .na = as[q + 1] - as[q], .b = b + bs[q],
-				       .bv = bv + bs[q], .nb = bs[q + 1] - bs[q], .n = as[q] + bs[q] };
-	for (;;) {
-		/* Steps every part can take with both its sides non-empty:
-		 * a step takes at most one entry from each side. */
-		size_t steps = SIZE_MAX, k;
-
-		for (q = 0; q < SPARDL_MERGE_PARTS; q++) {
-			k = u[q].na - u[q].i < u[q].nb - u[q].j ? u[q].na - u[q].i : u[q].nb - u[q].j;
-			steps = k < steps ? k : steps;
-		}
-		if (steps < 64)
-			break;
-		for (k = 0; k < steps; k++) {
-			union_step(&u[0], out, ov);
-			union_step(&u[1], out, ov);
-			union_step(&u[2], out, ov);
-			union_step(&u[3], out, ov);
-		}
-	}
-	for (q = 0; q < SPARDL_MERGE_PARTS; q++)
-		len[q] = u[q].n - (as[q] + bs[q]) + union2(u[q].a + u[q].i, u[q].av + u[q].i, u[q].na - u[q].i,
-							  u[q].b + u[q].j, u[q].bv + u[q].j, u[q].nb - u[q].j,
-							  out + u[q].n, ov + u[q].n);
-	return spardl_merge_parts_pack(out, sizeof(*out), ov, as, bs, len);
-}
-
 size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const float *cval, size_t nc,
 			      const uint32_t *const *lists, const float *const *lvals, const uint32_t *lcount, size_t nl,
 			      uint32_t *idx, float *val, struct spardl_topk_ws *ws)
@@ -799,7 +705,7 @@ size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const
 	if (total > ws->ucap)
 		return SIZE_MAX;
 	for (l = 0; l < nl; l++) {
-		n = union4(u, uv, n, lists[l], lvals[l], lcount[l], ws->u[cur], ws->uv[cur]);
+		n = spardl_union(u, uv, n, lists[l], lvals[l], lcount[l], ws->u[cur], ws->uv[cur]);
 		u = ws->u[cur];
 		uv = ws->uv[cur];
 		cur ^= 1;
