@@ -756,36 +756,38 @@ static void pend_run(struct spardl_plan *p, size_t start, size_t end, const uint
 static void mark_final(struct spardl_plan *p, int set)
 {
 	const struct spardl_sched *s = p->sched;
-	uint64_t *bits = p->final_bits, bs = s->block_size, end = bs;
+	uint64_t *bits = p->final_bits, bs = s->block_size;
 	const uint64_t *u = p->u_idx;
-	size_t i, r;
-	uint32_t b = 0;
+	size_t i = 0, r, e;
+	uint32_t b;
 
-	if (p->blk_test && set) {
+	if (!p->blk_test) {
+		for (i = 0; i < p->u_n; i++)
+			bits[u[i] >> 6] = set ? bits[u[i] >> 6] | (uint64_t)1 << (u[i] & 63) : 0;
+		return;
+	}
+	if (set) {
 		memset(p->blk_test, 0, s->nblocks);
 		for (r = 0; r < p->nuseg; r++) {
-			size_t start = run_start(p, r), stop = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
-			uint32_t c;
+			size_t start = run_start(p, r), end = r + 1 < p->nuseg ? run_start(p, r + 1) : p->nundo;
 
-			if (start < stop && !(p->useg[r] & RUN_FINAL))
-				for (c = (uint32_t)(p->undo[start].pos / bs); c <= p->undo[stop - 1].pos / bs; c++)
-					p->blk_test[c] = 1;
+			if (start < end && !(p->useg[r] & RUN_FINAL))
+				for (b = (uint32_t)(p->undo[start].pos / bs); b <= p->undo[end - 1].pos / bs; b++)
+					p->blk_test[b] = 1;
 		}
 	}
-	/* The final positions ascend: their block follows along. */
-	for (i = 0; i < p->u_n; i++) {
-		uint64_t j = u[i];
-
-		while (j >= end) {
-			b++;
-			end += bs;
-		}
-		if (p->blk_test && !p->blk_test[b])
+	/* The final positions ascend: each block's are a range, found by
+	 * bisection, so a skipped block costs nothing. */
+	for (b = 0; b < s->nblocks && i < p->u_n; b++, i = e) {
+		e = i + spardl_lower_bound(u + i, p->u_n - i, (uint64_t)(b + 1) * bs);
+		if (!p->blk_test[b])
 			continue;
 		if (set)
-			bits[j >> 6] |= (uint64_t)1 << (j & 63);
+			for (; i < e; i++)
+				bits[u[i] >> 6] |= (uint64_t)1 << (u[i] & 63);
 		else
-			bits[j >> 6] = 0;
+			for (; i < e; i++)
+				bits[u[i] >> 6] = 0;
 	}
 }
 

@@ -47,22 +47,6 @@ static int disjoint_in_order(const struct spardl_list *lists, size_t nl)
 	return 1;
 }
 
-/* First of b[0..nb) at or above v. */
-static size_t lower_bound(const uint32_t *b, size_t nb, uint32_t v)
-{
-	size_t lo = 0, hi = nb;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (b[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* One merge of a merge in parts: a[i..na) and b[j..nb), written from n. */
 struct mpart {
 	const uint32_t *a, *b;
@@ -149,7 +133,7 @@ static inline __attribute__((always_inline)) size_t merge_in_parts(const uint32_
 	as[0] = bs[0] = 0;
 	for (q = 1; q < PARTS; q++) {
 		as[q] = q * na / PARTS;
-		bs[q] = lower_bound(b, nb, a[as[q]]);
+		bs[q] = spardl_lower_bound(b, nb, a[as[q]]);
 	}
 	as[PARTS] = na;
 	bs[PARTS] = nb;

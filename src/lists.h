@@ -23,6 +23,21 @@ struct spardl_merge_heap {
 size_t spardl_lists_merge(const struct spardl_list *lists, size_t nl, uint64_t block_size,
 			  struct spardl_merge_heap *heap, uint64_t *oidx, float *oval);
 
+/* First position of the ascending array a[0..n) at or above v (n if
+ * none), for any element type. */
+#define spardl_lower_bound(a, n, v)                                  \
+	__extension__({                                              \
+		size_t lo_ = 0, hi_ = (n);                           \
+		while (lo_ < hi_) {                                  \
+			size_t mid_ = lo_ + (hi_ - lo_) / 2;         \
+			if ((a)[mid_] < (v))                         \
+				lo_ = mid_ + 1;                      \
+			else                                         \
+				hi_ = mid_;                          \
+		}                                                    \
+		lo_;                                                 \
+	})
+
 /* The union of a[0..na) and b[0..nb), each with ascending indices, into
  * out/ov (na + nb pairs): at an index in both, b's value. Long lists are
  * merged in four parts side by side (lists.c). */
