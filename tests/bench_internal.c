@@ -183,10 +183,9 @@ static int mode_scatter(const struct opts *o)
 		fprintf(stderr, "spardl-bench-internal: no position drawn: raise -n or -d\n");
 		return 2;
 	}
-	for (i = 0; i < n; i++)
-		x[i] = (float)(i & 1023);
-	for (i = 0; i < m; i++)
-		val[i] = 1.0f;
+	/* N(0,1) values, as a call's acc and lists hold. */
+	bench_gen_normal(x, n, &s);
+	bench_gen_normal(val, m, &s);
 	memset(fl, 0, nflush * sizeof(float));
 	/* The three ways take turns in every iteration, so the machine's
 	 * drift falls on all of them. */
@@ -241,7 +240,8 @@ static int mode_scatter(const struct opts *o)
 /* merge: two lists of one block, in parts and in one merge            */
 /* ---------------------------------------------------------------- */
 
-/* spardl_lists_merge of two lists of d n sorted random positions each (as
+/* spardl_lists_merge of two lists of d n sorted random positions each, with
+ * N(0,1) values (as
  * TopkA's result merges them at P = 2), merged in parts side by side, and
  * in one merge: the same call with a block size below the counts' sum,
  * where the parts would not fit (block 0, so the global indices are the
@@ -266,10 +266,9 @@ static int mode_merge(const struct opts *o)
 	}
 	for (l2 = 0; l2 < 2; l2++) {
 		for (i = 0; i < n && cnt[l2] < want; i++)
-			if ((double)(bench_rng_next(&s) >> 11) * 0x1p-53 < o->density) {
-				idx[l2][cnt[l2]] = (uint32_t)i;
-				val[l2][cnt[l2]++] = (float)(bench_rng_next(&s) >> 40) * 0x1p-12f - 1024.0f;
-			}
+			if ((double)(bench_rng_next(&s) >> 11) * 0x1p-53 < o->density)
+				idx[l2][cnt[l2]++] = (uint32_t)i;
+		bench_gen_normal(val[l2], cnt[l2], &s); /* N(0,1) values */
 		l[l2] = (struct spardl_list){ 0, (uint32_t)cnt[l2], idx[l2], val[l2] };
 	}
 	if (cnt[0] + cnt[1] < 2) {
