@@ -205,6 +205,229 @@ static int threshold(const float *v, size_t len, size_t m, uint32_t lo, struct s
 	return 1;
 }
 
+/*
+ * The threshold of a candidate list from a sample of its own keys
+ * (sample-select): RANGE_SAMPLES evenly spaced keys give a key range
+ * [qlo, qhi) that holds the m-th largest key but for a 4-sigma miss; one
+ * pass counts the keys at or above qhi and copies out those inside the
+ * range (a few percent of them), and the exact radix levels run over that
+ * copy alone. The counts decide: the range is used only when fewer than m
+ * keys reach qhi and at least m reach qlo, so a bad sample costs one pass
+ * and threshold() then runs as without it.
+ */
+#define RANGE_SAMPLES 2048u
+#define RANGE_RUN 16u
+#define RANGE_MIN_LEN (1u << 14)
+#define KEY_ABOVE_ALL 0x7f800002u /* above every key, NaN's included */
+
+/* The rank-th largest of keys[0..ns) (1 <= rank <= ns) with its low 10
+ * bits cleared; h1 counts the keys by key >> 21. The keys of its bucket
+ * are first copied out (without a branch: half of them would mispredict),
+ * then counted by their next 11 bits. */
+static uint32_t sample_rank_key(const uint32_t *keys, size_t ns, const uint32_t *h1, size_t rank)
+{
+	uint32_t in[RANGE_SAMPLES + 1];
+	uint16_t f[2048] = { 0 };
+	size_t above = 0, i, n = 0;
+	unsigned b = 2048, sub;
+
+	while (b-- > 1) {
+		if (above + h1[b] >= rank)
+			break;
+		above += h1[b];
+	}
+	for (i = 0; i < ns; i++) {
+		in[n] = keys[i];
+		n += (keys[i] >> 21) == b;
+	}
+	for (i = 0; i < n; i++)
+		f[(in[i] >> 10) & 2047]++;
+	for (sub = 2047; sub > 0; sub--) {
+		above += f[sub];
+		if (above >= rank)
+			break;
+	}
+	return (b << 21) | (sub << 10);
+}
+
+#if defined(__x86_64__)
+/* range_pass() eight entries at a time while room for eight more remains. */
+__attribute__((target("avx2,popcnt"))) static void range_pass_avx2(const float *v, size_t len, uint32_t qlo,
+								     uint32_t qhi, uint32_t *tmp, size_t tcap,
+								     size_t *pi, size_t *pnt, size_t *phi)
+{
+	const __m256i absmask = _mm256_set1_epi32(0x7fffffff), nan_key = _mm256_set1_epi32(0x7f800001);
+	/* Keys and bounds are below 2^31: signed compares order them. */
+	const __m256i lo1 = _mm256_set1_epi32((int)(qlo - 1)), hi1 = _mm256_set1_epi32((int)(qhi - 1));
+	const uint8_t *lut = pack_lut();
+	__m256i nhi = _mm256_setzero_si256();
+	size_t i = *pi, nt = *pnt;
+	uint32_t lanes[8];
+	unsigned j;
+
+	for (; i + 8 <= len && nt + 8 <= tcap; i += 8) {
+		__m256i k = _mm256_min_epu32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(v + i)), absmask),
+					     nan_key);
+		__m256i ge_hi = _mm256_cmpgt_epi32(k, hi1);
+		__m256i in = _mm256_andnot_si256(ge_hi, _mm256_cmpgt_epi32(k, lo1));
+		unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(in));
+		__m256i perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lut + 8 * mask)));
+
+		/* ge_hi lanes are -1: subtracting counts them. */
+		nhi = _mm256_sub_epi32(nhi, ge_hi);
+		_mm256_storeu_si256((__m256i *)(tmp + nt), _mm256_permutevar8x32_epi32(k, perm));
+		nt += (size_t)__builtin_popcount(mask);
+	}
+	_mm256_storeu_si256((__m256i *)lanes, nhi);
+	for (j = 0; j < 8; j++)
+		*phi += lanes[j];
+	*pi = i;
+	*pnt = nt;
+}
+#endif
+
+/* The keys of v[0..len) in [qlo, qhi) into tmp (tcap entries, at least
+ * len), in order; returns their count, and in *nhi the count of keys >= qhi. */
+static size_t range_pass(const float *v, size_t len, uint32_t qlo, uint32_t qhi, uint32_t *tmp, size_t tcap,
+			 size_t *nhi)
+{
+	size_t i = 0, nt = 0;
+
+	*nhi = 0;
+#if defined(__x86_64__)
+	/* Each group's lanes are counted within 32 bits: at most 2^31 of them. */
+	if (__builtin_cpu_supports("avx2") && len < ((size_t)1 << 31))
+		range_pass_avx2(v, len, qlo, qhi, tmp, tcap, &i, &nt, nhi);
+#endif
+	for (; i < len; i++) {
+		uint32_t k = spardl_key(v[i]);
+
+		tmp[nt] = k;
+		nt += k >= qlo && k < qhi;
+		*nhi += k >= qhi;
+	}
+	return nt;
+}
+
+/* The need-th largest of keys[0..nt) (0 < need < nt), all in [qlo, qhi),
+ * into t->key, and t->ties as threshold() sets it: two levels of 2048
+ * buckets over key - qlo when the range spans at most 2^22 keys, else
+ * threshold()'s levels (keys read as floats are their own keys). */
+static void range_levels(const uint32_t *keys, size_t nt, size_t need, uint32_t qlo, uint32_t qhi,
+			 struct spardl_thr *t)
+{
+	uint32_t h[2048] = { 0 }, span = qhi - qlo, top;
+	unsigned sh = 0, ba, bb;
+	size_t j;
+
+	if (span > (1u << 22)) {
+		threshold((const float *)keys, nt, need, 0, t, NULL, 0);
+		return;
+	}
+	while ((span - 1) >> sh >= 2048)
+		sh++;
+	for (j = 0; j < nt; j++)
+		h[(keys[j] - qlo) >> sh]++;
+	for (ba = 2048; ba-- > 0;) {
+		if (need <= h[ba])
+			break;
+		need -= h[ba];
+	}
+	memset(h, 0, sizeof(h));
+	top = ba;
+	for (j = 0; j < nt; j++)
+		if ((keys[j] - qlo) >> sh == top)
+			h[(keys[j] - qlo) & ((1u << sh) - 1)]++;
+	for (bb = 1u << sh; bb-- > 0;) {
+		if (need <= h[bb])
+			break;
+		need -= h[bb];
+	}
+	t->key = qlo + ((top << sh) | bb);
+	t->ties = need;
+}
+
+/* threshold() of a list of len <= tcap entries (tmp holds tcap + 1), with
+ * the sampled range first. Same return as threshold(). */
+static int threshold_sampled(const float *v, size_t len, size_t m, uint32_t lo, struct spardl_thr *t,
+			     uint32_t *tmp, size_t tcap, struct spardl_topk_ws *ws)
+{
+	uint32_t keys[RANGE_SAMPLES], h4[4][2048] = { { 0 } }, h1[2048], qlo, qhi, tk;
+	size_t stride, i, nt, nhi, need, ties;
+	double p, r, d;
+	struct spardl_thr t2;
+
+	if (len < RANGE_MIN_LEN || m == 0 || m >= len || len > tcap)
+		return threshold(v, len, m, lo, t, tmp, tcap);
+	/* Runs of RANGE_RUN consecutive entries: a run costs about one
+	 * cache line, where single entries would cost one line each. */
+	stride = len / (RANGE_SAMPLES / RANGE_RUN);
+	/* The runs are far apart: ask for all their lines first. */
+	for (i = 0; i < RANGE_SAMPLES / RANGE_RUN; i++) {
+		spardl_prefetch(&v[i * stride]);
+		spardl_prefetch(&v[i * stride + RANGE_RUN - 1]);
+	}
+	for (i = 0; i < RANGE_SAMPLES; i++)
+		keys[i] = spardl_key(v[(i / RANGE_RUN) * stride + i % RANGE_RUN]);
+	/* Four histograms, summed after: most keys fall in a few buckets,
+	 * and one counter would wait on its own increments. */
+	for (i = 0; i < RANGE_SAMPLES; i += 4) {
+		h4[0][keys[i] >> 21]++;
+		h4[1][keys[i + 1] >> 21]++;
+		h4[2][keys[i + 2] >> 21]++;
+		h4[3][keys[i + 3] >> 21]++;
+	}
+	for (i = 0; i < 2048; i++)
+		h1[i] = h4[0][i] + h4[1][i] + h4[2][i] + h4[3][i];
+	/* About r samples reach the m-th largest key; d: 4 sigma of that
+	 * count, and some. */
+	p = (double)m / (double)len;
+	r = p * RANGE_SAMPLES;
+	d = 4.0 * __builtin_sqrt(r * (1.0 - p)) + 8.0;
+	qhi = r - d < 1.0 ? KEY_ABOVE_ALL : sample_rank_key(keys, RANGE_SAMPLES, h1, (size_t)(r - d)) + 1024;
+	qlo = r + d + 1.0 > RANGE_SAMPLES ? 1 : sample_rank_key(keys, RANGE_SAMPLES, h1, (size_t)(r + d) + 1);
+	/* At least m keys >= qlo >= lo: then at least m >= lo too. */
+	if (qlo < lo)
+		qlo = lo;
+	if (qlo == 0)
+		qlo = 1;
+	if (qlo >= qhi) {
+		ws->range_misses++;
+		return threshold(v, len, m, lo, t, tmp, tcap);
+	}
+	nt = range_pass(v, len, qlo, qhi, tmp, tcap, &nhi);
+	if (nhi >= m || nhi + nt < m) {
+		ws->range_misses++;
+		return threshold(v, len, m, lo, t, tmp, tcap);
+	}
+	ws->range_hits++;
+	/* The m-th largest key is the need-th largest of the range's keys
+	 * (non-zero: qlo >= 1), which, read as floats, are their own keys. */
+	need = m - nhi;
+	if (nt > need) {
+		range_levels(tmp, nt, need, qlo, qhi, &t2);
+		tk = t2.key;
+		ties = t2.ties;
+	} else {
+		/* All of the range: its smallest key, every entry of it. */
+		tk = UINT32_MAX;
+		for (i = 0; i < nt; i++)
+			tk = tmp[i] < tk ? tmp[i] : tk;
+		for (i = 0, ties = 0; i < nt; i++)
+			ties += tmp[i] == tk;
+	}
+	t->key = tk;
+	t->ties = ties;
+	t->count = m;
+	return 1;
+}
+
+void spardl_topk_threshold_list(const float *v, size_t len, size_t m, struct spardl_thr *t,
+				struct spardl_topk_ws *ws)
+{
+	threshold_sampled(v, len, m, 0, t, ws->tkeys, ws->tcap, ws);
+}
+
 void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_thr *t)
 {
 	threshold(v, len, m, 0, t, NULL, 0);
@@ -712,7 +935,7 @@ size_t spardl_topk_from_cands(size_t m, uint32_t lo, const uint32_t *cidx, const
 	}
 	/* Every position outside the union still has a key below lo, so with
 	 * m keys at or above lo inside it, the union holds the answer. */
-	if (!threshold(uv, n, m, lo, &t, ws->tkeys, ws->tcap))
+	if (!threshold_sampled(uv, n, m, lo, &t, ws->tkeys, ws->tcap, ws))
 		return SIZE_MAX;
 	cnt = collect(uv, u, n, &t, idx, val);
 	return cnt;

@@ -61,7 +61,17 @@ struct spardl_topk_ws {
 	/* The threshold's finer levels: keys of one bucket. */
 	uint32_t *tkeys;
 	size_t tcap;
+	/* Selections from candidates whose sampled key range held the
+	 * threshold, and those that fell back to the full radix levels. */
+	size_t range_hits, range_misses;
 };
+
+/* spardl_topk_threshold() of a list of at most ws->tcap entries, the way
+ * selections from candidates find it: from a sampled key range of the
+ * list's own keys when it holds the threshold (ws->range_hits), else by
+ * the full radix levels (ws->range_misses). */
+void spardl_topk_threshold_list(const float *v, size_t len, size_t m, struct spardl_thr *t,
+				struct spardl_topk_ws *ws);
 
 /* max_m: largest m; max_extra: most positions changed in a block between
  * its candidate gathering and its selection. */

@@ -872,6 +872,68 @@ START_TEST(test_threshold)
 }
 END_TEST
 
+/* The sampled threshold of a list against the full radix levels, on the
+ * cases' data and on combs that fool a strided sample both ways (every
+ * sample on a large entry, or none): each must agree exactly, and both the
+ * sampled range and the fallback must have been taken. */
+static void comb(float *x, size_t len, size_t phase)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		x[i] = (i % 8 == phase) ? 1000.0f + (float)(rng_next() % 1000) : (float)(rng_next() % 100) / 7.0f;
+}
+
+START_TEST(test_threshold_list)
+{
+	static const size_t lens[] = { 16384, 32768, 100003, 1u << 20 };
+	static const double dens[] = { 0.0001, 0.01, 0.1, 0.5, 0.79, 0.99 };
+	size_t li, di, g, hits = 0, misses = 0;
+
+	for (li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+		size_t len = lens[li];
+		float *x = malloc(len * sizeof(*x));
+		struct spardl_topk_ws ws;
+
+		ck_assert(x);
+		ck_assert_int_eq(spardl_topk_ws_init(&ws, 1, len), 0);
+		for (g = 0; g < 6; g++) {
+			rng_seed(7000 + 10 * li + g);
+			switch (g) {
+			case 0: gen_normal(x, len); break;
+			case 1: gen_int5(x, len); break;
+			case 2: gen_normal_special(x, len); break;
+			case 3: comb(x, len, 0); break;
+			case 4: comb(x, len, 1); break;
+			default: gen_012(x, len); break;
+			}
+			for (di = 0; di < sizeof(dens) / sizeof(dens[0]); di++) {
+				size_t m = (size_t)(dens[di] * (double)len) + 1;
+				struct spardl_thr want, got;
+				size_t h0 = ws.range_hits, m0 = ws.range_misses;
+
+				spardl_topk_threshold(x, len, m, &want);
+				spardl_topk_threshold_list(x, len, m, &got, &ws);
+				REQUIRE(got.key == want.key && got.ties == want.ties && got.count == want.count,
+					"len %zu, data %zu, m %zu: {%08x, %zu, %zu}, expected {%08x, %zu, %zu}", len,
+					g, m, got.key, got.ties, got.count, want.key, want.ties, want.count);
+				REQUIRE(ws.range_hits + ws.range_misses == h0 + m0 + 1,
+					"len %zu, data %zu, m %zu: neither path counted", len, g, m);
+				if (g == 0 && di >= 1)
+					REQUIRE(ws.range_hits == h0 + 1,
+						"len %zu, normal data, m %zu: the sampled range missed", len, m);
+			}
+		}
+		hits += ws.range_hits;
+		misses += ws.range_misses;
+		spardl_topk_ws_fini(&ws);
+		free(x);
+	}
+	REQUIRE(hits > 0 && misses > 0, "sampled range taken %zu times, fallback %zu times: want both", hits,
+		misses);
+}
+END_TEST
+
 /* The reference itself, on hand-made inputs, so that it cannot agree with
  * the library by sharing a mistake. */
 START_TEST(test_reference_rule)
@@ -957,6 +1019,7 @@ static Suite *topk_suite(void)
 	tcase_add_loop_test(tc, test_block_ws_max, 0, NCASES);
 	tcase_add_loop_test(tc, test_block_ws_exact, 0, NCASES);
 	tcase_add_loop_test(tc, test_threshold, 0, NCASES);
+	tcase_add_test(tc, test_threshold_list);
 	tcase_add_loop_test(tc, test_cands, 0, NCASES);
 	tcase_add_loop_test(tc, test_gather_cap, 0, 8);
 	tcase_add_loop_test(tc, test_gather_zero_bits, 0, 12);
