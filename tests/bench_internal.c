@@ -3,13 +3,15 @@
  * Internal micro-benchmarks (not installed): one thread's selection against
  * memcpy (topk), the scattered reads and stores of a call with the library's
  * prefetch against others (scatter), a two-list merge in parts against one
- * merge (merge), and the transport's write bandwidth between two ranks
+ * merge (merge), a selection's threshold from the sampled key range against
+ * the full radix levels (threshold), and the transport's write bandwidth between two ranks
  * (write-bw). They call the library's internals; spardl-bench measures the
  * public API only.
  *
  *   build/tests/spardl-bench-internal topk -n 33554432 -d 0.01 --iters 10
  *   build/tests/spardl-bench-internal scatter -n 8388608 -d 0.01 --iters 10
  *   build/tests/spardl-bench-internal merge -n 4194304 -d 0.01 --iters 20
+ *   build/tests/spardl-bench-internal threshold -n 8388608 -d 0.01 --iters 20
  *   build/tools/spardl-run -n 2 build/tests/spardl-bench-internal write-bw --iters 100
  */
 #include <errno.h>
@@ -314,6 +316,100 @@ static int mode_merge(const struct opts *o)
 }
 
 /* ---------------------------------------------------------------- */
+/* threshold: a selection's threshold from its candidate list         */
+/* ---------------------------------------------------------------- */
+
+/* One block of n N(0,1) sums, its candidates gathered as a call gathers
+ * them (the sampled bound, then acc = g + residual with the gather), m =
+ * d n; the threshold of (a) the candidate list and (b) its union with a
+ * received list of m random positions (N(0,1) values), the owner's at
+ * P = 2: from the sampled key range (the library's way) against the full
+ * radix levels over the list, checked equal. */
+static int mode_threshold(const struct opts *o)
+{
+	size_t n = o->count, m = (size_t)ceil(o->density * (double)n), i, nc, nr = 0, nu, cap, way, w;
+	float *g = malloc(n * sizeof(float)), *r = malloc(n * sizeof(float));
+	uint32_t *cidx = NULL, *ridx = malloc((m + 1) * sizeof(uint32_t)), *uidx = NULL;
+	float *cval = NULL, *rval = malloc((m + 1) * sizeof(float)), *uval = NULL;
+	double *t = calloc(4 * (size_t)o->iters, sizeof(double));
+	uint64_t s = o->seed * 2654435761u + 13;
+	struct spardl_topk_ws ws;
+	uint32_t lo;
+	int it;
+
+	if (!g || !r || !ridx || !rval || !t || n > UINT32_MAX || m >= n / 8) {
+		fprintf(stderr, "spardl-bench-internal: out of memory, -n above 2^32 or -d of 1/8 or more\n");
+		return 1;
+	}
+	if (spardl_topk_ws_init(&ws, m, m + 1))
+		return 1;
+	cap = spardl_topk_cand_cap(m);
+	cidx = malloc(cap * sizeof(uint32_t));
+	cval = malloc(cap * sizeof(float));
+	uidx = malloc((cap + m + 1) * sizeof(uint32_t));
+	uval = malloc((cap + m + 1) * sizeof(float));
+	if (!cidx || !cval || !uidx || !uval)
+		return 1;
+	bench_gen_normal(g, n, &s);
+	bench_gen_normal(r, n, &s);
+	lo = spardl_topk_bound(g, r, NULL, n, m);
+	nc = lo ? spardl_topk_acc_gather(r, g, n, 1, lo, cidx, cval, cap) : SIZE_MAX;
+	if (nc == SIZE_MAX || nc < m) {
+		fprintf(stderr, "spardl-bench-internal: no candidate list (block too small for a sampled bound?)\n");
+		return 2;
+	}
+	for (i = 0; i < n && nr < m; i++)
+		if ((double)(bench_rng_next(&s) >> 11) * 0x1p-53 < o->density)
+			ridx[nr++] = (uint32_t)i;
+	bench_gen_normal(rval, nr, &s);
+	nu = spardl_union(cidx, cval, nc, ridx, rval, nr, uidx, uval);
+	for (it = -o->warmup; it < o->iters; it++)
+		for (w = 0; w < 2; w++) {
+			const float *v = w ? uval : cval;
+			size_t len = w ? nu : nc;
+			struct spardl_thr th[2];
+
+			for (way = 0; way < 2; way++) {
+				double t0 = bench_now();
+
+				if (way)
+					spardl_topk_threshold_ws(v, len, m, &th[way], &ws);
+				else
+					spardl_topk_threshold_list(v, len, m, &th[way], &ws);
+				if (it >= 0)
+					t[(2 * w + way) * (size_t)o->iters + (size_t)it] = bench_now() - t0;
+			}
+			if (th[0].key != th[1].key || th[0].ties != th[1].ties || th[0].count != th[1].count) {
+				fprintf(stderr, "spardl-bench-internal: the two thresholds differ\n");
+				return 1;
+			}
+		}
+	printf("# spardl-bench-internal threshold: a block of %zu N(0,1) sums, m = %zu; (a) its %zu candidates, "
+	       "(b) their union with %zu received positions, %zu entries; one thread, %d iterations, medians; "
+	       "sampled range taken %zu times, missed %zu; GLIBC_TUNABLES=%s\n",
+	       n, m, nc, nr, nu, o->iters, ws.range_hits, ws.range_misses, bench_tunables());
+	printf("%-22s %16s %16s %8s\n", "list", "full_levels_us", "sampled_us", "x");
+	for (w = 0; w < 2; w++) {
+		double full = bench_median(t + (2 * w + 1) * (size_t)o->iters, o->iters);
+		double samp = bench_median(t + 2 * w * (size_t)o->iters, o->iters);
+
+		printf("%-22s %16.1f %16.1f %7.2fx\n", w ? "(b) union" : "(a) candidates", full * 1e6, samp * 1e6,
+		       full / samp);
+	}
+	spardl_topk_ws_fini(&ws);
+	free(g);
+	free(r);
+	free(cidx);
+	free(cval);
+	free(ridx);
+	free(rval);
+	free(uidx);
+	free(uval);
+	free(t);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
 /* write-bw: rank 0 writes to rank 1 through the transport    */
 /* ---------------------------------------------------------------- */
 
@@ -451,12 +547,14 @@ out:
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: spardl-bench-internal topk|scatter|merge|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
+	fprintf(f, "usage: spardl-bench-internal topk|scatter|merge|threshold|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
 		   "                              [--seed S] [--json]\n"
 		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
 		   "  scatter   one thread: reads and stores at d n sorted random positions of n floats, prefetched\n"
 		   "            as the library does against an L1 prefetch and none\n"
 		   "  merge     one thread: two lists of d n sorted random positions merged in parts and in one merge\n"
+		   "  threshold one thread: the threshold of a block's candidates (and of their union with a received\n"
+		   "            list) from the sampled key range against the full radix levels\n"
 		   "  write-bw  2 ranks (under spardl-run): the transport's one-sided write bandwidth, against memcpy\n");
 }
 
@@ -521,6 +619,8 @@ int main(int argc, char **argv)
 		return mode_merge(&o);
 	if (!strcmp(mode, "scatter"))
 		return mode_scatter(&o);
+	if (!strcmp(mode, "threshold"))
+		return mode_threshold(&o);
 	if (!strcmp(mode, "write-bw"))
 		return mode_write_bw(&o);
 	usage(stderr);
