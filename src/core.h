@@ -90,6 +90,7 @@ struct spardl_plan {
 	size_t pend_wpb;
 	int pend;                 /* some bit of pend_bits is set */
 	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable, or TopkA's with pend_bits) */
+	int stream;               /* the n-sized output is written with streaming stores (plan_streams) */
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */

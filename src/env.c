@@ -33,6 +33,7 @@ enum env_section {
 	SEC_TRANSPORT,
 	SEC_SHM,
 	SEC_VERBS,
+	SEC_MEMORY,
 	SEC_LOGGING,
 	SEC_COUNT,
 };
@@ -43,6 +44,7 @@ static const char *const section_title[SEC_COUNT] = {
 	[SEC_TRANSPORT] = "Transport",
 	[SEC_SHM] = "Shared-memory transport",
 	[SEC_VERBS] = "Verbs (RDMA) transport",
+	[SEC_MEMORY] = "Memory",
 	[SEC_LOGGING] = "Logging",
 };
 
@@ -86,6 +88,10 @@ static const struct env_word debug_words[] = {
 	{ "debug", SPARDL_LOG_DEBUG, 0 }, { "0", SPARDL_LOG_NONE, 1 },   { "1", SPARDL_LOG_WARN, 1 },
 	{ "2", SPARDL_LOG_INFO, 1 },      { "3", SPARDL_LOG_DEBUG, 1 },  { "trace", SPARDL_LOG_DEBUG, 1 },
 	{ NULL, 0, 0 },
+};
+
+static const struct env_word stream_words[] = {
+	{ "auto", -1, 0 }, { "off", 0, 0 }, { "on", 1, 0 }, { NULL, 0, 0 },
 };
 
 static const struct env_word gid_words[] = {
@@ -144,6 +150,10 @@ static const struct env_var vars[] = {
 	  .help = "QP retransmissions before a write fails" },
 	{ .name = "SPARDL_VERBS_SPIN", .kind = ENV_INT, .section = SEC_VERBS, .lo = 0, .hi = 100000000, .def = "100",
 	  .help = "microseconds the verbs transport polls its CQ before sleeping on the completion channel" },
+
+	/* Memory */
+	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "auto",
+	  .help = "whether a dense-layout output (n floats) is written with streaming (non-temporal) stores; auto: when the host's ranks' call data (grad and acc, 8n bytes a rank; all ranks with shm, else one per CPU) exceed a third of the last-level cache, where plain stores would only evict what the call reads next" },
 
 	/* Logging */
 	{ .name = "SPARDL_DEBUG", .kind = ENV_ENUM, .section = SEC_LOGGING, .words = debug_words, .def = "warn",

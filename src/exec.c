@@ -886,7 +886,7 @@ static inline float out_val(const float *val, size_t k, int avg, float div)
 
 __attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict out, size_t at, size_t stop,
 								const uint64_t *idx, const float *val, size_t k,
-								size_t cnt, int avg, float div)
+								size_t cnt, int avg, float div, int stream)
 {
 	float stage[FILL_CHUNK] __attribute__((aligned(32)));
 
@@ -897,28 +897,36 @@ __attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict ou
 		for (; k < cnt && idx[k] < end; k++)
 			stage[idx[k] - at] = out_val(val, k, avg, div);
 		/* Four lines per turn, then the last ones. */
-		for (i = 0; i + 64 <= len; i += 64) {
-			float *o = out + at + i;
-			const float *st = stage + i;
+		if (stream) {
+			for (i = 0; i + 64 <= len; i += 64) {
+				float *o = out + at + i;
+				const float *st = stage + i;
 
-			_mm256_stream_ps(o, _mm256_load_ps(st));
-			_mm256_stream_ps(o + 8, _mm256_load_ps(st + 8));
-			_mm256_stream_ps(o + 16, _mm256_load_ps(st + 16));
-			_mm256_stream_ps(o + 24, _mm256_load_ps(st + 24));
-			_mm256_stream_ps(o + 32, _mm256_load_ps(st + 32));
-			_mm256_stream_ps(o + 40, _mm256_load_ps(st + 40));
-			_mm256_stream_ps(o + 48, _mm256_load_ps(st + 48));
-			_mm256_stream_ps(o + 56, _mm256_load_ps(st + 56));
-		}
-		for (; i < len; i += 16) {
-			_mm256_stream_ps(out + at + i, _mm256_load_ps(stage + i));
-			_mm256_stream_ps(out + at + i + 8, _mm256_load_ps(stage + i + 8));
+				_mm256_stream_ps(o, _mm256_load_ps(st));
+				_mm256_stream_ps(o + 8, _mm256_load_ps(st + 8));
+				_mm256_stream_ps(o + 16, _mm256_load_ps(st + 16));
+				_mm256_stream_ps(o + 24, _mm256_load_ps(st + 24));
+				_mm256_stream_ps(o + 32, _mm256_load_ps(st + 32));
+				_mm256_stream_ps(o + 40, _mm256_load_ps(st + 40));
+				_mm256_stream_ps(o + 48, _mm256_load_ps(st + 48));
+				_mm256_stream_ps(o + 56, _mm256_load_ps(st + 56));
+			}
+			for (; i < len; i += 16) {
+				_mm256_stream_ps(out + at + i, _mm256_load_ps(stage + i));
+				_mm256_stream_ps(out + at + i + 8, _mm256_load_ps(stage + i + 8));
+			}
+		} else {
+			for (i = 0; i < len; i += 16) {
+				_mm256_store_ps(out + at + i, _mm256_load_ps(stage + i));
+				_mm256_store_ps(out + at + i + 8, _mm256_load_ps(stage + i + 8));
+			}
 		}
 		for (; k0 < k; k0++)
 			stage[idx[k0] - at] = 0.0f;
 		at = end;
 	}
-	_mm_sfence();
+	if (stream)
+		_mm_sfence();
 	return k;
 }
 #endif
@@ -926,7 +934,7 @@ __attribute__((target("avx2"))) static size_t fill_lines_avx2(float *restrict ou
 /* out = zero except out[idx[i]] = val[i] (divided when averaging), idx
  * strictly increasing. */
 static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const float *val, size_t cnt, int avg,
-		     float div)
+		     float div, int stream)
 {
 	size_t at = 0, k = 0;
 
@@ -938,7 +946,7 @@ static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const f
 			for (; at < head / sizeof(float); at++)
 				out[at] = k < cnt && idx[k] == at ? out_val(val, k++, avg, div) : 0.0f;
 			stop = at + (n - at) / 16 * 16;
-			k = fill_lines_avx2(out, at, stop, idx, val, k, cnt, avg, div);
+			k = fill_lines_avx2(out, at, stop, idx, val, k, cnt, avg, div, stream);
 			at = stop;
 		}
 	}
@@ -965,7 +973,7 @@ static void op_output(struct call *c)
 	size_t i;
 
 	if (c->out) {
-		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg, div);
+		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg, div, p->stream);
 		return;
 	}
 	for (i = 0; i < p->u_n; i++) {
@@ -1043,11 +1051,11 @@ add_out_body(float *g, float *restrict in, float *restrict fwd, size_t len, int 
 }
 
 __attribute__((target("avx2"))) static size_t add_out_avx2(float *g, float *restrict in, float *restrict fwd,
-							     size_t len, int scale, float mul, float div)
+							     size_t len, int scale, float mul, float div, int stream)
 {
 	if (((uintptr_t)fwd & 3) || ((uintptr_t)g & 3))
 		return 0;
-	if (len * sizeof(float) >= SPARDL_STREAM_MIN)
+	if (stream)
 		return add_out_body(g, in, fwd, len, scale, mul, div, 1);
 	return add_out_body(g, in, fwd, len, scale, mul, div, 0);
 }
@@ -1079,11 +1087,11 @@ add_fwd_body(const float *restrict acc, float *restrict in, float *restrict fwd,
 }
 
 __attribute__((target("avx2"))) static size_t add_fwd_avx2(const float *restrict acc, float *restrict in,
-							     float *restrict fwd, size_t len, int keep)
+							     float *restrict fwd, size_t len, int keep, int stream)
 {
 	if ((uintptr_t)fwd & 3)
 		return 0;
-	if (len * sizeof(float) >= SPARDL_STREAM_MIN)
+	if (stream)
 		return keep ? add_fwd_body(acc, in, fwd, len, 1, 1) : add_fwd_body(acc, in, fwd, len, 0, 1);
 	return keep ? add_fwd_body(acc, in, fwd, len, 1, 0) : add_fwd_body(acc, in, fwd, len, 0, 0);
 }
@@ -1106,6 +1114,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 	int size = c->s->p.size, scale = c->s->p.average;
 	float div = (float)size, mul = (size & (size - 1)) == 0 ? 1.0f / div : 0.0f;
 	uint64_t i = 0, len = op->len;
+	int stream = len * sizeof(float) >= SPARDL_STREAM_MIN;
 
 	c->direct = fwd != NULL;
 	if (!fwd) {
@@ -1122,7 +1131,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 
 #if defined(__x86_64__)
 		if (len >= 64 && __builtin_cpu_supports("avx2"))
-			i = add_out_avx2(g, in, fwd, len, scale, mul, div);
+			i = add_out_avx2(g, in, fwd, len, scale, mul, div, stream);
 #endif
 		for (; i < len; i++) {
 			float a = g[i], sum = a + in[i];
@@ -1139,7 +1148,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 	/* The complete sum stays here too, for the output after the last wait. */
 #if defined(__x86_64__)
 	if (len >= 64 && __builtin_cpu_supports("avx2"))
-		i = add_fwd_avx2(acc, in, fwd, len, op->reduced);
+		i = add_fwd_avx2(acc, in, fwd, len, op->reduced, stream);
 #endif
 	for (; i < len; i++) {
 		float sum = acc[i] + in[i];

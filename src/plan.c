@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "cuda.h"
 #include "cuda_plan.h"
+#include "env.h"
 #include "log.h"
 
 SPARDL_API void spardl_plan_params_init(struct spardl_plan_params *params)
@@ -413,6 +415,33 @@ static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsig
 	return 0;
 }
 
+/*
+ * Whether a call writes its n-sized output with streaming stores
+ * (SPARDL_STREAM_OUTPUT). They pay where the call's data does not fit in
+ * the last-level cache: a line written once is not fetched first and evicts
+ * nothing the call reads next. Where it fits, plain stores cost less and
+ * leave the output in the cache for the caller. The call's data is grad and
+ * acc, 8n bytes on each rank of the host (all ranks with shm, else counted
+ * as one a CPU); the cache is shared with everything else the host runs, so
+ * the call's data counts as fitting up to a third of it.
+ */
+static int plan_streams(const struct spardl_plan *plan)
+{
+	long cache = sysconf(_SC_LEVEL3_CACHE_SIZE), ranks;
+	int mode = -1;
+
+	if (!spardl_env_enum("SPARDL_STREAM_OUTPUT", &mode) && mode >= 0)
+		return mode;
+	if (cache <= 0)
+		cache = sysconf(_SC_LEVEL2_CACHE_SIZE);
+	if (cache <= 0)
+		return 1;
+	ranks = !strcmp(plan->comm->tp_ops->name, "shm") ? plan->comm->size : sysconf(_SC_NPROCESSORS_ONLN);
+	if (ranks < 1)
+		ranks = 1;
+	return (double)plan->sched->p.n * 8.0 * (double)ranks > (double)cache / 3.0;
+}
+
 static int alloc_local(struct spardl_plan *plan)
 {
 	const struct spardl_sched *s = plan->sched;
@@ -457,6 +486,9 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
+	plan->stream = plan_streams(plan);
+	spardl_log(SPARDL_LOG_DEBUG, "plan: n = %zu, the output written with %s stores (SPARDL_STREAM_OUTPUT)", n,
+		   plan->stream ? "streaming" : "plain");
 	if (!ret && (s->res_mode == SPARDL_RES_GRC || local_lazy(s)) && s->p.n >= spardl_pend_min_n) {
 		ret = plan_calloc(plan, &plan->pend_bits, plan->pend_wpb * s->nblocks, sizeof(*plan->pend_bits),
 				  "pending-zero bitmap");
