@@ -91,7 +91,7 @@ static const struct env_word debug_words[] = {
 };
 
 static const struct env_word stream_words[] = {
-	{ "auto", -1, 0 }, { "off", 0, 0 }, { "on", 1, 0 }, { NULL, 0, 0 },
+	{ "on", 1, 0 }, { "off", 0, 0 }, { "1", 1, 1 }, { "0", 0, 1 }, { NULL, 0, 0 },
 };
 
 static const struct env_word gid_words[] = {
@@ -152,8 +152,8 @@ static const struct env_var vars[] = {
 	  .help = "microseconds the verbs transport polls its CQ before sleeping on the completion channel" },
 
 	/* Memory */
-	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "auto",
-	  .help = "whether a dense-layout output (n floats) is written with streaming (non-temporal) stores; auto: when the host's ranks' call data (grad and acc, 8n bytes a rank; all ranks with shm, else one per CPU) exceed a third of the last-level cache, where plain stores would only evict what the call reads next" },
+	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "on",
+	  .help = "on: a dense-layout output (n floats) is written with streaming (non-temporal) stores, which neither fetch its lines nor evict what the call reads next; off: plain stores, faster only where grad and the residual stay in the last-level cache between calls (docs/PERFORMANCE.md)" },
 
 	/* Logging */
 	{ .name = "SPARDL_DEBUG", .kind = ENV_ENUM, .section = SEC_LOGGING, .words = debug_words, .def = "warn",

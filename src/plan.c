@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core.h"
 #include "cuda.h"
@@ -417,29 +416,18 @@ static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsig
 
 /*
  * Whether a call writes its n-sized output with streaming stores
- * (SPARDL_STREAM_OUTPUT). They pay where the call's data does not fit in
- * the last-level cache: a line written once is not fetched first and evicts
- * nothing the call reads next. Where it fits, plain stores cost less and
- * leave the output in the cache for the caller. The call's data is grad and
- * acc, 8n bytes on each rank of the host (all ranks with shm, else counted
- * as one a CPU); the cache is shared with everything else the host runs, so
- * the call's data counts as fitting up to a third of it.
+ * (SPARDL_STREAM_OUTPUT, default on). The output is written once and read
+ * by nobody in the call: streaming stores do not fetch its lines first and
+ * evict nothing the call reads next. Plain stores pay only where the
+ * caller's buffers and the residual stay in the last-level cache from one
+ * call to the next, which training between calls does not leave them
+ * (docs/PERFORMANCE.md measures both).
  */
-static int plan_streams(const struct spardl_plan *plan)
+static int plan_streams(void)
 {
-	long cache = sysconf(_SC_LEVEL3_CACHE_SIZE), ranks;
-	int mode = -1;
+	int on = 1;
 
-	if (!spardl_env_enum("SPARDL_STREAM_OUTPUT", &mode) && mode >= 0)
-		return mode;
-	if (cache <= 0)
-		cache = sysconf(_SC_LEVEL2_CACHE_SIZE);
-	if (cache <= 0)
-		return 1;
-	ranks = !strcmp(plan->comm->tp_ops->name, "shm") ? plan->comm->size : sysconf(_SC_NPROCESSORS_ONLN);
-	if (ranks < 1)
-		ranks = 1;
-	return (double)plan->sched->p.n * 8.0 * (double)ranks > (double)cache / 3.0;
+	return spardl_env_enum("SPARDL_STREAM_OUTPUT", &on) ? 1 : on;
 }
 
 static int alloc_local(struct spardl_plan *plan)
@@ -486,7 +474,7 @@ static int alloc_local(struct spardl_plan *plan)
 		ret = plan_calloc(plan, &plan->final_bits, s->res_mode == SPARDL_RES_GRC ? s->p.n / 64 + 1 : 0,
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
-	plan->stream = plan_streams(plan);
+	plan->stream = plan_streams();
 	spardl_log(SPARDL_LOG_DEBUG, "plan: n = %zu, the output written with %s stores (SPARDL_STREAM_OUTPUT)", n,
 		   plan->stream ? "streaming" : "plain");
 	if (!ret && (s->res_mode == SPARDL_RES_GRC || local_lazy(s)) && s->p.n >= spardl_pend_min_n) {
