@@ -828,6 +828,10 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 	for (; i + 8 <= len; i += 8, pos = _mm256_add_epi32(pos, eight)) {
 		/* g + acc, the order of SPEC's acc = g + residual, NaNs
 		 * included (spardl_add): g's NaN wins, then acc's, quieted. */
+		if (!(i & 15)) {
+			spardl_prefetch_stream(g + i + STREAM_AHEAD);
+			spardl_prefetch_stream(acc + i + STREAM_AHEAD);
+		}
 		__m256 gv = _mm256_loadu_ps(g + i), av = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
 		__m256 s, sn;
 		__m256i gt, perm;
