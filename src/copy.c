@@ -16,8 +16,11 @@ __attribute__((target("avx2"))) static void copy_lines_avx2(uint8_t *restrict ds
 	size_t i;
 
 	for (i = 0; i + 64 <= len; i += 64) {
-		__m256i a = _mm256_loadu_si256((const __m256i *)(src + i));
-		__m256i b = _mm256_loadu_si256((const __m256i *)(src + i + 32));
+		__m256i a, b;
+
+		spardl_prefetch_stream(src + i + STREAM_AHEAD * sizeof(float));
+		a = _mm256_loadu_si256((const __m256i *)(src + i));
+		b = _mm256_loadu_si256((const __m256i *)(src + i + 32));
 
 		_mm256_stream_si256((__m256i *)(dst + i), a);
 		_mm256_stream_si256((__m256i *)(dst + i + 32), b);

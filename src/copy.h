@@ -10,6 +10,13 @@
  * fetching lines only to overwrite them costs bandwidth). */
 #define SPARDL_STREAM_MIN (4u << 20)
 
+/* Passes over large buffers (the accumulate pass, the dense ring's adds,
+ * these copies) fetch their reads this many floats (4 KiB) ahead
+ * themselves, one line at a time: with a loop's own work in the way, the
+ * core keeps too few misses in flight on its own (docs/PERFORMANCE.md). */
+#define STREAM_AHEAD 1024
+#define spardl_prefetch_stream(p) __builtin_prefetch((p), 0, 3)
+
 /* memcpy(dst, src, len), for buffers that do not overlap: from
  * SPARDL_STREAM_MIN bytes on with streaming stores (AVX2), below (or
  * without AVX2) memcpy itself. */

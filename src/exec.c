@@ -293,15 +293,15 @@ static struct spardl_undo *log_next(struct spardl_plan *p)
 static void acc_block_plain(struct call *c, uint32_t b)
 {
 	const struct spardl_sched *s = c->s;
-	uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b), i;
+	uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b);
 	float *restrict a = acc_of(c->plan) + off;
 	const float *restrict gb = c->grad + off;
 
 	if (s->res_mode == SPARDL_RES_OFF)
 		memcpy(a, gb, len * sizeof(float));
 	else
-		for (i = 0; i < len; i++)
-			a[i] = spardl_add(gb[i], a[i]);
+		/* The sums only (vectorized, prefetched): no key reaches UINT32_MAX. */
+		(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, NULL);
 }
 
 /* acc = grad + residual: one streaming pass, in place where acc is the
@@ -1037,7 +1037,14 @@ add_out_body(float *g, float *restrict in, float *restrict fwd, size_t len, int 
 		g[i] = !scale ? sum : mul != 0.0f ? sum * mul : sum / div;
 	}
 	for (; i + 8 <= len; i += 8) {
-		__m256 a = _mm256_loadu_ps(g + i), sum = _mm256_add_ps(a, _mm256_loadu_ps(in + i));
+		__m256 a, sum;
+
+		if (!(i & 15)) {
+			spardl_prefetch_stream(g + i + STREAM_AHEAD);
+			spardl_prefetch_stream(in + i + STREAM_AHEAD);
+		}
+		a = _mm256_loadu_ps(g + i);
+		sum = _mm256_add_ps(a, _mm256_loadu_ps(in + i));
 
 		STORE8(stream, 1, fwd + i, sum);
 		_mm256_storeu_ps(in + i, a);
@@ -1075,7 +1082,13 @@ add_fwd_body(const float *restrict acc, float *restrict in, float *restrict fwd,
 			in[i] = sum;
 	}
 	for (; i + 8 <= len; i += 8) {
-		__m256 sum = _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(in + i));
+		__m256 sum;
+
+		if (!(i & 15)) {
+			spardl_prefetch_stream(acc + i + STREAM_AHEAD);
+			spardl_prefetch_stream(in + i + STREAM_AHEAD);
+		}
+		sum = _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_loadu_ps(in + i));
 
 		STORE8(stream, 1, fwd + i, sum);
 		if (keep)

@@ -10,6 +10,7 @@
 #include "fp.h"
 #include "log.h"
 #include "lists.h"
+#include "copy.h"
 #include "topk.h"
 
 #if defined(__x86_64__)

@@ -39,11 +39,6 @@ void spardl_topk_threshold(const float *v, size_t len, size_t m, struct spardl_t
  * target has it) ignores the hint and fills L1. */
 #define PREFETCH_AHEAD 64
 #define spardl_prefetch(p) __builtin_prefetch((p), 0, 1)
-/* Streaming passes over n-sized buffers fetch their lines this many floats
- * (4 KiB) ahead themselves, one line at a time: with the loop's own work in
- * the way, the core keeps too few misses in flight on its own. */
-#define STREAM_AHEAD 1024
-#define spardl_prefetch_stream(p) __builtin_prefetch((p), 0, 3)
 
 /* x[idx[i]] = 0 for i < n. */
 void spardl_zero_at(float *x, const uint32_t *idx, size_t n);
