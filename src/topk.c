@@ -618,15 +618,15 @@ static uint32_t sample_bound(const float *a, const float *b, const uint64_t *zb,
 	if (__builtin_cpu_supports("avx2"))
 		keys_of = run_keys_avx2;
 #endif
+	/* The runs are far apart: ask for all their lines first (into L2,
+	 * whose miss queue is deeper than L1's), then count. */
+	for (i = 0; i < SAMPLE_RUNS; i++)
+		for (j = 0; j < SAMPLE_RUN; j += 16) {
+			spardl_prefetch(&a[i * stride + j]);
+			if (b)
+				spardl_prefetch(&b[i * stride + j]);
+		}
 	for (i = 0; i < SAMPLE_RUNS; i++) {
-		/* The runs are far apart: fetch the lines of the run after
-		 * next while this one is counted. */
-		if (i + 2 < SAMPLE_RUNS)
-			for (j = 0; j < SAMPLE_RUN; j += 16) {
-				__builtin_prefetch(&a[(i + 2) * stride + j], 0);
-				if (b)
-					__builtin_prefetch(&b[(i + 2) * stride + j], 0);
-			}
 		keys_of(a, b, zb, i * stride, keys);
 		for (j = 0; j < SAMPLE_RUN; j += 4) {
 			h[0][keys[j] >> 21]++;
