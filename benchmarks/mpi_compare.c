@@ -58,6 +58,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: mpirun -np P spardl-mpi-compare [-n N] [-d D] [--iters I] [--warmup W] [--data normal|int]\n"
 		   "                                   [--algos spardl,topka,gtopk,dense]\n"
+		   "--iters: timed rounds (default 15); --warmup: untimed rounds first (default 8, past the calls in\n"
+		   "which a plan times its output's store types, SPARDL_STREAM_OUTPUT=auto)\n"
 		   "Times MPI_Allreduce (dense, MPI_SUM, in place), spardl's algorithms and the streaming floor\n"
 		   "on the same data in one run; prints each one's median time (slowest rank) and its ratios.\n");
 }
@@ -76,7 +78,7 @@ int main(int argc, char **argv)
 	struct spardl_comm *comm = NULL;
 	size_t n = 1u << 24, pool_n, i;
 	double density = 0.01, *t = NULL, *r_mpi = NULL, *r_floor = NULL;
-	int iters = 15, warmup = 3, normal = 1, nm = 0, c, k, it, ret = 0;
+	int iters = 15, warmup = 8, normal = 1, nm = 0, c, k, it, ret = 0;
 	char algos[256] = "spardl,topka,gtopk,dense", *tok, *save = NULL, *end;
 	float *buf = NULL, *pool = NULL, *fc = NULL, *fm = NULL;
 

@@ -32,6 +32,9 @@ struct spardl_comm {
 	void *cuda_done;
 };
 
+/* Calls per store type that SPARDL_STREAM_OUTPUT=auto times. */
+#define SPARDL_STREAM_PROBES 3
+
 /* One change to acc: position and the value it had before. */
 struct spardl_undo {
 	uint64_t pos;
@@ -90,7 +93,18 @@ struct spardl_plan {
 	size_t pend_wpb;
 	int pend;                 /* some bit of pend_bits is set */
 	int own_lazy;             /* the owner's selection is lazy too (plan_deferrable, or TopkA's with pend_bits) */
-	int stream;               /* the n-sized output is written with streaming stores (plan_streams) */
+	/* The dense-layout output's stores (SPARDL_STREAM_OUTPUT): streaming
+	 * or plain. Which is faster depends on what the caller leaves in the
+	 * caches between calls, so by default (auto) the plan times both
+	 * (stream_probe in exec.c): calls 2 to 2 * SPARDL_STREAM_PROBES + 1
+	 * alternate them, each timed as its output plus the next call's
+	 * accumulate pass (which the output's stores affect too), and the
+	 * faster by median stays. */
+	int stream;
+	int stream_auto;          /* still probing */
+	uint32_t stream_probes;   /* calls with a dense output seen while probing */
+	double stream_pend;       /* the last such call's output time */
+	double stream_s[2][SPARDL_STREAM_PROBES];
 	struct spardl_topk_ws ws;
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */

@@ -91,7 +91,7 @@ static const struct env_word debug_words[] = {
 };
 
 static const struct env_word stream_words[] = {
-	{ "on", 1, 0 }, { "off", 0, 0 }, { "1", 1, 1 }, { "0", 0, 1 }, { NULL, 0, 0 },
+	{ "auto", -1, 0 }, { "on", 1, 0 }, { "off", 0, 0 }, { "1", 1, 1 }, { "0", 0, 1 }, { NULL, 0, 0 },
 };
 
 static const struct env_word gid_words[] = {
@@ -152,8 +152,8 @@ static const struct env_var vars[] = {
 	  .help = "microseconds the verbs transport polls its CQ before sleeping on the completion channel" },
 
 	/* Memory */
-	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "on",
-	  .help = "on: a dense-layout output (n floats) is written with streaming (non-temporal) stores, which neither fetch its lines nor evict what the call reads next; off: plain stores, faster only where grad and the residual stay in the last-level cache between calls (docs/PERFORMANCE.md)" },
+	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "auto",
+	  .help = "how a dense-layout output (n floats) is stored: on, streaming (non-temporal) stores, which neither fetch its lines nor evict what the next call reads; off, plain stores, faster where the caller's buffers stay in the caches; auto, a plan's calls 2 to 7 try both (three each, timing the output and the next accumulate pass) and the faster stays" },
 
 	/* Logging */
 	{ .name = "SPARDL_DEBUG", .kind = ENV_ENUM, .section = SEC_LOGGING, .words = debug_words, .def = "warn",

@@ -37,6 +37,8 @@ struct call {
 	/* Accumulate ops run so far: a rollback before the call's first one
 	 * accumulates then. */
 	uint32_t acc_ops;
+	/* Seconds in the accumulate pass and in the dense-layout output. */
+	double acc_s, out_s;
 };
 
 static double now_s(void)
@@ -1253,6 +1255,48 @@ static void trace_op_end(struct call *c, const struct spardl_op *op)
 	r->b = c->pairs;
 }
 
+static double median3(const double *v)
+{
+	double a = v[0], b = v[1], c = v[2];
+
+	return a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+}
+
+/*
+ * SPARDL_STREAM_OUTPUT=auto, after a successful call: time the store types
+ * of the dense-layout output. A call's stores cost in its output and in
+ * the next call's accumulate pass (a streamed line is no longer cached
+ * for it), so each call with an output is timed as its output plus the
+ * next call's accumulate pass. The plan's first call is not timed (its
+ * pages and lines are new); then the calls alternate plain and streaming
+ * stores, SPARDL_STREAM_PROBES timed each, and the faster by median stays.
+ */
+static void stream_probe(struct spardl_plan *p, const struct call *c)
+{
+	/* This call's index among the plan's calls with an output. */
+	uint32_t j = p->stream_probes;
+
+	if (!c->out)
+		return;
+	p->stream_probes = j + 1;
+	/* The previous one used the other store type. */
+	if (j >= 2)
+		p->stream_s[!p->stream][(j - 2) / 2] = p->stream_pend + c->acc_s;
+	if (j == 2 * SPARDL_STREAM_PROBES + 1) {
+		double plain = median3(p->stream_s[0]), streaming = median3(p->stream_s[1]);
+
+		p->stream = streaming <= plain;
+		p->stream_auto = 0;
+		spardl_log(SPARDL_LOG_DEBUG,
+			   "plan: the output's stores are %s (SPARDL_STREAM_OUTPUT=auto: output and next accumulate pass %.3f ms streaming, %.3f ms plain, medians of %d calls)",
+			   p->stream ? "streaming" : "plain", streaming * 1e3, plain * 1e3, SPARDL_STREAM_PROBES);
+		return;
+	}
+	p->stream_pend = c->out_s;
+	/* After the untimed first call, plain, then alternating. */
+	p->stream = j == 0 ? 0 : !p->stream;
+}
+
 static int run_op(struct call *c, const struct spardl_step *step, const struct spardl_op *op)
 {
 	struct spardl_plan_stats *st = &c->plan->stats;
@@ -1308,7 +1352,12 @@ static int run_op(struct call *c, const struct spardl_step *step, const struct s
 	default:
 		return spardl_error(-EINVAL, "internal: unknown op %u", op->code);
 	}
-	*bucket += now_s() - t0;
+	t0 = now_s() - t0;
+	*bucket += t0;
+	if (op->code == SPARDL_OP_ACC_INIT)
+		c->acc_s += t0;
+	else if (op->code == SPARDL_OP_OUTPUT && c->out)
+		c->out_s += t0;
 	if (c->plan->trace)
 		trace_op_end(c, op);
 	return ret;
@@ -1602,6 +1651,8 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		memset(acc_of(plan), 0, s->p.n * sizeof(float));
 	for (i = 0; i < s->npieces; i++)
 		plan->arrived[c.parity][i] = SPARDL_NOT_ARRIVED;
+	if (plan->stream_auto)
+		stream_probe(plan, &c);
 	plan->calls++;
 	plan->stats.calls++;
 	plan->stats.total += now_s() - t0;

@@ -414,20 +414,13 @@ static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsig
 	return 0;
 }
 
-/*
- * Whether a call writes its n-sized output with streaming stores
- * (SPARDL_STREAM_OUTPUT, default on). The output is written once and read
- * by nobody in the call: streaming stores do not fetch its lines first and
- * evict nothing the call reads next. Plain stores pay only where the
- * caller's buffers and the residual stay in the last-level cache from one
- * call to the next, which training between calls does not leave them
- * (docs/PERFORMANCE.md measures both).
- */
+/* SPARDL_STREAM_OUTPUT: 1 (on), 0 (off) or -1 (auto: the plan times both,
+ * starting with streaming stores). */
 static int plan_streams(void)
 {
-	int on = 1;
+	int mode = -1;
 
-	return spardl_env_enum("SPARDL_STREAM_OUTPUT", &on) ? 1 : on;
+	return spardl_env_enum("SPARDL_STREAM_OUTPUT", &mode) ? -1 : mode;
 }
 
 static int alloc_local(struct spardl_plan *plan)
@@ -475,8 +468,10 @@ static int alloc_local(struct spardl_plan *plan)
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
 	plan->stream = plan_streams();
-	spardl_log(SPARDL_LOG_DEBUG, "plan: n = %zu, the output written with %s stores (SPARDL_STREAM_OUTPUT)", n,
-		   plan->stream ? "streaming" : "plain");
+	/* The dense ring writes its output in its own adds. */
+	plan->stream_auto = plan->stream < 0 && s->p.algo != SPARDL_ALGO_DENSE;
+	if (plan->stream < 0)
+		plan->stream = 1;
 	if (!ret && (s->res_mode == SPARDL_RES_GRC || local_lazy(s)) && s->p.n >= spardl_pend_min_n) {
 		ret = plan_calloc(plan, &plan->pend_bits, plan->pend_wpb * s->nblocks, sizeof(*plan->pend_bits),
 				  "pending-zero bitmap");

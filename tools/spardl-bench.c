@@ -819,7 +819,8 @@ static void usage(FILE *f)
 		"                    topka, gtopk, dense, or all (every one the size allows) (default spardl)\n"
 		"  --teams T, --sag S, --srs S   defaults of the spardl entries (1, bruck, batched)\n"
 		"  --iters I         timed calls per point (default 20)\n"
-		"  --warmup W        untimed calls first (default 3)\n"
+		"  --warmup W        untimed calls first (default 8: past the calls in which a plan times its\n"
+		"                    output's store types, SPARDL_STREAM_OUTPUT=auto)\n"
 		"  --check           check every result (default): conservation, every rank the same result,\n"
 		"                    at density 1 the exact sum; --no-check skips\n"
 		"  --csv FILE        every point as a CSV row too\n"
@@ -931,7 +932,7 @@ int main(int argc, char **argv)
 	snprintf(o.algos, sizeof(o.algos), "spardl");
 	o.teams = 1;
 	o.iters = 20;
-	o.warmup = 3;
+	o.warmup = 8;
 	o.check = 1;
 	o.seed = 1;
 	o.progress = -1;
