@@ -96,10 +96,10 @@ struct spardl_plan {
 	/* The dense-layout output's stores (SPARDL_STREAM_OUTPUT): streaming
 	 * or plain. Which is faster depends on what the caller leaves in the
 	 * caches between calls, so by default (auto) the plan times both
-	 * (stream_probe in exec.c): calls 2 to 2 * SPARDL_STREAM_PROBES + 1
-	 * alternate them, each timed as its output plus the next call's
-	 * accumulate pass (which the output's stores affect too), and the
-	 * faster by median stays. */
+	 * (stream_probe in exec.c): its calls 2 to 2 * SPARDL_STREAM_PROBES + 1
+	 * with a dense-layout output alternate them, each timed as its output
+	 * plus the next such call's accumulate pass (which the output's stores
+	 * affect too), and the faster by median stays. */
 	int stream;
 	int stream_auto;          /* still probing */
 	uint32_t stream_probes;   /* calls with a dense output seen while probing */
