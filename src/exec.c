@@ -29,6 +29,7 @@ struct call {
 	uint32_t step;
 	uint64_t pairs; /* index-value pairs the current op produced or consumed (tracing) */
 	int direct;     /* the current step's write was stored directly (SPARDL_TP_WRITE_DIRECT) */
+	int fwd_out;    /* the current step's write sends the output chunk the last add wrote */
 	/* The dense ring's own output chunk, written by its last add: the
 	 * receive slot early_slot holds what out[early_off ..) held before,
 	 * for a rollback (UINT32_MAX: not written early). */
@@ -985,6 +986,20 @@ static void op_output(struct call *c)
 	c->nnz = p->u_n;
 }
 
+/* Whether the step's one write forwards exactly the add's receive slot. */
+static int forwards_slot(struct call *c, const struct spardl_step *st, const struct spardl_op *op)
+{
+	const struct spardl_write *w;
+	const struct spardl_sslot *ss;
+
+	if (st->nwrite != 1)
+		return 0;
+	w = &c->s->writes[st->write0];
+	ss = &c->s->sslots[w->sslot];
+	return ss->region == SPARDL_REG_RECV && ss->rslot == op->slot &&
+	       c->plan->slot_len[op->slot] == op->len * sizeof(float);
+}
+
 /* Where the add's sum goes when its step's write forwards it and the
  * transport maps the peer's receive region: the address in that region
  * (NULL: into the receive slot, and the write copies it from there). */
@@ -992,15 +1007,11 @@ static float *direct_target(struct call *c, const struct spardl_step *st, const 
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_write *w;
-	const struct spardl_sslot *ss;
 
 	if (!spardl_dense_direct || !(p->comm->tp->caps & SPARDL_TP_CAP_DIRECT) || !p->ops->direct ||
-	    st->nwrite != 1)
+	    !forwards_slot(c, st, op))
 		return NULL;
 	w = &c->s->writes[st->write0];
-	ss = &c->s->sslots[w->sslot];
-	if (ss->region != SPARDL_REG_RECV || ss->rslot != op->slot || p->slot_len[op->slot] != op->len * sizeof(float))
-		return NULL;
 	return p->ops->direct(p->ep, w->peer, p->ep->remote[w->peer],
 			      (uint64_t)c->parity * p->peer_half[w->peer] + w->roff, p->slot_len[op->slot]);
 }
@@ -1132,6 +1143,25 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 	int stream = len * sizeof(float) >= SPARDL_STREAM_MIN;
 
 	c->direct = fwd != NULL;
+	if (!fwd && op->reduced && !scale && c->out && (const float *)c->out == c->src && c->src_mr.addr &&
+	    spardl_dense_direct && forwards_slot(c, st, op)) {
+		/* In place, not averaged, and the peer's slot not mapped here:
+		 * the sum goes to grad, which the write then sends from, and
+		 * the slot keeps grad's old values for a rollback. */
+		float *restrict g = c->out + op->off, *restrict ri = in;
+
+		for (i = 0; i < len; i++) {
+			float a = g[i];
+
+			g[i] = a + ri[i];
+			ri[i] = a;
+		}
+		c->fwd_out = 1;
+		c->early_slot = op->slot;
+		c->early_off = op->off;
+		c->early_len = len;
+		return;
+	}
 	if (!fwd) {
 		float *restrict ri = in;
 		const float *restrict ra = acc;
@@ -1399,6 +1429,11 @@ static int post_writes(struct call *c, const struct spardl_step *st)
 			mr = p->recv;
 			off = (uint64_t)c->parity * s->recv_bytes + s->rslots[ss->rslot].off;
 			len = p->slot_len[ss->rslot];
+			if (c->fwd_out && ss->rslot == c->early_slot) {
+				/* The sum is in grad now (op_dense_add). */
+				mr = &c->src_mr;
+				off = c->early_off * sizeof(float);
+			}
 			break;
 		}
 		for (j = 0; j < w->npieces; j++) {
@@ -1625,6 +1660,7 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 			plan->stats.post += now_s() - tp;
 		}
 		c.direct = 0;
+		c.fwd_out = 0;
 	}
 	if (!ret && s->quiesce_step >= s->nsteps) {
 		double tq = now_s();

@@ -14,6 +14,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/random.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,23 +36,40 @@
 #define SHM_MAX_WRITE (UINT64_C(1) << 62)
 /* How often a blocked wait looks whether its peers are still alive. */
 #define LIVENESS_MS 100
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* A random word of this process, announced with its address: a peer that
+ * reads it back by cross-memory attach knows attach works and that the pid
+ * is still this process. */
+static _Atomic uint64_t cma_probe_word;
 
 struct shm_tp {
 	struct spardl_tp base;
 	pid_t *pids; /* per rank */
+	uint64_t *probe_addr, *probe_val; /* per rank: its cma_probe_word */
 	long spin_us;
+	int cma_ok; /* every rank can attach to every other (checked at open) */
+	int cma;    /* SPARDL_SHM_CMA of this rank: 0 off, 1 large regions, 2 all */
 };
 
 struct shm_mr {
 	struct spardl_tp_mr base;
-	int fd; /* memfd for REMOTE_WRITE memory, else -1 */
+	int fd;  /* memfd for shared REMOTE_WRITE memory, else -1 */
+	int cma; /* REMOTE_WRITE memory kept private, written by cross-memory attach */
 	size_t map_len;
 };
 
+/* A peer's receive region: mapped here (addr is local), or with cma its
+ * private memory (addr is in the peer), written with process_vm_writev. */
 struct shm_rmr {
 	struct spardl_tp_rmr base;
 	void *addr;
 	size_t map_len;
+	int cma;
+	pid_t pid;
+	int pidfd; /* the endpoint's, not owned */
 };
 
 /* The notification queue of one rank: many producers (peers), one consumer.
@@ -83,8 +102,9 @@ struct ep_info {
 	int32_t pid;
 	int32_t ring_fd;
 	uint32_t ring_cap;
-	int32_t recv_fd; /* -1: no receive region */
+	int32_t recv_fd;    /* -1: no shared receive region */
 	uint64_t recv_len;
+	uint64_t recv_addr; /* recv_fd -1: the private region's address in the rank, 0 none */
 };
 
 struct shm_ep {
@@ -119,6 +139,8 @@ struct host_id {
 	int32_t pid;
 	uint32_t pad;
 	uint64_t pidns;
+	uint64_t probe_addr; /* cma_probe_word in the rank */
+	uint64_t probe_val;  /* and its value */
 	char boot_id[48];
 };
 
@@ -130,6 +152,16 @@ static int host_identity(struct host_id *id)
 
 	memset(id, 0, sizeof(*id));
 	id->pid = (int32_t)getpid();
+	if (!atomic_load(&cma_probe_word)) {
+		uint64_t v = 0;
+
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+			v = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)id;
+		v |= 1;
+		atomic_compare_exchange_strong(&cma_probe_word, &(uint64_t){ 0 }, v);
+	}
+	id->probe_addr = (uint64_t)(uintptr_t)&cma_probe_word;
+	id->probe_val = atomic_load(&cma_probe_word);
 	if (fd < 0)
 		return spardl_error(-errno, "shm: cannot open /proc/sys/kernel/random/boot_id: %s (is /proc mounted?)",
 				    strerror(errno));
@@ -142,21 +174,105 @@ static int host_identity(struct host_id *id)
 	return 0;
 }
 
+/* Reads rank's probe word by cross-memory attach (the kernel's ptrace
+ * access check, which writes need too): 0, or an errno (EPROTO: another
+ * value, so pid is no longer that rank). */
+static int cma_check(const struct shm_tp *tp, int rank)
+{
+	uint64_t v = 0;
+	struct iovec l = { &v, sizeof(v) }, r = { (void *)(uintptr_t)tp->probe_addr[rank], sizeof(v) };
+	ssize_t n = process_vm_readv(tp->pids[rank], &l, 1, &r, 1, 0);
+
+	if (n != (ssize_t)sizeof(v))
+		return n < 0 ? errno : EIO;
+	return v == tp->probe_val[rank] ? 0 : EPROTO;
+}
+
+/* Whether this rank can attach to every other: 0 or the first failure's
+ * errno, with its rank in *bad. */
+static int cma_probe(const struct shm_tp *tp, int *bad)
+{
+	int i, err;
+
+	for (i = 0; i < tp->base.size; i++) {
+		int pfd;
+
+		if (i == tp->base.rank)
+			continue;
+		*bad = i;
+		pfd = (int)syscall(SYS_pidfd_open, tp->pids[i], 0);
+		if (pfd < 0)
+			return errno ? errno : EIO;
+		err = cma_check(tp, i);
+		close(pfd);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* SPARDL_SHM_CMA: every rank probes every other, and all learn every
+ * rank's result and setting, so all decide the same. */
+static int cma_agree(struct shm_tp *tp, struct spardl_bootstrap *bs, int mode)
+{
+	int size = tp->base.size, rank = tp->base.rank, bad = -1, err, i, ret;
+	uint8_t mine[2], *every = calloc((size_t)size, 2);
+
+	err = cma_probe(tp, &bad);
+	mine[0] = !err;
+	mine[1] = (uint8_t)mode;
+	ret = every ? 0 : spardl_error(-ENOMEM, "shm: out of memory for %d ranks", size);
+	ret = spardl_bootstrap_exchange(bs, ret, "check cross-memory attach", mine, every, 2);
+	if (ret) {
+		free(every);
+		return ret;
+	}
+	tp->cma_ok = 1;
+	for (i = 0; i < size; i++)
+		tp->cma_ok &= every[2 * i] != 0;
+	tp->cma = tp->cma_ok ? mode : 0;
+	for (i = 0; !tp->cma_ok && i < size; i++) {
+		if (every[2 * i + 1] != 2)
+			continue;
+		if (err)
+			ret = spardl_error(-EPERM, "shm: SPARDL_SHM_CMA=all (rank %d), but rank %d cannot attach to rank %d's memory: %s; ranks must run as one user, with kernel.yama.ptrace_scope 0 and no seccomp filter against process_vm_readv/writev (or use SPARDL_SHM_CMA=auto or off)",
+					   i, rank, bad, strerror(err));
+		else
+			ret = spardl_error(-EPERM, "shm: SPARDL_SHM_CMA=all (rank %d), but not every rank can attach to its peers' memory (see the failing rank's message); use SPARDL_SHM_CMA=auto or off",
+					   i);
+		break;
+	}
+	free(every);
+	if (!ret && tp->cma)
+		SPARDL_DEBUG("shm: %s receive regions are private memory, written by cross-memory attach (SPARDL_SHM_CMA=%s)",
+			     tp->cma == 2 ? "all" : "4 MiB and larger", tp->cma == 2 ? "all" : "auto");
+	if (!ret && mode && !tp->cma_ok && err)
+		SPARDL_DEBUG("shm: receive regions are shared memfd segments: cross-memory attach to rank %d failed: %s",
+			     bad, strerror(err));
+	return ret;
+}
+
 static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spardl_tp **tp_out)
 {
 	int size = spardl_bootstrap_size(bs), rank = spardl_bootstrap_rank(bs), ret, i;
 	struct host_id me, *all;
 	struct shm_tp *tp;
 	long spin = 0;
+	int cma = 1;
 
 	all = calloc((size_t)size, sizeof(*all));
 	tp = calloc(1, sizeof(*tp));
-	if (tp)
+	if (tp) {
 		tp->pids = calloc((size_t)size, sizeof(*tp->pids));
-	if (!all || !tp || !tp->pids)
+		tp->probe_addr = calloc((size_t)size, sizeof(*tp->probe_addr));
+		tp->probe_val = calloc((size_t)size, sizeof(*tp->probe_val));
+	}
+	if (!all || !tp || !tp->pids || !tp->probe_addr || !tp->probe_val)
 		ret = spardl_error(-ENOMEM, "shm: out of memory for %d ranks", size);
 	else
 		ret = spardl_env_long("SPARDL_SHM_SPIN", &spin);
+	if (!ret)
+		ret = spardl_env_enum("SPARDL_SHM_CMA", &cma);
 	if (!ret)
 		ret = host_identity(&me);
 	/* Whatever failed here, take part: every rank learns of it. */
@@ -174,15 +290,20 @@ static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spard
 			break;
 		}
 		tp->pids[i] = all[i].pid;
+		tp->probe_addr[i] = all[i].probe_addr;
+		tp->probe_val[i] = all[i].probe_val;
 	}
 	/* Every rank checked the same table: all agree. */
 	if (ret)
 		goto err_free;
-	free(all);
 	tp->spin_us = spin;
 	tp->base.bs = bs;
 	tp->base.rank = rank;
 	tp->base.size = size;
+	ret = cma_agree(tp, bs, cma);
+	if (ret)
+		goto err_free;
+	free(all);
 	tp->base.timeout_ms = timeout_ms;
 	tp->base.max_write = SHM_MAX_WRITE;
 	/* A write is a memcpy by the writer: any of its memory can be the
@@ -192,8 +313,11 @@ static int shm_open_tp(struct spardl_bootstrap *bs, int timeout_ms, struct spard
 	return 0;
 
 err_free:
-	if (tp)
+	if (tp) {
 		free(tp->pids);
+		free(tp->probe_addr);
+		free(tp->probe_val);
+	}
 	free(tp);
 	free(all);
 	return ret;
@@ -204,6 +328,8 @@ static void shm_close(struct spardl_tp *tp)
 	if (!tp)
 		return;
 	free(tp_of(tp)->pids);
+	free(tp_of(tp)->probe_addr);
+	free(tp_of(tp)->probe_val);
 	free(tp);
 }
 
@@ -236,6 +362,37 @@ static int make_segment(size_t len, const char *what, int *fd_out)
 	return 0;
 }
 
+/* Once per process: whether large receive regions can have huge pages. */
+static void log_shmem_thp(void)
+{
+	static atomic_int said;
+	char line[128] = "", *open_b, *close_b;
+	FILE *f;
+
+	if (atomic_exchange(&said, 1))
+		return;
+	f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+	if (f) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		fclose(f);
+	}
+	open_b = strchr(line, '[');
+	close_b = open_b ? strchr(open_b, ']') : NULL;
+	if (!open_b || !close_b) {
+		SPARDL_DEBUG("shm: receive regions of 4 MiB and more ask for huge pages (shmem THP setting unknown)");
+		return;
+	}
+	*close_b = '\0';
+	if (!strcmp(open_b + 1, "never") || !strcmp(open_b + 1, "deny"))
+		SPARDL_DEBUG("shm: receive regions of 4 MiB and more use 4 KiB pages: transparent_hugepage/shmem_enabled is '%s' "
+			     "(set it to 'advise' for huge pages, docs/PERFORMANCE.md)",
+			     open_b + 1);
+	else
+		SPARDL_DEBUG("shm: receive regions of 4 MiB and more ask for huge pages (transparent_hugepage/shmem_enabled is '%s')",
+			     open_b + 1);
+}
+
 static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type type, unsigned access,
 			 struct spardl_tp_mr **mr_out)
 {
@@ -249,7 +406,11 @@ static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type 
 		return spardl_error(-ENOMEM, "shm: out of memory");
 	mr->fd = -1;
 	mr->map_len = page_round(len);
-	if (access & SPARDL_ACCESS_REMOTE_WRITE) {
+	/* Private receive memory, which gets huge pages where shared memory
+	 * may not (docs/PERFORMANCE.md), when every rank can attach. */
+	mr->cma = (access & SPARDL_ACCESS_REMOTE_WRITE) && tp_of(tp)->cma_ok &&
+		  (tp_of(tp)->cma == 2 || (tp_of(tp)->cma == 1 && mr->map_len >= HUGE_THRESHOLD));
+	if ((access & SPARDL_ACCESS_REMOTE_WRITE) && !mr->cma) {
 		ret = make_segment(mr->map_len, "receive region", &mr->fd);
 		if (ret)
 			goto err_free;
@@ -262,17 +423,21 @@ static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type 
 		ret = spardl_error(-errno, "shm: cannot map %zu bytes: %s", mr->map_len, strerror(errno));
 		goto err_close;
 	}
-	/* Large private buffers are scanned every call: huge pages cut the
-	 * first-touch and TLB cost. Advice only, so failure is fine. */
-	if (mr->fd < 0 && mr->map_len >= HUGE_THRESHOLD)
+	/* Large buffers are walked every call: huge pages cut the first-touch
+	 * and TLB cost (docs/PERFORMANCE.md). Advice only, so failure is fine;
+	 * a shared segment gets them only where the kernel allows shmem THP. */
+	if (mr->map_len >= HUGE_THRESHOLD) {
 		(void)madvise(mr->base.addr, mr->map_len, MADV_HUGEPAGE);
+		if (mr->fd >= 0)
+			log_shmem_thp();
+	}
 	/* Touch every page now so no call pays the first-touch faults. */
 	memset(mr->base.addr, 0, mr->map_len);
 	mr->base.len = len;
 	mr->base.alloc_len = mr->map_len;
 	mr->base.mem_type = type;
 	mr->base.access = access;
-	mr->base.registered = mr->fd >= 0;
+	mr->base.registered = mr->fd >= 0 || mr->cma;
 	*mr_out = &mr->base;
 	return 0;
 
@@ -290,6 +455,17 @@ static void shm_mem_free(struct spardl_tp *tp, struct spardl_tp_mr *base)
 
 	if (!mr)
 		return;
+	if (mr->cma) {
+		/* A late peer may still write here: the memory goes, but the
+		 * addresses stay reserved (inaccessible), so such a write
+		 * fails instead of landing in whatever reused them. */
+		if (mmap(mr->base.addr, mr->map_len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0) == MAP_FAILED)
+			SPARDL_DEBUG("shm: could not release a private receive region (%zu bytes): %s; it stays mapped",
+				     mr->map_len, strerror(errno));
+		free(mr);
+		return;
+	}
 	munmap(mr->base.addr, mr->map_len);
 	if (mr->fd >= 0)
 		close(mr->fd);
@@ -368,6 +544,9 @@ static int map_peer(struct shm_tp *tp, int peer, int32_t pid, int32_t fd, uint64
 	if (addr == MAP_FAILED)
 		return spardl_error(-errno, "shm: cannot map rank %d's %s (%llu bytes): %s", peer, what,
 				    (unsigned long long)len, strerror(errno));
+	/* The owner's huge pages are mapped whole here too (advice only). */
+	if (len >= HUGE_THRESHOLD)
+		(void)madvise(addr, (size_t)len, MADV_HUGEPAGE);
 	*addr_out = addr;
 	return 0;
 }
@@ -389,7 +568,8 @@ static void shm_ep_destroy(struct spardl_tp_ep *base)
 		if (ep->base.remote && ep->base.remote[p]) {
 			struct shm_rmr *rmr = (struct shm_rmr *)ep->base.remote[p];
 
-			munmap(rmr->addr, rmr->map_len);
+			if (!rmr->cma)
+				munmap(rmr->addr, rmr->map_len);
 			free(rmr);
 		}
 	}
@@ -463,10 +643,44 @@ static int ep_setup(struct shm_ep *ep, const struct spardl_tp_peer *peers, int n
 	me->ring_cap = cap;
 	me->recv_fd = rmr && rmr->fd >= 0 ? rmr->fd : -1;
 	me->recv_len = rmr ? rmr->map_len : 0;
+	me->recv_addr = rmr && rmr->cma ? (uint64_t)(uintptr_t)rmr->base.addr : 0;
 	if (spardl_shm_fake_announce_fd >= 0)
 		me->ring_fd = me->recv_fd = spardl_shm_fake_announce_fd;
 	if (spardl_shm_announce_hook)
 		spardl_shm_announce_hook(&me->pid, &me->ring_fd, &me->ring_cap, &me->recv_fd, &me->recv_len);
+	return 0;
+}
+
+/* A peer's private receive region, written by cross-memory attach: only
+ * where every rank agreed it works, within the length this rank needs.
+ * Its address is the peer's own business: a wrong one fails the write. */
+static int cma_peer(struct shm_tp *tp, int peer, const struct ep_info *in, uint64_t min_len, int pidfd,
+		    struct shm_rmr *rmr)
+{
+	int err;
+
+	if (!tp->cma_ok)
+		return spardl_error(-EPROTO, "shm: rank %d announced a private receive region, but cross-memory attach was found not to work",
+				    peer);
+	if (in->pid != tp->pids[peer])
+		return spardl_error(-EPROTO, "shm: rank %d announced its receive region in pid %d, but it is pid %d",
+				    peer, (int)in->pid, (int)tp->pids[peer]);
+	if (in->recv_len < min_len || in->recv_len > (uint64_t)SIZE_MAX / 2 ||
+	    in->recv_addr > UINT64_MAX - in->recv_len)
+		return spardl_error(-EPROTO, "shm: rank %d announced a receive region of %llu bytes; at least %llu are needed",
+				    peer, (unsigned long long)in->recv_len, (unsigned long long)min_len);
+	if (pidfd < 0)
+		return spardl_error(-ENOSYS, "shm: no pidfd for rank %d (pid %d), which cross-memory attach needs to know the peer is still the same process (SPARDL_SHM_CMA=off avoids it)",
+				    peer, (int)in->pid);
+	/* The pidfd pins a process; its probe word says it is still the rank. */
+	err = cma_check(tp, peer);
+	if (err)
+		return spardl_error(err == EPROTO ? -ECONNRESET : -err, "shm: rank %d (pid %d) cannot be reached by cross-memory attach: %s",
+				    peer, (int)in->pid, err == EPROTO ? "it has exited" : strerror(err));
+	rmr->addr = (void *)(uintptr_t)in->recv_addr;
+	rmr->cma = 1;
+	rmr->pid = (pid_t)in->pid;
+	rmr->pidfd = pidfd;
 	return 0;
 }
 
@@ -498,8 +712,11 @@ static int ep_map(struct shm_ep *ep, const struct spardl_tp_peer *peers, int npe
 
 			if (!rmr)
 				return spardl_error(-ENOMEM, "shm: out of memory");
-			ret = map_peer(tp, p, in->pid, in->recv_fd, in->recv_len, peers[i].remote_len,
-				       "receive region", &rmr->addr);
+			if (in->recv_fd < 0 && in->recv_addr)
+				ret = cma_peer(tp, p, in, peers[i].remote_len, ep->pidfds[i], rmr);
+			else
+				ret = map_peer(tp, p, in->pid, in->recv_fd, in->recv_len, peers[i].remote_len,
+					       "receive region", &rmr->addr);
 			if (ret) {
 				free(rmr);
 				return ret;
@@ -575,6 +792,37 @@ static int ring_push(struct shm_ep *ep, int peer, uint32_t kind, uint32_t imm, u
 	return 0;
 }
 
+/* A write into a peer's private region. The pidfd pins the peer: once it
+ * has exited nothing is written, even if its pid is reused. */
+static int cma_write(struct shm_rmr *rmr, int peer, size_t roff, const uint8_t *src, size_t len)
+{
+	uint8_t *dst = (uint8_t *)rmr->addr + roff;
+
+	if (syscall(SYS_pidfd_send_signal, rmr->pidfd, 0, NULL, 0))
+		return errno == ESRCH ? spardl_error_quiet(-ECONNRESET, "shm: rank %d (pid %d) has exited", peer, (int)rmr->pid) :
+					spardl_error_quiet(-errno, "shm: cannot check rank %d (pid %d): %s", peer,
+							   (int)rmr->pid, strerror(errno));
+	while (len) {
+		struct iovec l = { (void *)src, len }, r = { dst, len };
+		ssize_t n = process_vm_writev(rmr->pid, &l, 1, &r, 1, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == ESRCH)
+			return spardl_error_quiet(-ECONNRESET, "shm: rank %d (pid %d) has exited", peer, (int)rmr->pid);
+		if (n < 0 && errno == EFAULT)
+			return spardl_error_quiet(-ECONNRESET, "shm: rank %d's receive region is gone: it has left the plan (or announced memory it does not have)",
+						  peer);
+		if (n <= 0)
+			return spardl_error_quiet(n < 0 ? -errno : -EIO, "shm: write into rank %d's memory failed: %s", peer,
+						  n < 0 ? strerror(errno) : "no progress");
+		src += n;
+		dst += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *lmr, size_t loff,
 		     struct spardl_tp_rmr *rbase, size_t roff, size_t len, uint32_t imm, unsigned flags)
 {
@@ -585,16 +833,20 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 
 	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
 	    (!direct && (!lmr || loff > lmr->len || len > lmr->len - loff)) || roff > rmr->map_len ||
-	    len > rmr->map_len - roff)
+	    len > rmr->map_len - roff || (direct && rmr->cma))
 		return spardl_error_quiet(-EINVAL, "shm: internal: write of %zu bytes to rank %d out of bounds",
 					  len, peer);
 	/* No queue pair: the write is the copy (or, direct, the stores the
 	 * core already made), complete when its notification is published. */
 	ep->writes++;
 	spardl_trace_write(base->trace, SPARDL_TR_POST, peer, 0, ep->writes, imm, len);
-	if (!direct)
+	ret = 0;
+	if (rmr->cma)
+		ret = cma_write(rmr, peer, roff, (const uint8_t *)lmr->addr + loff, len);
+	else if (!direct)
 		spardl_copy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
-	ret = ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
+	if (!ret)
+		ret = ring_push(ep, peer, ENTRY_NOTIFY, imm, len);
 	if (!ret)
 		spardl_trace_write(base->trace, SPARDL_TR_DONE, peer, 0, ep->writes, imm, len);
 	return ret;
@@ -606,7 +858,7 @@ static void *shm_direct(struct spardl_tp_ep *base, int peer, struct spardl_tp_rm
 	struct shm_rmr *rmr = (struct shm_rmr *)rbase;
 
 	if (peer < 0 || peer >= base->tp->size || !ep->rings[peer] || !rmr || rmr->base.peer != peer ||
-	    roff > rmr->map_len || len > rmr->map_len - roff)
+	    roff > rmr->map_len || len > rmr->map_len - roff || rmr->cma)
 		return NULL;
 	return (uint8_t *)rmr->addr + roff;
 }
