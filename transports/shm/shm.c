@@ -26,6 +26,10 @@
 #include "transport.h"
 
 #define HUGE_THRESHOLD (4u << 20)
+/* SPARDL_SHM_CMA=auto: receive regions from this size on are private
+ * (docs/PERFORMANCE.md: below it, shared segments and direct stores were
+ * faster; from it on, their 4 KiB pages stalled calls). */
+#define CMA_THRESHOLD (64u << 20)
 /* Every segment a peer may map: a memfd of this name, with exactly these
  * seals, so a peer's announcement can only ever point at spardl memory. */
 #define SEG_NAME "spardl"
@@ -245,7 +249,7 @@ static int cma_agree(struct shm_tp *tp, struct spardl_bootstrap *bs, int mode)
 	free(every);
 	if (!ret && tp->cma)
 		SPARDL_DEBUG("shm: %s receive regions are private memory, written by cross-memory attach (SPARDL_SHM_CMA=%s)",
-			     tp->cma == 2 ? "all" : "4 MiB and larger", tp->cma == 2 ? "all" : "auto");
+			     tp->cma == 2 ? "all" : "64 MiB and larger", tp->cma == 2 ? "all" : "auto");
 	if (!ret && mode && !tp->cma_ok && err)
 		SPARDL_DEBUG("shm: receive regions are shared memfd segments: cross-memory attach to rank %d failed: %s",
 			     bad, strerror(err));
@@ -409,7 +413,7 @@ static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type 
 	/* Private receive memory, which gets huge pages where shared memory
 	 * may not (docs/PERFORMANCE.md), when every rank can attach. */
 	mr->cma = (access & SPARDL_ACCESS_REMOTE_WRITE) && tp_of(tp)->cma_ok &&
-		  (tp_of(tp)->cma == 2 || (tp_of(tp)->cma == 1 && mr->map_len >= HUGE_THRESHOLD));
+		  (tp_of(tp)->cma == 2 || (tp_of(tp)->cma == 1 && mr->map_len >= CMA_THRESHOLD));
 	if ((access & SPARDL_ACCESS_REMOTE_WRITE) && !mr->cma) {
 		ret = make_segment(mr->map_len, "receive region", &mr->fd);
 		if (ret)
