@@ -142,7 +142,7 @@ static const struct env_var vars[] = {
 	{ .name = "SPARDL_SHM_SPIN", .kind = ENV_INT, .section = SEC_SHM, .lo = 0, .hi = 1000000, .def = "20",
 	  .help = "microseconds the shm transport polls before sleeping on a futex; 0 sleeps at once (many ranks on few cores)" },
 	{ .name = "SPARDL_SHM_CMA", .kind = ENV_ENUM, .section = SEC_SHM, .words = cma_words, .def = "auto",
-	  .help = "which receive regions are the owner's private memory, written by the peers with cross-memory attach (process_vm_writev), instead of shared memfd segments the peers map: auto, those of 64 MiB and more (private memory gets huge pages; shared segments get them only where transparent_hugepage/shmem_enabled allows; docs/PERFORMANCE.md); all, every one; off, none. auto and all need every rank to be able to attach to every other (same user; no Yama ptrace_scope above 0, no seccomp filter against it), checked when the transport opens: auto falls back to shared segments, all fails naming the rank" },
+	  .help = "which receive regions are the owner's private memory, written by the peers with cross-memory attach (process_vm_writev), instead of shared memfd segments the peers map: auto, those of 64 MiB and more where shared memory gets no huge pages (transparent_hugepage/shmem_enabled never or deny, Debian's default), since private memory does (docs/PERFORMANCE.md); all, every one; off, none. auto and all need every rank to be able to attach to every other (same user; no Yama ptrace_scope above 0, no seccomp filter against it), checked when the transport opens: auto falls back to shared segments, all fails naming the rank" },
 
 	/* Verbs transport */
 	{ .name = "SPARDL_VERBS_DEVICE", .kind = ENV_STR, .section = SEC_VERBS, .range = "dev[:port],... or ^dev,...",

@@ -178,6 +178,28 @@ static int host_identity(struct host_id *id)
 	return 0;
 }
 
+/* The shared-memory huge-page setting, transparent_hugepage/shmem_enabled
+ * ("" when unknown), and whether shared segments can get huge pages. */
+static int shmem_thp(char *word, size_t len)
+{
+	char line[128] = "", *open_b, *close_b;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+
+	word[0] = '\0';
+	if (f) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		fclose(f);
+	}
+	open_b = strchr(line, '[');
+	close_b = open_b ? strchr(open_b, ']') : NULL;
+	if (!open_b || !close_b)
+		return 0;
+	*close_b = '\0';
+	snprintf(word, len, "%s", open_b + 1);
+	return strcmp(word, "never") && strcmp(word, "deny");
+}
+
 /* Reads rank's probe word by cross-memory attach (the kernel's ptrace
  * access check, which writes need too): 0, or an errno (EPROTO: another
  * value, so pid is no longer that rank). */
@@ -235,6 +257,17 @@ static int cma_agree(struct shm_tp *tp, struct spardl_bootstrap *bs, int mode)
 	for (i = 0; i < size; i++)
 		tp->cma_ok &= every[2 * i] != 0;
 	tp->cma = tp->cma_ok ? mode : 0;
+	/* Shared segments with huge pages take the dense ring's direct
+	 * stores, which measured faster still (docs/PERFORMANCE.md). */
+	if (tp->cma == 1) {
+		char word[32];
+
+		if (shmem_thp(word, sizeof(word))) {
+			tp->cma = 0;
+			SPARDL_DEBUG("shm: receive regions are shared memfd segments: transparent_hugepage/shmem_enabled is '%s', so they get huge pages (SPARDL_SHM_CMA=auto)",
+				     word);
+		}
+	}
 	for (i = 0; !tp->cma_ok && i < size; i++) {
 		if (every[2 * i + 1] != 2)
 			continue;
@@ -366,35 +399,21 @@ static int make_segment(size_t len, const char *what, int *fd_out)
 	return 0;
 }
 
-/* Once per process: whether large receive regions can have huge pages. */
+/* Once per process: whether large shared receive regions have huge pages. */
 static void log_shmem_thp(void)
 {
 	static atomic_int said;
-	char line[128] = "", *open_b, *close_b;
-	FILE *f;
+	char word[32];
 
 	if (atomic_exchange(&said, 1))
 		return;
-	f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
-	if (f) {
-		if (!fgets(line, sizeof(line), f))
-			line[0] = '\0';
-		fclose(f);
-	}
-	open_b = strchr(line, '[');
-	close_b = open_b ? strchr(open_b, ']') : NULL;
-	if (!open_b || !close_b) {
-		SPARDL_DEBUG("shm: receive regions of 4 MiB and more ask for huge pages (shmem THP setting unknown)");
-		return;
-	}
-	*close_b = '\0';
-	if (!strcmp(open_b + 1, "never") || !strcmp(open_b + 1, "deny"))
-		SPARDL_DEBUG("shm: receive regions of 4 MiB and more use 4 KiB pages: transparent_hugepage/shmem_enabled is '%s' "
-			     "(set it to 'advise' for huge pages, docs/PERFORMANCE.md)",
-			     open_b + 1);
+	if (shmem_thp(word, sizeof(word)))
+		SPARDL_DEBUG("shm: shared receive regions of 4 MiB and more ask for huge pages (transparent_hugepage/shmem_enabled is '%s')",
+			     word);
 	else
-		SPARDL_DEBUG("shm: receive regions of 4 MiB and more ask for huge pages (transparent_hugepage/shmem_enabled is '%s')",
-			     open_b + 1);
+		SPARDL_DEBUG("shm: shared receive regions of 4 MiB and more use 4 KiB pages: transparent_hugepage/shmem_enabled is '%s' "
+			     "(docs/PERFORMANCE.md)",
+			     word[0] ? word : "unknown");
 }
 
 static int shm_mem_alloc(struct spardl_tp *tp, size_t len, enum spardl_mem_type type, unsigned access,
@@ -796,27 +815,32 @@ static int ring_push(struct shm_ep *ep, int peer, uint32_t kind, uint32_t imm, u
 	return 0;
 }
 
-/* A write into a peer's private region. The pidfd pins the peer: once it
- * has exited nothing is written, even if its pid is reused. */
+/* A write into a peer's private region. A peer that has exited or freed
+ * the region (left the plan) reads nothing more: the data is dropped, as
+ * a copy into a shared segment nobody maps any more would be, and the
+ * waits on that peer report it. The pidfd pins the peer: once it has
+ * exited nothing is written, even if its pid is reused. */
 static int cma_write(struct shm_rmr *rmr, int peer, size_t roff, const uint8_t *src, size_t len)
 {
 	uint8_t *dst = (uint8_t *)rmr->addr + roff;
 
-	if (syscall(SYS_pidfd_send_signal, rmr->pidfd, 0, NULL, 0))
-		return errno == ESRCH ? spardl_error_quiet(-ECONNRESET, "shm: rank %d (pid %d) has exited", peer, (int)rmr->pid) :
-					spardl_error_quiet(-errno, "shm: cannot check rank %d (pid %d): %s", peer,
-							   (int)rmr->pid, strerror(errno));
+	if (syscall(SYS_pidfd_send_signal, rmr->pidfd, 0, NULL, 0)) {
+		if (errno == ESRCH)
+			return 0;
+		return spardl_error_quiet(-errno, "shm: cannot check rank %d (pid %d): %s", peer, (int)rmr->pid,
+					  strerror(errno));
+	}
 	while (len) {
 		struct iovec l = { (void *)src, len }, r = { dst, len };
 		ssize_t n = process_vm_writev(rmr->pid, &l, 1, &r, 1, 0);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == ESRCH)
-			return spardl_error_quiet(-ECONNRESET, "shm: rank %d (pid %d) has exited", peer, (int)rmr->pid);
-		if (n < 0 && errno == EFAULT)
-			return spardl_error_quiet(-ECONNRESET, "shm: rank %d's receive region is gone: it has left the plan (or announced memory it does not have)",
-						  peer);
+		if (n < 0 && (errno == ESRCH || errno == EFAULT)) {
+			SPARDL_DEBUG("shm: a write to rank %d was dropped: %s", peer,
+				     errno == ESRCH ? "it has exited" : "its receive region is gone (it left the plan)");
+			return 0;
+		}
 		if (n <= 0)
 			return spardl_error_quiet(n < 0 ? -errno : -EIO, "shm: write into rank %d's memory failed: %s", peer,
 						  n < 0 ? strerror(errno) : "no progress");
