@@ -38,8 +38,11 @@ struct call {
 	/* Accumulate ops run so far: a rollback before the call's first one
 	 * accumulates then. */
 	uint32_t acc_ops;
-	/* Seconds in the accumulate pass and in the dense-layout output. */
-	double acc_s, out_s;
+	/* Blocks whose accumulate pass waits for their list (blk_todo). */
+	uint32_t late_left;
+	/* Seconds in the accumulate pass and in the dense-layout output;
+	 * late_s: the part of the current op that was accumulate passes. */
+	double acc_s, out_s, late_s;
 };
 
 static double now_s(void)
@@ -357,13 +360,21 @@ static void op_acc_init(struct call *c)
 		/* The residual's pending zeros are applied as acc is read. */
 		const uint64_t *z = p->pend ? p->pend_bits + b * p->pend_wpb : NULL;
 		/* Candidates exist only where blocks are long enough to sample. */
-		uint32_t lo = p->cand ? spardl_topk_bound(gb, add ? a : NULL, z, len, s->kb) : 0;
+		uint32_t lo = p->cand && !(p->blk_late && p->blk_late[b]) ?
+				      spardl_topk_bound(gb, add ? a : NULL, z, len, s->kb) :
+				      0;
 
 		if (p->cand) {
 			p->blk_nl[b] = 0;
 			p->blk_def[b] = 0;
 			p->cand_lo[b] = lo;
 			p->cand_n[b] = SIZE_MAX;
+		}
+		if (p->blk_late && p->blk_late[b]) {
+			/* Formed with its list (acc_late). */
+			p->blk_todo[b] = 1;
+			c->late_left++;
+			continue;
 		}
 		if (lo) {
 			p->cand_n[b] = spardl_topk_acc_gather_z(a, gb, len, add, lo, p->cand + b * p->cand_cap,
@@ -379,9 +390,62 @@ static void op_acc_init(struct call *c)
 		}
 	}
 	if (p->pend) {
-		memset(p->pend_bits, 0, p->pend_wpb * s->nblocks * sizeof(*p->pend_bits));
-		p->pend = 0;
+		/* A late block's zeros stay pending until its pass. */
+		for (b = 0; b < s->nblocks; b++)
+			if (!(p->blk_late && p->blk_late[b]))
+				memset(p->pend_bits + b * p->pend_wpb, 0, p->pend_wpb * sizeof(*p->pend_bits));
+		p->pend = c->late_left != 0;
 	}
+}
+
+/* Entries of a late block formed at a time: a part of acc and grad that
+ * stays in L2 until the list's sums in it are made. */
+#define LATE_CHUNK 16384u
+
+/* The accumulate pass of a late block (blk_late), at its scatter: acc =
+ * grad + residual as op_acc_init would form it, candidates included, and,
+ * part by part while the part is still in cache, keep[j] = acc + the list's
+ * value at each of the list's positions (l NULL: the pass alone). */
+static void acc_late(struct call *c, uint32_t b, const struct spardl_list *l, float *keep)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_sched *s = c->s;
+	uint64_t off = (uint64_t)b * s->block_size, len = spardl_block_len(s->p.n, s->block_size, b), at;
+	float *restrict a = acc_of(p) + off;
+	const float *restrict gb = c->grad + off;
+	uint64_t *z = p->pend ? p->pend_bits + b * p->pend_wpb : NULL;
+	uint32_t lo = spardl_topk_bound(gb, a, z, len, s->kb), *cidx = p->cand + (size_t)b * p->cand_cap, j = 0;
+	float *cval = p->cand_val + (size_t)b * p->cand_cap;
+	/* SIZE_MAX: no candidates (none sampled, or more than cand_cap). */
+	size_t n = lo ? 0 : SIZE_MAX;
+	double t0 = now_s();
+
+	for (at = 0; at < len; at += LATE_CHUNK) {
+		size_t part = len - at < LATE_CHUNK ? (size_t)(len - at) : LATE_CHUNK, got;
+		const uint64_t *zp = z ? z + at / 64 : NULL;
+
+		if (n == SIZE_MAX) {
+			/* The sums only: no key reaches UINT32_MAX. */
+			(void)spardl_topk_acc_gather_at(a + at, gb + at, part, 1, UINT32_MAX, NULL, NULL, 0, zp,
+							(uint32_t)at);
+		} else {
+			got = spardl_topk_acc_gather_at(a + at, gb + at, part, 1, lo, cidx + n, cval + n,
+							p->cand_cap - n, zp, (uint32_t)at);
+			n = got == SIZE_MAX ? SIZE_MAX : n + got;
+		}
+		if (l)
+			for (; j < l->count && l->idx[j] < at + part; j++)
+				keep[j] = spardl_add(a[l->idx[j]], l->val[j]);
+	}
+	p->cand_lo[b] = lo;
+	p->cand_n[b] = n;
+	if (z)
+		memset(z, 0, p->pend_wpb * sizeof(*z));
+	p->blk_todo[b] = 0;
+	if (!--c->late_left)
+		/* Every other block's zeros were taken by op_acc_init. */
+		p->pend = 0;
+	c->late_s += now_s() - t0;
 }
 
 void spardl_exec_settle(struct spardl_plan *plan)
@@ -587,14 +651,19 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		if (keep && p->blk_defer[b]) {
 			/* Only the sums: acc keeps the rank's input here
 			 * (plan_deferrable), nothing to log or undo. */
-			for (j = 0; j < l.count; j++) {
-				if (j + PREFETCH_AHEAD < l.count)
-					spardl_prefetch(&x[l.idx[j + PREFETCH_AHEAD]]);
-				keep[j] = spardl_add(x[l.idx[j]], l.val[j]);
-			}
+			if (p->blk_todo[b])
+				acc_late(c, b, &l, keep);
+			else
+				for (j = 0; j < l.count; j++) {
+					if (j + PREFETCH_AHEAD < l.count)
+						spardl_prefetch(&x[l.idx[j + PREFETCH_AHEAD]]);
+					keep[j] = spardl_add(x[l.idx[j]], l.val[j]);
+				}
 			p->blk_def[b] = 1;
 			continue;
 		}
+		if (p->blk_todo && p->blk_todo[b])
+			acc_late(c, b, NULL, NULL);
 		u = NULL;
 		if (logging(c)) {
 			undo_run(p);
@@ -1383,6 +1452,13 @@ static int run_op(struct call *c, const struct spardl_step *step, const struct s
 		return spardl_error(-EINVAL, "internal: unknown op %u", op->code);
 	}
 	t0 = now_s() - t0;
+	if (c->late_s != 0.0) {
+		/* A late block's accumulate pass, inside its scatter. */
+		st->accumulate += c->late_s;
+		c->acc_s += c->late_s;
+		t0 -= c->late_s;
+		c->late_s = 0.0;
+	}
 	*bucket += t0;
 	if (op->code == SPARDL_OP_ACC_INIT)
 		c->acc_s += t0;
@@ -1498,10 +1574,16 @@ static void rollback(struct call *c)
 	case SPARDL_RES_GRC:
 	case SPARDL_RES_LOCAL:
 		/* A call that failed before its accumulate pass (a local
-		 * error: no wait comes first) accumulates now. */
-		if (!c->acc_ops)
-			for (i = 0; i < s->nblocks; i++)
+		 * error: no wait comes first) accumulates now, and so do the
+		 * late blocks whose list did not come (their pending zeros
+		 * were written above). */
+		for (i = 0; i < s->nblocks; i++)
+			if (!c->acc_ops || (p->blk_todo && p->blk_todo[i])) {
 				acc_block_plain(c, (uint32_t)i);
+				if (p->blk_todo)
+					p->blk_todo[i] = 0;
+			}
+		c->late_left = 0;
 		/* Newest first: every logged change, back to acc = old + grad
 		 * (a lazy run changed nothing). */
 		for (r = p->nuseg; r-- > 0;) {
@@ -1662,6 +1744,9 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		c.direct = 0;
 		c.fwd_out = 0;
 	}
+	if (!ret && c.late_left)
+		ret = spardl_error(-EINVAL, "internal: rank %d: %u blocks of call %llu were never formed", s->p.rank,
+				   c.late_left, (unsigned long long)plan->calls);
 	if (!ret && s->quiesce_step >= s->nsteps) {
 		double tq = now_s();
 

@@ -393,6 +393,38 @@ static void plan_deferrable(struct spardl_plan *plan)
 		plan->blk_defer[i] = plan->blk_defer[i] == 4;
 }
 
+/* Which deferrable blocks put their accumulate pass off until their
+ * scatter (blk_late): those that no step between the accumulate op and
+ * that scatter reads, the steps between holding only selections and
+ * scatters of other blocks. The first such steps select and send the
+ * blocks this rank does not own, so the list for its own block arrives
+ * while those are done, and its block is formed as the list is added. */
+static void plan_late(struct spardl_plan *plan)
+{
+	const struct spardl_sched *s = plan->sched;
+	uint32_t i, j, b;
+
+	for (i = 0; i < s->nsteps && s->steps[i].op.code != SPARDL_OP_ACC_INIT; i++)
+		;
+	/* blk_late: 0 not reached yet, 1 reached first by its scatter, 2 by another op. */
+	for (i++; i < s->nsteps; i++) {
+		const struct spardl_op *op = &s->steps[i].op;
+		uint32_t nb = op->code == SPARDL_OP_SELECT && op->dst_is_reg ? 1 : op->nb;
+
+		if (op->code == SPARDL_OP_NONE)
+			continue;
+		if (op->code != SPARDL_OP_SELECT && op->code != SPARDL_OP_SCATTER)
+			break;
+		for (j = 0; j < nb; j++) {
+			b = (op->b0 + j) % s->nblocks;
+			if (!plan->blk_late[b])
+				plan->blk_late[b] = op->code == SPARDL_OP_SCATTER && plan->blk_defer[b] ? 1 : 2;
+		}
+	}
+	for (b = 0; b < s->nblocks; b++)
+		plan->blk_late[b] = plan->blk_late[b] == 1;
+}
+
 static int plan_mem(struct spardl_plan *plan, size_t len, unsigned access, unsigned region,
 		    struct spardl_tp_mr **mr_out)
 {
@@ -526,9 +558,14 @@ static int alloc_local(struct spardl_plan *plan)
 			ret = plan_calloc(plan, &plan->blk_def, s->nblocks, sizeof(*plan->blk_def), "received lists");
 		if (!ret)
 			ret = plan_calloc(plan, &plan->blk_test, s->nblocks, sizeof(*plan->blk_test), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_late, s->nblocks, sizeof(*plan->blk_late), "received lists");
+		if (!ret)
+			ret = plan_calloc(plan, &plan->blk_todo, s->nblocks, sizeof(*plan->blk_todo), "received lists");
 		if (ret)
 			return ret;
 		plan_deferrable(plan);
+		plan_late(plan);
 	}
 	/* The dense ring selects nothing. */
 	if (s->p.algo == SPARDL_ALGO_DENSE)
@@ -632,6 +669,8 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_defer);
 	free(plan->blk_test);
 	free(plan->blk_def);
+	free(plan->blk_late);
+	free(plan->blk_todo);
 	free(plan->peer_half);
 	free(plan->gone);
 	free(plan->flight);

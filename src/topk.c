@@ -822,7 +822,7 @@ pack8(uint32_t *ci, float *cv, __m256i pos, __m256 s, unsigned m, const uint8_t 
  * with a bitmap, so neither tests it per group. */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline size_t
 acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo, uint32_t *cidx,
-		float *cval, size_t cap, const uint64_t *zbits, size_t *done)
+		float *cval, size_t cap, const uint64_t *zbits, uint32_t base, size_t *done)
 {
 	const int32_t *zlut = zbits ? lane_mask_lut() : NULL;
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
@@ -831,7 +831,7 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 	const __m256 quiet = _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000));
 	const __m256i eight = _mm256_set1_epi32(8);
 	/* The group's positions, advanced by 8 a group (indices are 32-bit). */
-	__m256i pos = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256i pos = _mm256_add_epi32(_mm256_set1_epi32((int)base), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 	const uint8_t *lut = pack_lut();
 	/* n at or past full (full16): no room for 8 (16) more stores, which
 	 * the overflow mark n = SIZE_MAX is too. */
@@ -949,11 +949,11 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
 								       size_t len, int add, uint32_t lo, uint32_t *cidx,
 								       float *cval, size_t cap, const uint64_t *zbits,
-								       size_t *done)
+								       uint32_t base, size_t *done)
 {
 	if (zbits)
-		return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, done);
-	return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, done);
+		return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, base, done);
+	return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, base, done);
 }
 #endif
 
@@ -966,11 +966,17 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
 size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits)
 {
+	return spardl_topk_acc_gather_at(acc, g, len, add, lo, cidx, cval, cap, zbits, 0);
+}
+
+size_t spardl_topk_acc_gather_at(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
+				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base)
+{
 	size_t n = 0, i = 0;
 
 #if defined(__x86_64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (__builtin_cpu_supports("avx2"))
-		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, &i);
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, base, &i);
 #endif
 	for (; i < len; i++) {
 		float a = zbits && spardl_bit(zbits, i) ? 0.0f : acc[i];
@@ -981,7 +987,7 @@ size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, si
 			if (n == cap) {
 				n = SIZE_MAX;
 			} else {
-				cidx[n] = (uint32_t)i;
+				cidx[n] = base + (uint32_t)i;
 				cval[n++] = v;
 			}
 		}
