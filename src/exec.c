@@ -40,6 +40,12 @@ struct call {
 	uint32_t acc_ops;
 	/* Blocks whose accumulate pass waits for their list (blk_todo). */
 	uint32_t late_left;
+	/* The call is in place with a dense-layout output and acc keeps all
+	 * of grad (a sparse algorithm with a residual): the accumulate pass
+	 * zeroes grad as it reads it, so the output writes only the result's
+	 * entries (op_output), and a failed call leaves grad zero, its values
+	 * in the residual (rollback, absorb). */
+	int clear;
 	/* Seconds in the accumulate pass and in the dense-layout output;
 	 * late_s: the part of the current op that was accumulate passes. */
 	double acc_s, out_s, late_s;
@@ -307,7 +313,7 @@ static void acc_block_plain(struct call *c, uint32_t b)
 		memcpy(a, gb, len * sizeof(float));
 	else
 		/* The sums only (vectorized, prefetched): no key reaches UINT32_MAX. */
-		(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, NULL);
+		(void)spardl_topk_acc_gather_at(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, NULL, 0, c->clear);
 }
 
 /* acc = grad + residual: one streaming pass, in place where acc is the
@@ -377,14 +383,16 @@ static void op_acc_init(struct call *c)
 			continue;
 		}
 		if (lo) {
-			p->cand_n[b] = spardl_topk_acc_gather_z(a, gb, len, add, lo, p->cand + b * p->cand_cap,
-								p->cand_val + b * p->cand_cap, p->cand_cap, z);
+			p->cand_n[b] = spardl_topk_acc_gather_at(a, gb, len, add, lo, p->cand + b * p->cand_cap,
+								 p->cand_val + b * p->cand_cap, p->cand_cap, z, 0,
+								 c->clear);
 		} else {
 			if (!add)
 				memcpy(a, gb, len * sizeof(float));
 			else if (z)
 				/* The sums only: no key reaches UINT32_MAX. */
-				(void)spardl_topk_acc_gather_z(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z);
+				(void)spardl_topk_acc_gather_at(a, gb, len, 1, UINT32_MAX, NULL, NULL, 0, z, 0,
+								c->clear);
 			else
 				acc_block_plain(c, b);
 		}
@@ -427,10 +435,10 @@ static void acc_late(struct call *c, uint32_t b, const struct spardl_list *l, fl
 		if (n == SIZE_MAX) {
 			/* The sums only: no key reaches UINT32_MAX. */
 			(void)spardl_topk_acc_gather_at(a + at, gb + at, part, 1, UINT32_MAX, NULL, NULL, 0, zp,
-							(uint32_t)at);
+							(uint32_t)at, c->clear);
 		} else {
 			got = spardl_topk_acc_gather_at(a + at, gb + at, part, 1, lo, cidx + n, cval + n,
-							p->cand_cap - n, zp, (uint32_t)at);
+							p->cand_cap - n, zp, (uint32_t)at, c->clear);
 			n = got == SIZE_MAX ? SIZE_MAX : n + got;
 		}
 		if (l)
@@ -1044,6 +1052,15 @@ static void op_output(struct call *c)
 	int avg = c->s->p.average;
 	size_t i;
 
+	if (c->clear) {
+		/* out is grad, zeroed by the accumulate pass: the entries only. */
+		for (i = 0; i < p->u_n; i++) {
+			if (i + PREFETCH_AHEAD < p->u_n)
+				spardl_prefetch(&c->out[p->u_idx[i + PREFETCH_AHEAD]]);
+			c->out[p->u_idx[i]] = out_val(p->u_val, i, avg, div);
+		}
+		return;
+	}
 	if (c->out) {
 		fill_out(c->out, c->s->p.n, p->u_idx, p->u_val, p->u_n, avg, div, p->stream);
 		return;
@@ -1578,6 +1595,7 @@ static void rollback(struct call *c)
 		 * late blocks whose list did not come (their pending zeros
 		 * were written above). */
 		for (i = 0; i < s->nblocks; i++)
+			/* (With c->clear, grad is then zero in every block.) */
 			if (!c->acc_ops || (p->blk_todo && p->blk_todo[i])) {
 				acc_block_plain(c, (uint32_t)i);
 				if (p->blk_todo)
@@ -1622,8 +1640,10 @@ static void rollback(struct call *c)
 }
 
 /* A call on a failed plan keeps its gradient too, so that nothing is lost
- * between the failure and the plan that replaces this one. */
-static void absorb(struct spardl_plan *plan, const float *grad)
+ * between the failure and the plan that replaces this one; as a failed
+ * call would (struct call's clear), it leaves grad zero where acc keeps it
+ * all (clear). */
+static void absorb(struct spardl_plan *plan, const float *grad, int clear)
 {
 	const struct spardl_sched *s = plan->sched;
 	size_t i, n = s->p.n;
@@ -1635,6 +1655,8 @@ static void absorb(struct spardl_plan *plan, const float *grad)
 	case SPARDL_RES_LOCAL:
 		for (i = 0; i < n; i++)
 			acc[i] = spardl_add(grad[i], acc[i]);
+		if (clear)
+			memset((float *)grad, 0, n * sizeof(float));
 		break;
 	case SPARDL_RES_ZERO: {
 		float *res = res_of(plan);
@@ -1688,8 +1710,14 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 		ctx->call = plan->calls;
 		spardl_trace_ev(plan->trace, SPARDL_TR_CALL_BEGIN, -1, 0)->a = s->p.n;
 	}
+	/* (A CUDA plan's call runs on its host stage, which is copied back
+	 * to the caller's device buffer whatever the outcome: cleared, a
+	 * failed call would zero that buffer, and a CUDA plan's promise is
+	 * that it stays unchanged.) */
+	c.clear = out && (const float *)out == grad && !plan->res && plan->params.mem_type == SPARDL_MEM_HOST &&
+		  (s->res_mode == SPARDL_RES_GRC || s->res_mode == SPARDL_RES_LOCAL);
 	if (plan->failed) {
-		absorb(plan, grad);
+		absorb(plan, grad, c.clear);
 		trace_call_end(plan, -SPARDL_ERR_PLAN_FAILED);
 		return spardl_error(-SPARDL_ERR_PLAN_FAILED,
 				    "rank %d: an earlier call on this plan failed (%s); its gradient was added to the residual: save the residual, destroy the plan (and the communicator, if a peer died) and create them again",

@@ -500,8 +500,11 @@ static int alloc_local(struct spardl_plan *plan)
 				  sizeof(*plan->final_bits), "final-position bitmap");
 	plan->pend_wpb = s->block_size / 64 + 1;
 	plan->stream = plan_streams();
-	/* The dense ring writes its output in its own adds. */
-	plan->stream_auto = plan->stream < 0 && s->p.algo != SPARDL_ALGO_DENSE;
+	/* The dense ring writes its output in its own adds, and a sparse
+	 * algorithm with a residual only the result's entries (the
+	 * accumulate pass zeroes grad): only a sparse plan without a
+	 * residual writes a whole output. */
+	plan->stream_auto = plan->stream < 0 && s->p.algo != SPARDL_ALGO_DENSE && s->res_mode == SPARDL_RES_OFF;
 	if (plan->stream < 0)
 		plan->stream = 1;
 	if (!ret && (s->res_mode == SPARDL_RES_GRC || local_lazy(s)) && s->p.n >= spardl_pend_min_n) {

@@ -822,8 +822,10 @@ pack8(uint32_t *ci, float *cv, __m256i pos, __m256 s, unsigned m, const uint8_t 
  * with a bitmap, so neither tests it per group. */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline size_t
 acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo, uint32_t *cidx,
-		float *cval, size_t cap, const uint64_t *zbits, uint32_t base, size_t *done)
+		float *cval, size_t cap, const uint64_t *zbits, uint32_t base, int clear, size_t *done)
 {
+	/* clear: g is the caller's in-place buffer, zeroed as it is read. */
+	float *gz = (float *)g;
 	const int32_t *zlut = zbits ? lane_mask_lut() : NULL;
 	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
 	const __m256i thr = _mm256_set1_epi32((int)(lo - 1));
@@ -850,6 +852,10 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 		spardl_prefetch_stream(acc + i + STREAM_AHEAD);
 		g0 = _mm256_loadu_ps(g + i);
 		g1 = _mm256_loadu_ps(g + i + 8);
+		if (clear) {
+			_mm256_storeu_ps(gz + i, _mm256_setzero_ps());
+			_mm256_storeu_ps(gz + i + 8, _mm256_setzero_ps());
+		}
 		a0 = _mm256_and_ps(_mm256_loadu_ps(acc + i), keep);
 		a1 = _mm256_and_ps(_mm256_loadu_ps(acc + i + 8), keep);
 		if (zbits) {
@@ -911,6 +917,9 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 		__m256i gt, perm;
 		unsigned mask;
 
+		if (clear)
+			_mm256_storeu_ps(gz + i, _mm256_setzero_ps());
+
 		if (zbits) {
 			/* Lanes whose residual is a pending zero: bits i to
 			 * i + 7, byte i / 8 on a little-endian machine. */
@@ -949,11 +958,14 @@ acc_gather_body(float *restrict acc, const float *restrict g, size_t len, int ad
 __attribute__((target("avx2,popcnt"))) static size_t acc_gather_avx2(float *restrict acc, const float *restrict g,
 								       size_t len, int add, uint32_t lo, uint32_t *cidx,
 								       float *cval, size_t cap, const uint64_t *zbits,
-								       uint32_t base, size_t *done)
+								       uint32_t base, int clear, size_t *done)
 {
+	if (clear)
+		return zbits ? acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, base, 1, done) :
+			       acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, base, 1, done);
 	if (zbits)
-		return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, base, done);
-	return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, base, done);
+		return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, zbits, base, 0, done);
+	return acc_gather_body(acc, g, len, add, lo, cidx, cval, cap, NULL, base, 0, done);
 }
 #endif
 
@@ -966,23 +978,26 @@ size_t spardl_topk_acc_gather(float *restrict acc, const float *restrict g, size
 size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
 				uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits)
 {
-	return spardl_topk_acc_gather_at(acc, g, len, add, lo, cidx, cval, cap, zbits, 0);
+	return spardl_topk_acc_gather_at(acc, g, len, add, lo, cidx, cval, cap, zbits, 0, 0);
 }
 
 size_t spardl_topk_acc_gather_at(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base)
+				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base,
+				 int clear)
 {
 	size_t n = 0, i = 0;
 
 #if defined(__x86_64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (__builtin_cpu_supports("avx2"))
-		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, base, &i);
+		n = acc_gather_avx2(acc, g, len, add, lo, cidx, cval, cap, zbits, base, clear, &i);
 #endif
 	for (; i < len; i++) {
 		float a = zbits && spardl_bit(zbits, i) ? 0.0f : acc[i];
 		float v = add ? spardl_add(g[i], a) : g[i];
 
 		acc[i] = v;
+		if (clear)
+			((float *)g)[i] = 0.0f;
 		if (n != SIZE_MAX && spardl_key(v) >= lo) {
 			if (n == cap) {
 				n = SIZE_MAX;

@@ -115,9 +115,12 @@ size_t spardl_topk_acc_gather_z(float *restrict acc, const float *restrict g, si
 
 /* The same over a part of a block that starts at its entry base: acc, g
  * and zbits point at that entry (base a multiple of 64, so that zbits is a
- * whole word), and the positions gathered are the block's, base + i. */
+ * whole word), and the positions gathered are the block's, base + i.
+ * clear: g, which must then be writable, is zeroed as it is read (the
+ * in-place call's dense-layout output, formed in the same pass). */
 size_t spardl_topk_acc_gather_at(float *restrict acc, const float *restrict g, size_t len, int add, uint32_t lo,
-				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base);
+				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base,
+				 int clear);
 
 /* Bit j of a bitmap of 64-bit words. */
 static inline unsigned spardl_bit(const uint64_t *bits, uint64_t j)
