@@ -159,7 +159,7 @@ static const struct env_var vars[] = {
 
 	/* Memory */
 	{ .name = "SPARDL_STREAM_OUTPUT", .kind = ENV_ENUM, .section = SEC_MEMORY, .words = stream_words, .def = "auto",
-	  .help = "how a dense-layout output (n floats) is stored: on, streaming (non-temporal) stores, which neither fetch its lines nor evict what the next call reads; off, plain stores, faster where the caller's buffers stay in the caches; auto, a sparse algorithm's plan tries both in its calls 2 to 7 that write a dense-layout output (three each, timing the output and the next accumulate pass) and keeps the faster" },
+	  .help = "how a dense-layout output (n floats) is stored: on, streaming (non-temporal) stores, which neither fetch its lines nor evict what the next call reads; off, plain stores, faster where the caller's buffers stay in the caches; auto, a plan tries both in its calls 2 to 7 that write a dense-layout output (three each, timing the output and the next accumulate pass) and keeps the faster. Only a sparse algorithm's plan without a residual writes a whole output: with a residual the accumulate pass zeroes grad and the output writes only the result's entries" },
 
 	/* Logging */
 	{ .name = "SPARDL_DEBUG", .kind = ENV_ENUM, .section = SEC_LOGGING, .words = debug_words, .def = "warn",
