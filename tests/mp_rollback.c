@@ -121,11 +121,21 @@ static int first_nonzero(const float *a, size_t n)
 	return -1;
 }
 
-/* A failed in-place call of a sparse algorithm with a residual moves grad
- * into the residual and leaves grad zero (API.md); otherwise grad is kept. */
-static int moves_grad(const struct config *c)
+/* What a failed call left in grad (buf; g its gradient): a failed in-place
+ * call of a sparse algorithm with a residual moves grad into the residual
+ * and leaves it zero (API.md); otherwise grad is kept. */
+static void check_grad_after_failure(const struct config *c, const float *buf, const float *g, size_t n,
+				     const char *what)
 {
-	return c->residual && c->algo != SPARDL_ALGO_DENSE;
+	int d;
+
+	if (c->residual && c->algo != SPARDL_ALGO_DENSE) {
+		d = first_nonzero(buf, n);
+		mp_check(d < 0, "%s left grad non-zero at %d (its values are in the residual)", what, d);
+	} else {
+		d = first_diff(buf, g, n);
+		mp_check(d < 0, "%s changed grad at %d", what, d);
+	}
 }
 
 /* The survivors form a new communicator and a new plan, restore what they
@@ -267,15 +277,8 @@ static int run_rank(int cfg_idx, int step)
 		printf("rank %d: call %d failed as rank %d %s before its step %d: %s\n", rank, call, VICTIM,
 		       local ? "failed" : "died", step, spardl_last_error());
 		/* Nothing lost: residual = grad + old residual, and grad is
-		 * untouched or, where the residual keeps all of it (a sparse
-		 * algorithm with a residual), zero. */
-		if (moves_grad(c)) {
-			d = first_nonzero(buf, n);
-			mp_check(d < 0, "the failed call left grad non-zero at %d (its values are in the residual)", d);
-		} else {
-			d = first_diff(buf, g[rank], n);
-			mp_check(d < 0, "the failed call changed grad at %d", d);
-		}
+		 * untouched or, where the residual keeps all of it, zero. */
+		check_grad_after_failure(c, buf, g[rank], n, "the failed call");
 		for (i = 0; i < n; i++)
 			want[i] = c->residual ? g[rank][i] + old[i] : 0.0f;
 		d = first_diff(resv, want, n);
@@ -292,13 +295,7 @@ static int run_rank(int cfg_idx, int step)
 			want[i] = c->residual ? g[rank][i] + old[i] : 0.0f;
 		d = first_diff(resv, want, n);
 		mp_check(d < 0, "the call on the failed plan did not add its grad to the residual (at %d)", d);
-		if (moves_grad(c)) {
-			d = first_nonzero(buf, n);
-			mp_check(d < 0, "the call on the failed plan left grad non-zero at %d", d);
-		} else {
-			d = first_diff(buf, g[rank], n);
-			mp_check(d < 0, "the call on the failed plan changed grad at %d", d);
-		}
+		check_grad_after_failure(c, buf, g[rank], n, "the call on the failed plan");
 		break;
 	}
 	memcpy(old, resv, n * sizeof(float));
