@@ -111,7 +111,10 @@ static double op_cost(const struct spardl_sched *s, const struct spardl_op *op, 
 	case SPARDL_OP_RESIDUAL:
 		return s->res_mode == SPARDL_RES_GRC ? (double)s->touched * m->gamma_pair : 0;
 	case SPARDL_OP_OUTPUT:
-		return (double)s->p.n * m->gamma + (double)s->result_pairs * m->gamma_pair;
+		/* With a residual the accumulate pass wrote the output's zeros
+		 * (exec.c): only the result's entries are left. */
+		return (s->res_mode == SPARDL_RES_OFF ? (double)s->p.n * m->gamma : 0) +
+		       (double)s->result_pairs * m->gamma_pair;
 	case SPARDL_OP_DENSE_ADD:
 	case SPARDL_OP_DENSE_OUT:
 		return (double)op->len * m->gamma;

@@ -150,8 +150,9 @@ START_TEST(test_one_node)
 }
 END_TEST
 
-/* gamma: a streaming pass over n elements at least (accumulate), in the
- * local row. */
+/* gamma: with a residual (the default), exactly one streaming pass over
+ * n elements (the accumulate pass, which also writes the output's zeros),
+ * in the local row; without one, the output's pass too. */
 START_TEST(test_gamma)
 {
 	struct spardl_plan_params p;
@@ -164,8 +165,14 @@ START_TEST(test_gamma)
 	ck_assert_int_eq(spardl_simulate(&p, 4, &m, &r0), 0);
 	m.gamma = 1e-9;
 	ck_assert_int_eq(spardl_simulate(&p, 4, &m, &r1), 0);
-	ck_assert_double_ge(r1.time - r0.time, (double)n * 1e-9);
-	ck_assert_double_ge(r1.phase_time[6], (double)n * 1e-9);
+	near(r1.time - r0.time, (double)n * 1e-9);
+	ck_assert_double_ge(r1.phase_time[6], (double)n * 1e-9 * (1 - 1e-9));
+	p.residual = 0;
+	m.gamma = 0;
+	ck_assert_int_eq(spardl_simulate(&p, 4, &m, &r0), 0);
+	m.gamma = 1e-9;
+	ck_assert_int_eq(spardl_simulate(&p, 4, &m, &r1), 0);
+	near(r1.time - r0.time, 2 * (double)n * 1e-9);
 }
 END_TEST
 
