@@ -127,10 +127,10 @@ struct spardl_plan {
 	uint8_t *blk_def;
 	/* Per block, 1 where its accumulate pass waits for its list
 	 * (plan_late): the pass then makes the list's sums while the block is
-	 * in cache, not by a second, scattered read of acc. blk_todo: this
+	 * in cache, not by a second, scattered read of acc. blk_unformed: this
 	 * call's pass is still to come. */
 	uint8_t *blk_late;
-	uint8_t *blk_todo;
+	uint8_t *blk_unformed;
 	/* Residual update scratch: per block, 1 where a logged change is
 	 * tested against the final-position bitmap (op_residual). */
 	uint8_t *blk_test;

@@ -38,7 +38,7 @@ struct call {
 	/* Accumulate ops run so far: a rollback before the call's first one
 	 * accumulates then. */
 	uint32_t acc_ops;
-	/* Blocks whose accumulate pass waits for their list (blk_todo). */
+	/* Blocks whose accumulate pass waits for their list (blk_unformed). */
 	uint32_t late_left;
 	/* The call is in place with a dense-layout output and acc keeps all
 	 * of grad (a sparse algorithm with a residual): the accumulate pass
@@ -378,7 +378,7 @@ static void op_acc_init(struct call *c)
 		}
 		if (p->blk_late && p->blk_late[b]) {
 			/* Formed with its list (acc_late). */
-			p->blk_todo[b] = 1;
+			p->blk_unformed[b] = 1;
 			c->late_left++;
 			continue;
 		}
@@ -449,7 +449,7 @@ static void acc_late(struct call *c, uint32_t b, const struct spardl_list *l, fl
 	p->cand_n[b] = n;
 	if (z)
 		memset(z, 0, p->pend_wpb * sizeof(*z));
-	p->blk_todo[b] = 0;
+	p->blk_unformed[b] = 0;
 	if (!--c->late_left)
 		/* Every other block's zeros were taken by op_acc_init. */
 		p->pend = 0;
@@ -659,7 +659,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 		if (keep && p->blk_defer[b]) {
 			/* Only the sums: acc keeps the rank's input here
 			 * (plan_deferrable), nothing to log or undo. */
-			if (p->blk_todo[b])
+			if (p->blk_unformed[b])
 				acc_late(c, b, &l, keep);
 			else
 				for (j = 0; j < l.count; j++) {
@@ -670,7 +670,7 @@ static int op_scatter(struct call *c, const struct spardl_op *op)
 			p->blk_def[b] = 1;
 			continue;
 		}
-		if (p->blk_todo && p->blk_todo[b])
+		if (p->blk_unformed && p->blk_unformed[b])
 			acc_late(c, b, NULL, NULL);
 		u = NULL;
 		if (logging(c)) {
@@ -1596,10 +1596,10 @@ static void rollback(struct call *c)
 		 * were written above). */
 		for (i = 0; i < s->nblocks; i++)
 			/* (With c->clear, grad is then zero in every block.) */
-			if (!c->acc_ops || (p->blk_todo && p->blk_todo[i])) {
+			if (!c->acc_ops || (p->blk_unformed && p->blk_unformed[i])) {
 				acc_block_plain(c, (uint32_t)i);
-				if (p->blk_todo)
-					p->blk_todo[i] = 0;
+				if (p->blk_unformed)
+					p->blk_unformed[i] = 0;
 			}
 		c->late_left = 0;
 		/* Newest first: every logged change, back to acc = old + grad

@@ -564,7 +564,7 @@ static int alloc_local(struct spardl_plan *plan)
 		if (!ret)
 			ret = plan_calloc(plan, &plan->blk_late, s->nblocks, sizeof(*plan->blk_late), "received lists");
 		if (!ret)
-			ret = plan_calloc(plan, &plan->blk_todo, s->nblocks, sizeof(*plan->blk_todo), "received lists");
+			ret = plan_calloc(plan, &plan->blk_unformed, s->nblocks, sizeof(*plan->blk_unformed), "received lists");
 		if (ret)
 			return ret;
 		plan_deferrable(plan);
@@ -673,7 +673,7 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 	free(plan->blk_test);
 	free(plan->blk_def);
 	free(plan->blk_late);
-	free(plan->blk_todo);
+	free(plan->blk_unformed);
 	free(plan->peer_half);
 	free(plan->gone);
 	free(plan->flight);
