@@ -4,6 +4,7 @@
 # the same data, the streaming floor timed in the same run (docs/PERFORMANCE.md).
 # usage: benchmarks/compare-mpi.sh [BUILD_DIR [P [ARGS...]]]
 #   e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 benchmarks/compare-mpi.sh build 2 -n 2^24 -d 0.01
+#   ARGS: spardl-mpi-compare's options (-n, -d, --iters, --warmup, --data, --algos, --gap-ms; --help)
 build=${1:-build}
 np=${2:-2}
 [ $# -ge 2 ] && shift 2 || shift $#

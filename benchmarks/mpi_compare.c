@@ -57,9 +57,11 @@ static void gen(float *g, size_t n, uint64_t seed, int normal)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: mpirun -np P spardl-mpi-compare [-n N] [-d D] [--iters I] [--warmup W] [--data normal|int]\n"
-		   "                                   [--algos spardl,topka,gtopk,dense]\n"
+		   "                                   [--algos spardl,topka,gtopk,dense] [--gap-ms G]\n"
 		   "--iters: timed rounds (default 15); --warmup: untimed rounds first (default 8, past the calls in\n"
 		   "which a plan times its output's store types, SPARDL_STREAM_OUTPUT=auto)\n"
+		   "--gap-ms: every rank sleeps G ms (untimed) before each call, as a training step's compute\n"
+		   "separates its allreduce calls (default 0: calls back to back)\n"
 		   "Times MPI_Allreduce (dense, MPI_SUM, in place), spardl's algorithms and the streaming floor\n"
 		   "on the same data in one run; prints each one's median time (slowest rank) and its ratios.\n");
 }
@@ -70,14 +72,15 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'n' }, { "density", required_argument, NULL, 'd' },
 		{ "iters", required_argument, NULL, 'i' }, { "warmup", required_argument, NULL, 'w' },
 		{ "data", required_argument, NULL, 'D' },  { "algos", required_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
+		{ "gap-ms", required_argument, NULL, 'g' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	static const char *const names[] = { "spardl", "dense", "topka", "gtopk" };
 	struct method m[MAX_METHODS];
 	struct spardl_comm_params cp;
 	struct spardl_comm *comm = NULL;
 	size_t n = 1u << 24, pool_n, i;
-	double density = 0.01, *t = NULL, *r_mpi = NULL, *r_floor = NULL;
+	double density = 0.01, gap_ms = 0, *t = NULL, *r_mpi = NULL, *r_floor = NULL;
 	int iters = 15, warmup = 8, normal = 1, nm = 0, c, k, it, ret = 0;
 	char algos[256] = "spardl,topka,gtopk,dense", *tok, *save = NULL, *end;
 	float *buf = NULL, *pool = NULL, *fc = NULL, *fm = NULL;
@@ -114,6 +117,11 @@ int main(int argc, char **argv)
 			if (strcmp(optarg, "normal") && strcmp(optarg, "int"))
 				goto bad;
 			normal = !strcmp(optarg, "normal");
+			break;
+		case 'g':
+			gap_ms = strtod(optarg, &end);
+			if (*end || !(gap_ms >= 0 && gap_ms <= 10000))
+				goto bad;
 			break;
 		case 'a':
 			snprintf(algos, sizeof(algos), "%s", optarg);
@@ -189,6 +197,8 @@ int main(int argc, char **argv)
 			double t0, dt, mx;
 
 			memcpy(buf, pool + off, n * sizeof(float));
+			if (gap_ms > 0)
+				bench_sleep(gap_ms * 1e-3);
 			if (it == 0 && plan && spardl_plan_stats(plan, &m[k].st))
 				MPI_Abort(MPI_COMM_WORLD, 1);
 			MPI_Barrier(MPI_COMM_WORLD);
@@ -251,6 +261,8 @@ int main(int argc, char **argv)
 		       "(+%d warm-up) each, GLIBC_TUNABLES=%s\n",
 		       size, spardl_comm_transport(comm), n, density, normal ? "N(0,1) floats" : "integers", iters,
 		       warmup, bench_tunables());
+		if (gap_ms > 0)
+			printf("# every rank sleeps %g ms (untimed) before each call\n", gap_ms);
 		printf("# methods interleaved: each round times every method once on the same data\n");
 		printf("# time per call = the slowest rank's, median; /MPI and /floor = median over rounds of the\n"
 		       "# round's ratio; split = rank 0's ms per call\n");

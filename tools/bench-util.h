@@ -4,6 +4,7 @@
 #ifndef SPARDL_TOOLS_BENCH_UTIL_H
 #define SPARDL_TOOLS_BENCH_UTIL_H
 
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,15 @@ static inline double bench_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Sleeps for sec seconds (the whole time, across signals). */
+static inline void bench_sleep(double sec)
+{
+	struct timespec ts = { (time_t)sec, (long)((sec - (double)(time_t)sec) * 1e9) };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
 }
 
 /* xorshift64: reproducible data. */
