@@ -106,6 +106,7 @@ struct spardl_plan {
 	double stream_pend;       /* the last such call's output time */
 	double stream_s[2][SPARDL_STREAM_PROBES];
 	struct spardl_topk_ws ws;
+	struct spardl_arena arena; /* where plan_calloc and ws take their buffers (arena.h) */
 	/* Per block: candidates gathered while acc was formed (SIZE_MAX: none),
 	 * and the received lists that changed it since. */
 	uint32_t *cand;         /* nblocks x cand_cap positions */

@@ -314,19 +314,19 @@ out:
 	return ret;
 }
 
-/* Host memory of the plan, counted as it is allocated (spardl_plan_info). */
+/* Host memory of the plan, counted as it is allocated (spardl_plan_info),
+ * from its work arena. */
 static int plan_calloc(struct spardl_plan *plan, void *ptr_out, size_t count, size_t size, const char *what)
 {
 	void *p;
 
 	if (size && count > SIZE_MAX / size)
 		return spardl_error(-ENOMEM, "the plan's %s would take more than SIZE_MAX bytes", what);
-	p = calloc(count ? count : 1, size ? size : 1);
+	/* Zeroed and touched now, not in the first call. */
+	p = spardl_arena_alloc(&plan->arena, count * size);
 	if (!p)
 		return spardl_error(-ENOMEM, "out of memory allocating the plan's %s (%zu x %zu bytes)", what,
 				    count, size);
-	/* Touched now, not in the first call. */
-	memset(p, 0, count * size);
 	plan->host_bytes += count * size;
 	memcpy(ptr_out, &p, sizeof(p));
 	return 0;
@@ -455,7 +455,7 @@ static int plan_streams(void)
 	return spardl_env_enum("SPARDL_STREAM_OUTPUT", &mode) ? -1 : mode;
 }
 
-static int alloc_local(struct spardl_plan *plan)
+static int alloc_buffers(struct spardl_plan *plan)
 {
 	const struct spardl_sched *s = plan->sched;
 	size_t n = s->p.n, i;
@@ -573,11 +573,28 @@ static int alloc_local(struct spardl_plan *plan)
 	/* The dense ring selects nothing. */
 	if (s->p.algo == SPARDL_ALGO_DENSE)
 		return 0;
-	ret = spardl_topk_ws_init(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb);
+	ret = spardl_topk_ws_init_in(&plan->ws, s->max_select, (size_t)plan->max_lists * s->kb, &plan->arena);
 	if (ret)
 		return spardl_error(ret, "out of memory allocating the selection workspace");
 	plan->host_bytes += spardl_topk_ws_bytes(&plan->ws);
 	return 0;
+}
+
+/* The plan's host memory: the regions the transport maps, then the work
+ * buffers in one arena (arena.h). Its address space is a bound on what
+ * they take at usual densities (anything past it comes from calloc);
+ * what is left unused is unmapped. */
+#define ARENA_RESERVE_MIN ((size_t)32 << 20)
+
+static int alloc_local(struct spardl_plan *plan)
+{
+	size_t n = plan->sched->p.n;
+	int ret;
+
+	spardl_arena_open(&plan->arena, n > SIZE_MAX / 8 ? SIZE_MAX / 4 : ARENA_RESERVE_MIN + n * sizeof(float));
+	ret = alloc_buffers(plan);
+	spardl_arena_trim(&plan->arena);
+	return ret;
 }
 
 /* The endpoint: the schedule's peers, who writes where, and how large the
@@ -646,39 +663,40 @@ SPARDL_API void spardl_plan_destroy(struct spardl_plan *plan)
 			plan->ops->mem_free(plan->comm->tp, plan->recv);
 	}
 	spardl_topk_ws_fini(&plan->ws);
-	free(plan->arrived[0]);
-	free(plan->arrived[1]);
-	free(plan->slot_len);
-	free(plan->send_len);
-	free(plan->regs);
-	free(plan->mlists);
-	free(plan->heap);
-	free(plan->lbuf);
-	free(plan->u_idx);
-	free(plan->u_val);
-	free(plan->undo);
-	free(plan->useg);
-	free(plan->final_bits);
-	free(plan->pend_bits);
-	free(plan->cand);
-	free(plan->cand_val);
-	free(plan->cand_n);
-	free(plan->cand_lo);
-	free(plan->blk_lidx);
-	free(plan->blk_lval);
-	free(plan->lval);
-	free(plan->blk_lcnt);
-	free(plan->blk_nl);
-	free(plan->blk_defer);
-	free(plan->blk_test);
-	free(plan->blk_def);
-	free(plan->blk_late);
-	free(plan->blk_unformed);
+	spardl_arena_free(&plan->arena, plan->arrived[0]);
+	spardl_arena_free(&plan->arena, plan->arrived[1]);
+	spardl_arena_free(&plan->arena, plan->slot_len);
+	spardl_arena_free(&plan->arena, plan->send_len);
+	spardl_arena_free(&plan->arena, plan->regs);
+	spardl_arena_free(&plan->arena, plan->mlists);
+	spardl_arena_free(&plan->arena, plan->heap);
+	spardl_arena_free(&plan->arena, plan->lbuf);
+	spardl_arena_free(&plan->arena, plan->u_idx);
+	spardl_arena_free(&plan->arena, plan->u_val);
+	spardl_arena_free(&plan->arena, plan->undo);
+	spardl_arena_free(&plan->arena, plan->useg);
+	spardl_arena_free(&plan->arena, plan->final_bits);
+	spardl_arena_free(&plan->arena, plan->pend_bits);
+	spardl_arena_free(&plan->arena, plan->cand);
+	spardl_arena_free(&plan->arena, plan->cand_val);
+	spardl_arena_free(&plan->arena, plan->cand_n);
+	spardl_arena_free(&plan->arena, plan->cand_lo);
+	spardl_arena_free(&plan->arena, plan->blk_lidx);
+	spardl_arena_free(&plan->arena, plan->blk_lval);
+	spardl_arena_free(&plan->arena, plan->lval);
+	spardl_arena_free(&plan->arena, plan->blk_lcnt);
+	spardl_arena_free(&plan->arena, plan->blk_nl);
+	spardl_arena_free(&plan->arena, plan->blk_defer);
+	spardl_arena_free(&plan->arena, plan->blk_test);
+	spardl_arena_free(&plan->arena, plan->blk_def);
+	spardl_arena_free(&plan->arena, plan->blk_late);
+	spardl_arena_free(&plan->arena, plan->blk_unformed);
 	free(plan->peer_half);
-	free(plan->gone);
-	free(plan->flight);
-	free(plan->tp_peers);
-	free(plan->events);
+	spardl_arena_free(&plan->arena, plan->gone);
+	spardl_arena_free(&plan->arena, plan->flight);
+	spardl_arena_free(&plan->arena, plan->tp_peers);
+	spardl_arena_free(&plan->arena, plan->events);
+	spardl_arena_close(&plan->arena);
 	spardl_sched_free(plan->sched);
 	free(plan);
 }

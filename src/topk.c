@@ -439,44 +439,46 @@ void spardl_topk_threshold_ws(const float *v, size_t len, size_t m, struct spard
 	threshold(v, len, m, 0, t, ws->tkeys, ws->tcap);
 }
 
-int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra)
+int spardl_topk_ws_init_in(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra, struct spardl_arena *arena)
 {
 	memset(ws, 0, sizeof(*ws));
+	ws->arena = arena;
 	ws->cap = 4 * max_m + CAND_SLACK;
 	ws->ucap = spardl_topk_cand_cap(max_m) + max_extra;
-	ws->cand_idx = malloc(ws->cap * sizeof(*ws->cand_idx));
-	ws->cand_val = malloc(ws->cap * sizeof(*ws->cand_val));
-	ws->u[0] = malloc(ws->ucap * sizeof(uint32_t));
-	ws->u[1] = malloc(ws->ucap * sizeof(uint32_t));
-	ws->uv[0] = malloc(ws->ucap * sizeof(float));
-	ws->uv[1] = malloc(ws->ucap * sizeof(float));
 	ws->tcap = ws->ucap > ws->cap ? ws->ucap : ws->cap;
-	/* One more than tcap: threshold() stores past a full bucket's keys. */
-	ws->tkeys = malloc((ws->tcap + 1) * sizeof(*ws->tkeys));
+	/* Zeroed and touched: first-touch page faults must not land in a
+	 * call. tkeys has one more than tcap: threshold() stores past a full
+	 * bucket's keys. */
+	ws->cand_idx = spardl_arena_alloc(arena, ws->cap * sizeof(*ws->cand_idx));
+	ws->cand_val = spardl_arena_alloc(arena, ws->cap * sizeof(*ws->cand_val));
+	ws->u[0] = spardl_arena_alloc(arena, ws->ucap * sizeof(uint32_t));
+	ws->u[1] = spardl_arena_alloc(arena, ws->ucap * sizeof(uint32_t));
+	ws->uv[0] = spardl_arena_alloc(arena, ws->ucap * sizeof(float));
+	ws->uv[1] = spardl_arena_alloc(arena, ws->ucap * sizeof(float));
+	ws->tkeys = spardl_arena_alloc(arena, (ws->tcap + 1) * sizeof(*ws->tkeys));
 	if (!ws->cand_idx || !ws->cand_val || !ws->u[0] || !ws->u[1] || !ws->uv[0] || !ws->uv[1] || !ws->tkeys) {
+		size_t cap = ws->cap;
+
 		spardl_topk_ws_fini(ws);
-		return spardl_error_quiet(-ENOMEM, "out of memory for a selection workspace of %zu entries", ws->cap);
+		return spardl_error_quiet(-ENOMEM, "out of memory for a selection workspace of %zu entries", cap);
 	}
-	/* Touch now: first-touch page faults must not land in a call. */
-	memset(ws->cand_idx, 0, ws->cap * sizeof(*ws->cand_idx));
-	memset(ws->cand_val, 0, ws->cap * sizeof(*ws->cand_val));
-	memset(ws->u[0], 0, ws->ucap * sizeof(uint32_t));
-	memset(ws->u[1], 0, ws->ucap * sizeof(uint32_t));
-	memset(ws->uv[0], 0, ws->ucap * sizeof(float));
-	memset(ws->uv[1], 0, ws->ucap * sizeof(float));
-	memset(ws->tkeys, 0, (ws->tcap + 1) * sizeof(*ws->tkeys));
 	return 0;
+}
+
+int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra)
+{
+	return spardl_topk_ws_init_in(ws, max_m, max_extra, NULL);
 }
 
 void spardl_topk_ws_fini(struct spardl_topk_ws *ws)
 {
-	free(ws->cand_idx);
-	free(ws->cand_val);
-	free(ws->u[0]);
-	free(ws->u[1]);
-	free(ws->uv[0]);
-	free(ws->uv[1]);
-	free(ws->tkeys);
+	spardl_arena_free(ws->arena, ws->cand_idx);
+	spardl_arena_free(ws->arena, ws->cand_val);
+	spardl_arena_free(ws->arena, ws->u[0]);
+	spardl_arena_free(ws->arena, ws->u[1]);
+	spardl_arena_free(ws->arena, ws->uv[0]);
+	spardl_arena_free(ws->arena, ws->uv[1]);
+	spardl_arena_free(ws->arena, ws->tkeys);
 	memset(ws, 0, sizeof(*ws));
 }
 

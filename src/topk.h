@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "arena.h"
 #include <string.h>
 
 /* Ordering key: |v| as bits, every NaN collapsed to one key above +Inf.
@@ -51,6 +53,7 @@ void spardl_topk_threshold_ws(const float *v, size_t len, size_t m, struct spard
 
 /* Scratch for the selections, sized at plan creation. */
 struct spardl_topk_ws {
+	struct spardl_arena *arena; /* where the buffers live (NULL: calloc) */
 	uint32_t *cand_idx;
 	float *cand_val;
 	size_t cap;
@@ -76,6 +79,8 @@ void spardl_topk_threshold_list(const float *v, size_t len, size_t m, struct spa
 /* max_m: largest m; max_extra: most positions changed in a block between
  * its candidate gathering and its selection. */
 int spardl_topk_ws_init(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra);
+/* The same, its buffers taken from arena (a plan's work memory). */
+int spardl_topk_ws_init_in(struct spardl_topk_ws *ws, size_t max_m, size_t max_extra, struct spardl_arena *arena);
 void spardl_topk_ws_fini(struct spardl_topk_ws *ws);
 /* Bytes a workspace holds. */
 size_t spardl_topk_ws_bytes(const struct spardl_topk_ws *ws);
