@@ -13,4 +13,4 @@ command -v mpirun >/dev/null 2>&1 || { echo "compare-mpi: mpirun not found (apt-
 [ -x "$exe" ] || { echo "compare-mpi: $exe not built (libopenmpi-dev missing when meson was set up?)"; exit 77; }
 # Every rank gets the allocator setting of this shell; mpirun is told to pass it on.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-exec mpirun -np "$np" --oversubscribe ${GLIBC_TUNABLES:+-x GLIBC_TUNABLES} -x SPARDL_DEBUG "$exe" "$@"
+exec mpirun -np "$np" --oversubscribe ${GLIBC_TUNABLES:+-x GLIBC_TUNABLES} ${SPARDL_DEBUG+-x SPARDL_DEBUG} "$exe" "$@"

@@ -13,7 +13,7 @@
 #   DIR   spardl build directory with python/spardl (default build)
 #   P     ranks (default 2)
 #   ARGS  passed to compare_oktopk.py: -n 2^24 -d 0.01 --variant bert|vgg
-#         --iters I --warmup W --torch-threads T --per-call
+#         --iters I --warmup W --torch-threads T --per-call --split --floor
 #   e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 benchmarks/oktopk/compare-oktopk.sh --oktopk-repo ../Ok-Topk -n 2^24
 # PYTHON selects the interpreter (default /usr/bin/python3 when present: it
 # has Debian's torch). Exit status 77: a prerequisite is missing.

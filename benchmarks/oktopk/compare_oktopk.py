@@ -14,6 +14,8 @@ not meant to be started by hand. Every rank:
     copies them into each method's buffer (not timed) and times one call of
     each: MPI barrier, call, wall time, the slowest rank's time (MPI MAX).
     The two methods alternate which goes first from round to round.
+    With --floor the streaming floor (what one pass over the data costs)
+    is timed last in every round, the same way, on the same data.
 
 Both methods keep error-feedback state across calls (Ok-Topk: the residuals
 of its compressor; spardl: the plan's residual) and average the result.
@@ -54,6 +56,13 @@ def parse_args():
                     help="torch intra-op threads per rank (spardl is single-threaded)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--per-call", action="store_true", help="also print every timed round")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the streaming floor each round, last (fc += data over n floats with numpy, "
+                         "then a memset of n floats, as spardl-mpi-compare does) and print each method's ratio "
+                         "to it")
+    ap.add_argument("--split", action="store_true",
+                    help="also print, per rank, the medians of spardl's own phase times (plan.stats()) over the "
+                         "timed calls, apart for calls right after Ok-Topk's call and right after drawing the data")
     a = ap.parse_args()
     s = a.n.replace(" ", "")
     a.n = 2 ** int(s[2:]) if s.startswith("2^") else int(s)
@@ -195,10 +204,21 @@ def main():
     plan = spardl.Plan(sc, n, density=d, algo="spardl", residual=True, average=True)
     sbuf = np.zeros(n, dtype=np.float32)
 
+    if a.floor:
+        import ctypes
+        # Allocated and touched here, never in a round.
+        fdata, fc, fm = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+
+        def floor_pass():
+            np.add(fc, fdata, out=fc)
+            ctypes.memset(fm.ctypes.data, 0, fm.nbytes)
+    t_fl = []
     rng = np.random.default_rng([a.seed, rank])
     data = np.empty(n, dtype=np.float32)
     rounds = a.warmup + a.iters
     t_ok, t_sp, ctr, nnz_ok, nnz_sp = [], [], [], [], []
+    phases = ("total", "accumulate", "select", "reduce", "post", "wait", "output")
+    split = []  # per timed spardl call: after Ok-Topk (1) or the data (0), its time, its phases
 
     def timed(fn):
         comm.Barrier()
@@ -221,17 +241,29 @@ def main():
                     nnz_ok.append(nz)
             else:
                 np.copyto(sbuf, data)
+                s0 = plan.stats() if a.split else None
                 _, ms = timed(lambda: plan.allreduce(sbuf))
+                s1 = plan.stats() if a.split else None
                 nz = int(np.count_nonzero(sbuf))
                 if it >= a.warmup:
                     t_sp.append(ms)
                     nnz_sp.append(nz)
+                    if a.split:
+                        # Even rounds run Ok-Topk first, odd ones spardl first.
+                        split.append((1 if it % 2 == 0 else 0, ms) +
+                                     tuple((getattr(s1, f) - getattr(s0, f)) * 1e3 for f in phases))
+        if a.floor:
+            np.copyto(fdata, data)
+            _, ms = timed(floor_pass)
+            if it >= a.warmup:
+                t_fl.append(ms)
     if a.variant == "vgg":
         okt.stop()
     info = plan.info()
     plan.close()
     sc.close()
 
+    splits = comm.gather(split, root=0) if a.split else None
     if rank != 0:
         return
     t_ok, t_sp, ctr = np.array(t_ok), np.array(t_sp), np.array(ctr)
@@ -281,6 +313,10 @@ def main():
     if (~special).any() and special.any():
         row("oktopk (steady calls only)", t_ok[~special], nnz_ok[~special])
     row("spardl", t_sp, nnz_sp)
+    if a.floor:
+        t_fl = np.array(t_fl)
+        print("%-32s %5d %10.2f %10.2f %10.2f %10s" % ("floor (c += a, memset)", len(t_fl), np.median(t_fl),
+                                                     t_fl.min(), t_fl.max(), "-"))
     for i in np.nonzero(special)[0]:
         what = []
         if ctr[i] % iv["local"] == 0:
@@ -291,6 +327,21 @@ def main():
         if repart[i]:
             what.append("region repartition")
         print("# Ok-Topk call %d (counter %d): %s, %.2f ms" % (i, ctr[i], " + ".join(what), t_ok[i]))
+    if a.split:
+        print("# spardl's own split per rank (plan.stats(), ms per call, medians over the timed calls); "
+              "call = the slowest rank's time, as above")
+        print("%-5s %-16s %5s %8s | %8s %8s %8s %8s %8s %8s %8s" % (("rank", "after", "calls", "call") + phases))
+        for r, rows in enumerate(splits):
+            rows = np.array(rows)
+            for after, what in ((1, "Ok-Topk's call"), (0, "drawing data")):
+                q = rows[rows[:, 0] == after]
+                if len(q):
+                    print("%-5d %-16s %5d %8.2f | " % (r, what, len(q), np.median(q[:, 1])) +
+                          " ".join("%8.3f" % np.median(q[:, 2 + i]) for i in range(len(phases))))
+    if a.floor:
+        print("ratio to the floor, median of the per-round ratios: Ok-Topk %.2f (steady calls %.2f); spardl %.2f"
+              % (np.median(t_ok / t_fl), np.median((t_ok / t_fl)[~special]) if (~special).any() else np.nan,
+                 np.median(t_sp / t_fl)))
     ms_sp = np.median(t_sp)
     rr = t_ok / t_sp  # per round: both methods on the same data, back to back
     print("ratio Ok-Topk / spardl, median of the per-round ratios (robust to slow spells of a shared "
