@@ -127,6 +127,11 @@ size_t spardl_topk_acc_gather_at(float *restrict acc, const float *restrict g, s
 				 uint32_t *cidx, float *cval, size_t cap, const uint64_t *zbits, uint32_t base,
 				 int clear);
 
+/* The widest vector code the accumulate pass may use, where the CPU has
+ * it: 2 AVX-512, 1 AVX2, 0 none (the scalar loop). Every level gives the
+ * same bits; the tests compare them. */
+extern int spardl_topk_isa;
+
 /* Bit j of a bitmap of 64-bit words. */
 static inline unsigned spardl_bit(const uint64_t *bits, uint64_t j)
 {

@@ -4,7 +4,8 @@
  * memcpy (topk), the scattered reads and stores of a call with the library's
  * prefetch against others (scatter), a two-list merge in parts against one
  * merge (merge), a selection's threshold from the sampled key range against
- * the full radix levels (threshold), and the transport's write bandwidth between two ranks
+ * the full radix levels (threshold), the accumulate pass at each vector
+ * level (pass), and the transport's write bandwidth between two ranks
  * (write-bw). They call the library's internals; spardl-bench measures the
  * public API only.
  *
@@ -12,6 +13,7 @@
  *   build/tests/spardl-bench-internal scatter -n 8388608 -d 0.01 --iters 10
  *   build/tests/spardl-bench-internal merge -n 4194304 -d 0.01 --iters 20
  *   build/tests/spardl-bench-internal threshold -n 8388608 -d 0.01 --iters 20
+ *   build/tests/spardl-bench-internal pass -n 16777216 -d 0.01 --iters 20
  *   build/tools/spardl-run -n 2 build/tests/spardl-bench-internal write-bw --iters 100
  */
 #include <errno.h>
@@ -545,9 +547,133 @@ out:
 }
 
 
+/* The accumulate pass of an in-place call (acc = g + residual, candidates
+ * gathered, g zeroed) at each vector level the CPU has, without and with
+ * pending zeros (1% of the bits), against the floor (c += a, then a memset,
+ * over the same n floats). Every level must give the same bits. */
+static int mode_pass(const struct opts *o)
+{
+	enum { VARIANTS = 7 };
+	static const char *const name[VARIANTS] = { "floor (c += a; memset)", "scalar",	  "AVX2",
+						    "AVX-512",		      "scalar, zeros", "AVX2, zeros",
+						    "AVX-512, zeros" };
+	size_t n = o->count, m = (size_t)ceil(o->density * (double)n), cap = spardl_topk_cand_cap(m), i, v;
+	float *pool = malloc(2 * n * sizeof(float)), *g = malloc(n * sizeof(float)), *acc = malloc(n * sizeof(float));
+	float *fc = malloc(n * sizeof(float)), *fm = malloc(n * sizeof(float)), *cval = malloc(cap * sizeof(float));
+	float *ref_acc = malloc(n * sizeof(float)), *ref_val = malloc(cap * sizeof(float));
+	uint32_t *cidx = malloc(cap * sizeof(uint32_t)), *ref_idx = malloc(cap * sizeof(uint32_t));
+	uint64_t *z = calloc(n / 64 + 1, sizeof(uint64_t)), s = o->seed * 2654435761u + 17;
+	double *t = calloc(VARIANTS * (size_t)o->iters, sizeof(double));
+	int have[VARIANTS], it, saved = spardl_topk_isa, bad = 0;
+
+	if (!pool || !g || !acc || !fc || !fm || !cval || !ref_acc || !ref_val || !cidx || !ref_idx || !z || !t ||
+	    n > UINT32_MAX) {
+		fprintf(stderr, "spardl-bench-internal: out of memory or -n above 2^32\n");
+		return 1;
+	}
+	bench_gen_normal(pool, 2 * n, &s);
+	for (i = 0; i < m; i++) {
+		uint64_t j = bench_rng_next(&s) % n;
+
+		z[j / 64] |= (uint64_t)1 << (j % 64);
+	}
+	memset(g, 0, n * sizeof(float));
+	memset(acc, 0, n * sizeof(float));
+	memset(fc, 0, n * sizeof(float));
+	memset(fm, 0, n * sizeof(float));
+	memset(ref_acc, 0, n * sizeof(float));
+	for (v = 0; v < VARIANTS; v++)
+		have[v] = 1;
+#if defined(__x86_64__)
+	have[2] = have[5] = __builtin_cpu_supports("avx2");
+	have[3] = have[6] = __builtin_cpu_supports("avx512f");
+#else
+	have[2] = have[3] = have[5] = have[6] = 0;
+#endif
+	for (it = -o->warmup; it < o->iters; it++) {
+		size_t off = (size_t)(bench_rng_next(&s) % (n + 1)), ref_n = 0;
+
+		for (v = 0; v < VARIANTS; v++) {
+			const uint64_t *zb = v >= 4 ? z : NULL;
+			size_t got = 0;
+			uint32_t lo = 0;
+			double t0;
+
+			if (!have[v])
+				continue;
+			/* Fresh data each time, outside the timing: g from the
+			 * pool, the residual from another window of it. */
+			memcpy(g, pool + off, n * sizeof(float));
+			memcpy(acc, pool + (off + n / 2) % (n + 1), n * sizeof(float));
+			t0 = bench_now();
+			if (v == 0) {
+				for (i = 0; i < n; i++)
+					fc[i] += g[i];
+				memset(fm, 0, n * sizeof(float));
+			} else {
+				spardl_topk_isa = v == 1 || v == 4 ? 0 : v == 2 || v == 5 ? 1 : 2;
+				lo = spardl_topk_bound(g, acc, zb, n, m);
+				got = spardl_topk_acc_gather_at(acc, g, n, 1, lo ? lo : UINT32_MAX, cidx, cval,
+								lo ? cap : 0, zb, 0, 1);
+			}
+			if (it >= 0)
+				t[v * (size_t)o->iters + (size_t)it] = bench_now() - t0;
+			spardl_topk_isa = saved;
+			if (v == 1 || v == 4) {
+				memcpy(ref_acc, acc, n * sizeof(float));
+				ref_n = got;
+				if (got != SIZE_MAX && lo) {
+					memcpy(ref_idx, cidx, got * sizeof(uint32_t));
+					memcpy(ref_val, cval, got * sizeof(float));
+				}
+			} else if (v != 0) {
+				/* The same bits as the scalar pass of the same data. */
+				bad |= got != ref_n || memcmp(acc, ref_acc, n * sizeof(float)) != 0;
+				if (got != SIZE_MAX && lo)
+					bad |= memcmp(cidx, ref_idx, got * sizeof(uint32_t)) != 0 ||
+					       memcmp(cval, ref_val, got * sizeof(float)) != 0;
+				for (i = 0; i < n && !bad; i += 4099)
+					bad |= g[i] != 0.0f;
+			}
+		}
+	}
+	if (bad) {
+		fprintf(stderr, "spardl-bench-internal pass: a vector level gave other bits than the scalar pass\n");
+		return 1;
+	}
+	printf("# spardl-bench-internal pass: one thread, n = %zu N(0,1) floats (g and the residual), m = %zu, "
+	       "g zeroed as read; zeros: %zu pending-zero bits (1%%); %d iterations after %d, medians; all "
+	       "levels gave the scalar pass's bits; GLIBC_TUNABLES=%s\n",
+	       n, m, m, o->iters, o->warmup, bench_tunables());
+	printf("%-24s %10s %8s\n", "pass", "ms", "/floor");
+	for (v = 0; v < VARIANTS; v++) {
+		double ms = bench_median(t + v * (size_t)o->iters, o->iters) * 1e3, floor_ms;
+
+		if (!have[v]) {
+			printf("%-24s %10s %8s\n", name[v], "-", "-");
+			continue;
+		}
+		floor_ms = bench_median(t, o->iters) * 1e3;
+		printf("%-24s %10.3f %7.2fx\n", name[v], ms, ms / floor_ms);
+	}
+	free(pool);
+	free(g);
+	free(acc);
+	free(fc);
+	free(fm);
+	free(cval);
+	free(ref_acc);
+	free(ref_val);
+	free(cidx);
+	free(ref_idx);
+	free(z);
+	free(t);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: spardl-bench-internal topk|scatter|merge|threshold|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
+	fprintf(f, "usage: spardl-bench-internal topk|scatter|merge|threshold|pass|write-bw [-n N] [-d D] [--iters I] [--warmup W] [--size B]\n"
 		   "                              [--seed S] [--json]\n"
 		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
 		   "  scatter   one thread: reads and stores at d n sorted random positions of n floats, prefetched\n"
@@ -555,6 +681,8 @@ static void usage(FILE *f)
 		   "  merge     one thread: two lists of d n sorted random positions merged in parts and in one merge\n"
 		   "  threshold one thread: the threshold of a block's candidates (and of their union with a received\n"
 		   "            list) from the sampled key range against the full radix levels\n"
+		   "  pass      one thread: the accumulate pass of an in-place call at each vector level (scalar,\n"
+		   "            AVX2, AVX-512), without and with pending zeros, against c += a and a memset\n"
 		   "  write-bw  2 ranks (under spardl-run): the transport's one-sided write bandwidth, against memcpy\n");
 }
 
@@ -621,6 +749,8 @@ int main(int argc, char **argv)
 		return mode_scatter(&o);
 	if (!strcmp(mode, "threshold"))
 		return mode_threshold(&o);
+	if (!strcmp(mode, "pass"))
+		return mode_pass(&o);
 	if (!strcmp(mode, "write-bw"))
 		return mode_write_bw(&o);
 	usage(stderr);

@@ -811,6 +811,118 @@ START_TEST(test_gather_zero_bits)
 }
 END_TEST
 
+/* One accumulate pass at a vector level (spardl_topk_isa), its outputs
+ * kept for comparing. */
+struct gather_out {
+	float *acc, *g, *cval;
+	uint32_t *cand;
+	size_t n;
+};
+
+static void gather_at_isa(int isa, const float *acc0, const float *g0, size_t len, int add, uint32_t lo,
+			  size_t cap, const uint64_t *z, uint32_t base, int clear, struct gather_out *o)
+{
+	int saved = spardl_topk_isa;
+
+	memcpy(o->acc, acc0, len * sizeof(float));
+	memcpy(o->g, g0, len * sizeof(float));
+	spardl_topk_isa = isa;
+	o->n = spardl_topk_acc_gather_at(o->acc, o->g, len, add, lo, o->cand, o->cval, cap, z, base, clear);
+	spardl_topk_isa = saved;
+}
+
+/* The AVX-512 and AVX2 passes against the scalar one, bit for bit, where
+ * the CPU has them: sums with NaNs and signed zeros, pending zeros,
+ * cleared g, add off, positions from a base, lengths off the vector
+ * width and capacities around the candidate count. The AVX2 pass may
+ * report an overflow up to 8 slots early (it stores 8 lanes at a time);
+ * the AVX-512 one must match the scalar count exactly. */
+START_TEST(test_gather_isa)
+{
+	const size_t len = 1 + (size_t)_i * 173 % 1500, words = len / 64 + 1;
+	float *acc0 = malloc(len * sizeof(float)), *g0 = malloc(len * sizeof(float));
+	uint64_t *z = calloc(words, sizeof(uint64_t));
+	struct gather_out out[3];
+	uint32_t lo = bits(2.5f), base = (uint32_t)(_i % 3) * 64;
+	size_t i, exact, cap;
+	int isa, k;
+
+	ck_assert(acc0 && g0 && z);
+	for (isa = 0; isa < 3; isa++) {
+		out[isa].acc = malloc(len * sizeof(float));
+		out[isa].g = malloc(len * sizeof(float));
+		ck_assert(out[isa].acc && out[isa].g);
+	}
+	rng_seed(9700 + (uint64_t)_i);
+	for (i = 0; i < len; i++) {
+		uint64_t r = rng_next();
+
+		g0[i] = r % 23 == 0 ? NAN : r % 19 == 0 ? -0.0f : (float)((int)(r % 11) - 5);
+		acc0[i] = r % 29 == 0 ? NAN : r % 31 == 0 ? INFINITY : 0.5f * (float)((int)(rng_next() % 7) - 3);
+		if (rng_next() % 5 == 0)
+			z[i / 64] |= (uint64_t)1 << (i % 64);
+	}
+	for (k = 0; k < 8; k++) {
+		int add = !(k & 1), clear = (k >> 1) & 1;
+		const uint64_t *zb = (k >> 2) & 1 ? z : NULL;
+
+		/* The scalar count with room for every lane, then capacities
+		 * around it. */
+		out[0].cand = malloc(len * sizeof(uint32_t));
+		out[0].cval = malloc(len * sizeof(float));
+		ck_assert(out[0].cand && out[0].cval);
+		gather_at_isa(0, acc0, g0, len, add, lo, len, zb, base, clear, &out[0]);
+		exact = out[0].n;
+		free(out[0].cand);
+		free(out[0].cval);
+		for (cap = exact > 20 ? exact - 20 : 0; cap <= exact + 20; cap++) {
+			for (isa = 0; isa < 3; isa++) {
+				/* Exactly cap entries: ASan sees a stray store. */
+				out[isa].cand = malloc((cap ? cap : 1) * sizeof(uint32_t));
+				out[isa].cval = malloc((cap ? cap : 1) * sizeof(float));
+				ck_assert(out[isa].cand && out[isa].cval);
+				gather_at_isa(isa, acc0, g0, len, add, lo, cap, zb, base, clear, &out[isa]);
+			}
+			REQUIRE(out[0].n == (exact <= cap ? exact : SIZE_MAX), "len %zu k %d cap %zu: scalar count %zu",
+				len, k, cap, out[0].n);
+			for (isa = 1; isa < 3; isa++) {
+				const struct gather_out *o = &out[isa];
+
+				for (i = 0; i < len; i++) {
+					REQUIRE(bits(o->acc[i]) == bits(out[0].acc[i]),
+						"isa %d len %zu k %d: acc[%zu] %08x, scalar %08x", isa, len, k, i,
+						bits(o->acc[i]), bits(out[0].acc[i]));
+					REQUIRE(bits(o->g[i]) == bits(out[0].g[i]), "isa %d len %zu k %d: g[%zu] differs",
+						isa, len, k, i);
+				}
+				if (o->n == SIZE_MAX && out[0].n != SIZE_MAX) {
+					REQUIRE(isa == 1 && exact + 8 > cap,
+						"isa %d len %zu k %d cap %zu: overflow reported, %zu candidates fit", isa,
+						len, k, cap, exact);
+					continue;
+				}
+				REQUIRE(o->n == out[0].n, "isa %d len %zu k %d cap %zu: count %zu, scalar %zu", isa, len,
+					k, cap, o->n, out[0].n);
+				for (i = 0; o->n != SIZE_MAX && i < o->n; i++)
+					REQUIRE(o->cand[i] == out[0].cand[i] && bits(o->cval[i]) == bits(out[0].cval[i]),
+						"isa %d len %zu k %d cap %zu: candidate %zu differs", isa, len, k, cap, i);
+			}
+			for (isa = 0; isa < 3; isa++) {
+				free(out[isa].cand);
+				free(out[isa].cval);
+			}
+		}
+	}
+	for (isa = 0; isa < 3; isa++) {
+		free(out[isa].acc);
+		free(out[isa].g);
+	}
+	free(acc0);
+	free(g0);
+	free(z);
+}
+END_TEST
+
 START_TEST(test_threshold)
 {
 	const struct tcase_def *c = &cases[_i];
@@ -1023,6 +1135,7 @@ static Suite *topk_suite(void)
 	tcase_add_loop_test(tc, test_cands, 0, NCASES);
 	tcase_add_loop_test(tc, test_gather_cap, 0, 8);
 	tcase_add_loop_test(tc, test_gather_zero_bits, 0, 12);
+	tcase_add_loop_test(tc, test_gather_isa, 0, 16);
 	suite_add_tcase(s, tc);
 	return s;
 }
