@@ -5,6 +5,8 @@
 #include "fp.h"
 #include "lists.h"
 
+int spardl_lists_isa = 2;
+
 static uint64_t gkey(const struct spardl_list *l, uint32_t pos, uint64_t bs)
 {
 	return (uint64_t)l->block * bs + l->idx[pos];
@@ -104,6 +106,201 @@ static inline __attribute__((always_inline)) void mfinish(struct mpart *m, int s
 	}
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/*
+ * The same merge sixteen pairs at a time, for CPUs with AVX-512F (faster
+ * than the scalar merge in parts: docs/PERFORMANCE.md). Each
+ * entry gets a key, its index times two plus its side (a 0, b 1), so keys
+ * are distinct and an index in both lists gives two adjacent keys, a's
+ * first. A bitonic network merges sixteen keys of the merge so far with
+ * the next sixteen of the side whose next key is smaller; its lower half
+ * is the next output, in key order. A pair of keys of one index (possibly
+ * split between two outputs: the last entry of each output waits for the
+ * next) becomes one entry, the b entry's place with the value a scalar
+ * merge would give, and the a entry is compressed out. The tails, fewer
+ * than sixteen on one side, are merged by the scalar steps. Needs
+ * na, nb >= 16 and indices below 2^31 - 1.
+ */
+struct vmerge {
+	int sum;
+	uint64_t base;
+	uint32_t *o32;
+	uint64_t *o64;
+	float *ov;
+	size_t n;
+	/* The entry that waits for the next output: key (~0u: none) and value bits. */
+	uint32_t pk, pv;
+};
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i vm_add(__m512i a, __m512i b)
+{
+	/* spardl_add lane by lane: a's NaN first, then b's, quieted. */
+	const __m512i q = _mm512_set1_epi32(0x00400000);
+	__m512 fa = _mm512_castsi512_ps(a), fb = _mm512_castsi512_ps(b);
+	__m512i s = _mm512_castps_si512(_mm512_add_ps(fa, fb));
+	__mmask16 na = _mm512_cmp_ps_mask(fa, fa, _CMP_UNORD_Q), nb = _mm512_cmp_ps_mask(fb, fb, _CMP_UNORD_Q);
+
+	s = _mm512_mask_or_epi32(s, nb, b, q);
+	return _mm512_mask_or_epi32(s, na, a, q);
+}
+
+/* Sort the bitonic keys k (values v along) ascending. */
+__attribute__((target("avx512f"), always_inline)) static inline void vm_bitonic(__m512i *k, __m512i *v)
+{
+	static const uint16_t hi[4] = { 0xff00, 0xf0f0, 0xcccc, 0xaaaa };
+	const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+	int s;
+
+	for (s = 0; s < 4; s++) {
+		__m512i perm = _mm512_xor_si512(lane, _mm512_set1_epi32(8 >> s));
+		__m512i pk = _mm512_permutexvar_epi32(perm, *k), pv = _mm512_permutexvar_epi32(perm, *v);
+		/* The lower lane of each pair takes the smaller key, the upper
+		 * the larger; a value goes where its key went (keys are
+		 * distinct). */
+		__m512i nk = _mm512_mask_blend_epi32(hi[s], _mm512_min_epu32(*k, pk), _mm512_max_epu32(*k, pk));
+
+		*v = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(nk, *k), pv, *v);
+		*k = nk;
+	}
+}
+
+/* Write sixteen entries in key order (keys k, value bits v): each but the
+ * last, which waits; a pair of one index becomes one entry. */
+__attribute__((target("avx512f"), always_inline)) static inline void vm_emit(struct vmerge *m, __m512i k, __m512i v)
+{
+	__m512i pk = _mm512_set1_epi32((int)m->pk), pv = _mm512_set1_epi32((int)m->pv);
+	/* Lane j: the entry before k[j] (the waiting one for j = 0). */
+	__m512i sk = _mm512_alignr_epi32(k, pk, 15), sv = _mm512_alignr_epi32(v, pv, 15);
+	__mmask16 dup = _mm512_cmpeq_epi32_mask(_mm512_srli_epi32(sk, 1), _mm512_srli_epi32(k, 1));
+	__mmask16 keep, first;
+	__m512i ov, idx;
+	unsigned cnt;
+
+	if (m->sum)
+		v = _mm512_mask_blend_epi32(dup, v, vm_add(sv, v));
+	/* The entries written: the waiting one and k[0..14], each unless
+	 * the next has its index (a's entry of a pair). */
+	keep = (__mmask16)~dup;
+	if (m->pk == ~0u)
+		keep &= (__mmask16)~1u;
+	ov = _mm512_alignr_epi32(v, pv, 15);
+	idx = _mm512_srli_epi32(sk, 1);
+	/* Compressed in registers and stored under a mask: a compressing
+	 * store to memory is slow on some CPUs, and the output may end
+	 * right after the last entry. */
+	cnt = (unsigned)__builtin_popcount(keep);
+	first = (__mmask16)((1u << cnt) - 1);
+	_mm512_mask_storeu_epi32(m->ov + m->n, first, _mm512_maskz_compress_epi32(keep, ov));
+	idx = _mm512_maskz_compress_epi32(keep, idx);
+	if (m->o64) {
+		__m512i b = _mm512_set1_epi64((long long)m->base);
+
+		_mm512_mask_storeu_epi64(m->o64 + m->n, (__mmask8)first,
+					 _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(idx)), b));
+		_mm512_mask_storeu_epi64(m->o64 + m->n + 8, (__mmask8)(first >> 8),
+					 _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(idx, 1)), b));
+	} else {
+		_mm512_mask_storeu_epi32(m->o32 + m->n, first, idx);
+	}
+	m->n += cnt;
+	m->pk = (uint32_t)_mm_extract_epi32(_mm512_extracti32x4_epi32(k, 3), 3);
+	m->pv = (uint32_t)_mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3);
+}
+
+/* One entry in key order, as vm_emit writes them. */
+static inline void vm_emit1(struct vmerge *m, uint32_t k, uint32_t v)
+{
+	if (m->pk != ~0u && (m->pk >> 1) == (k >> 1)) {
+		if (m->sum) {
+			float fa, fb;
+
+			memcpy(&fa, &m->pv, sizeof(fa));
+			memcpy(&fb, &v, sizeof(fb));
+			fa = spardl_add(fa, fb);
+			memcpy(&v, &fa, sizeof(v));
+		}
+	} else if (m->pk != ~0u) {
+		if (m->o64)
+			m->o64[m->n] = m->base + (m->pk >> 1);
+		else
+			m->o32[m->n] = m->pk >> 1;
+		memcpy(&m->ov[m->n], &m->pv, sizeof(m->pv));
+		m->n++;
+	}
+	m->pk = k;
+	m->pv = v;
+}
+
+__attribute__((target("avx512f"))) static size_t merge_avx512(const uint32_t *a, const float *av, size_t na,
+								const uint32_t *b, const float *bv, size_t nb, int sum,
+								uint64_t base, uint32_t *o32, uint64_t *o64, float *ov)
+{
+	const __m512i rev = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const __m512i one = _mm512_set1_epi32(1);
+	struct vmerge m = { .sum = sum, .base = base, .o32 = o32, .o64 = o64, .ov = ov, .pk = ~0u };
+	__m512i hk = _mm512_slli_epi32(_mm512_loadu_si512(a), 1), hv = _mm512_loadu_si512(av);
+	size_t ia = 16, ib = 0, i;
+	uint32_t tk[16], tv[16];
+
+	for (;;) {
+		__m512i nk, nv, lk, lv;
+		__mmask16 from_h;
+		/* The next sixteen from the side whose next key is smaller (a's
+		 * at an index in both): every entry of the merge so far is
+		 * then below the other side's next, so the sixteen smallest
+		 * held are below every entry not yet read. */
+		int take_a = ia < na && ib < nb ? a[ia] <= b[ib] : ia < na;
+
+		if (take_a ? ia + 16 > na : ib + 16 > nb)
+			break;
+		if (take_a) {
+			nk = _mm512_slli_epi32(_mm512_loadu_si512(a + ia), 1);
+			nv = _mm512_loadu_si512(av + ia);
+			ia += 16;
+		} else {
+			nk = _mm512_or_si512(_mm512_slli_epi32(_mm512_loadu_si512(b + ib), 1), one);
+			nv = _mm512_loadu_si512(bv + ib);
+			ib += 16;
+		}
+		/* hk ascending and nk reversed make one bitonic sequence: the
+		 * lanewise minimum is the lower half, the maximum the upper. */
+		nk = _mm512_permutexvar_epi32(rev, nk);
+		nv = _mm512_permutexvar_epi32(rev, nv);
+		lk = _mm512_min_epu32(hk, nk);
+		from_h = _mm512_cmpeq_epi32_mask(lk, hk);
+		lv = _mm512_mask_blend_epi32(from_h, nv, hv);
+		hk = _mm512_max_epu32(hk, nk);
+		hv = _mm512_mask_blend_epi32(from_h, hv, nv);
+		vm_bitonic(&lk, &lv);
+		vm_bitonic(&hk, &hv);
+		vm_emit(&m, lk, lv);
+	}
+	/* The sixteen held, and the tails, merged by key. */
+	_mm512_storeu_si512(tk, hk);
+	_mm512_storeu_si512(tv, hv);
+	for (i = 0;;) {
+		uint32_t ka = ia < na ? a[ia] << 1 : ~0u, kb = ib < nb ? b[ib] << 1 | 1 : ~0u;
+		uint32_t kt = i < 16 ? tk[i] : ~0u, kv;
+
+		if (ka == ~0u && kb == ~0u && kt == ~0u)
+			break;
+		if (kt < ka && kt < kb) {
+			vm_emit1(&m, kt, tv[i++]);
+		} else if (ka < kb) {
+			memcpy(&kv, &av[ia++], sizeof(kv));
+			vm_emit1(&m, ka, kv);
+		} else {
+			memcpy(&kv, &bv[ib++], sizeof(kv));
+			vm_emit1(&m, kb, kv);
+		}
+	}
+	vm_emit1(&m, ~0u, 0);
+	return m.n;
+}
+#endif
+
 /*
  * The merge of a[0..na) and b[0..nb) (ascending indices), in four parts
  * merged side by side where both lists are long: each step of one merge
@@ -125,6 +322,11 @@ static inline __attribute__((always_inline)) size_t merge_in_parts(const uint32_
 	struct mpart m[PARTS];
 	size_t as[PARTS + 1], bs[PARTS + 1], q, n = 0;
 
+#if defined(__x86_64__)
+	if (spardl_lists_isa >= 2 && na >= 16 && nb >= 16 && a[na - 1] < 0x7fffffffu && b[nb - 1] < 0x7fffffffu &&
+	    __builtin_cpu_supports("avx512f"))
+		return merge_avx512(a, av, na, b, bv, nb, sum, base, o32, o64, ov);
+#endif
 	if (!parts || na < PART_MIN || nb < PART_MIN) {
 		m[0] = (struct mpart){ .a = a, .av = av, .na = na, .b = b, .bv = bv, .nb = nb };
 		mfinish(&m[0], sum, base, o32, o64, ov);

@@ -38,9 +38,15 @@ size_t spardl_lists_merge(const struct spardl_list *lists, size_t nl, uint64_t b
 		lo_;                                                 \
 	})
 
+/* The vector level of two-list merges and unions: 2 (the default) uses
+ * AVX-512 where the CPU has it, lower values the scalar merge; tests and
+ * benchmarks lower it to compare the two. */
+extern int spardl_lists_isa;
+
 /* The union of a[0..na) and b[0..nb), each with ascending indices, into
  * out/ov (na + nb pairs): at an index in both, b's value. Long lists are
- * merged in four parts side by side (lists.c). */
+ * merged sixteen entries at a time (AVX-512) or in four parts side by side
+ * (lists.c). */
 size_t spardl_union(const uint32_t *a, const float *av, size_t na, const uint32_t *b, const float *bv, size_t nb,
 		    uint32_t *out, float *ov);
 

@@ -2,11 +2,11 @@
 /*
  * Internal micro-benchmarks (not installed): one thread's selection against
  * memcpy (topk), the scattered reads and stores of a call with the library's
- * prefetch against others (scatter), a two-list merge in parts against one
- * merge (merge), a selection's threshold from the sampled key range against
- * the full radix levels (threshold), the accumulate pass at each vector
- * level (pass), and the transport's write bandwidth between two ranks
- * (write-bw). They call the library's internals; spardl-bench measures the
+ * prefetch against others (scatter), a two-list merge in one scalar merge,
+ * in parts and with AVX-512 (merge), a selection's threshold from the
+ * sampled key range against the full radix levels (threshold), the
+ * accumulate pass at each vector level (pass), and the transport's write
+ * bandwidth between two ranks (write-bw). They call the library's internals; spardl-bench measures the
  * public API only.
  *
  *   build/tests/spardl-bench-internal topk -n 33554432 -d 0.01 --iters 10
@@ -245,26 +245,40 @@ static int mode_scatter(const struct opts *o)
 /* ---------------------------------------------------------------- */
 
 /* spardl_lists_merge of two lists of d n sorted random positions each, with
- * N(0,1) values (as
- * TopkA's result merges them at P = 2), merged in parts side by side, and
- * in one merge: the same call with a block size below the counts' sum,
- * where the parts would not fit (block 0, so the global indices are the
- * same). Both results are compared. */
+ * N(0,1) values (as TopkA's result merges them at P = 2), three ways, in
+ * turns in every iteration: the scalar merge in one part (the same call
+ * with a block size below the counts' sum, where the parts would not fit;
+ * block 0, so the global indices are the same), the scalar merge in parts
+ * side by side, and sixteen entries at a time with AVX-512 (where the CPU
+ * has it). The results are compared. */
+#define MERGE_WAYS 3
 static int mode_merge(const struct opts *o)
 {
-	size_t n = o->count, want = (size_t)ceil(o->density * (double)n), i, cnt[2] = { 0, 0 }, got[2] = { 0, 0 };
+	static const char *names[MERGE_WAYS] = { "scalar, one merge", "scalar, in parts", "AVX-512" };
+	size_t n = o->count, want = (size_t)ceil(o->density * (double)n), i, cnt[2] = { 0, 0 };
+	size_t got[MERGE_WAYS] = { 0, 0, 0 };
 	uint32_t *idx[2] = { malloc((want + 1) * sizeof(uint32_t)), malloc((want + 1) * sizeof(uint32_t)) };
 	float *val[2] = { malloc((want + 1) * sizeof(float)), malloc((want + 1) * sizeof(float)) };
-	uint64_t *oidx[2] = { malloc(2 * (want + 1) * sizeof(uint64_t)), malloc(2 * (want + 1) * sizeof(uint64_t)) };
-	float *oval[2] = { malloc(2 * (want + 1) * sizeof(float)), malloc(2 * (want + 1) * sizeof(float)) };
-	double *t = calloc(2 * (size_t)o->iters, sizeof(double)), med[2];
+	uint64_t *oidx[MERGE_WAYS];
+	float *oval[MERGE_WAYS];
+	double *t = calloc(MERGE_WAYS * (size_t)o->iters, sizeof(double)), med[MERGE_WAYS];
 	struct spardl_merge_heap heap[2];
 	struct spardl_list l[2];
 	uint64_t s = o->seed * 2654435761u + 11;
-	int it, way, l2;
+	int it, way, l2, saved = spardl_lists_isa, ways = MERGE_WAYS, bad = 0;
 
-	if (!idx[0] || !idx[1] || !val[0] || !val[1] || !oidx[0] || !oidx[1] || !oval[0] || !oval[1] || !t ||
-	    n > UINT32_MAX) {
+#if defined(__x86_64__)
+	if (!__builtin_cpu_supports("avx512f"))
+		ways = 2;
+#else
+	ways = 2;
+#endif
+	for (way = 0; way < MERGE_WAYS; way++) {
+		oidx[way] = malloc(2 * (want + 1) * sizeof(uint64_t));
+		oval[way] = malloc(2 * (want + 1) * sizeof(float));
+		bad |= !oidx[way] || !oval[way];
+	}
+	if (bad || !idx[0] || !idx[1] || !val[0] || !val[1] || !t || n > UINT32_MAX) {
 		fprintf(stderr, "spardl-bench-internal: out of memory (or -n above 2^32)\n");
 		return 1;
 	}
@@ -280,38 +294,49 @@ static int mode_merge(const struct opts *o)
 		return 2;
 	}
 	for (it = -o->warmup; it < o->iters; it++)
-		for (way = 0; way < 2; way++) {
-			double t0 = bench_now();
+		for (way = 0; way < ways; way++) {
+			double t0;
 
-			got[way] = spardl_lists_merge(l, 2, way ? cnt[0] + cnt[1] - 1 : n, heap, oidx[way], oval[way]);
+			spardl_lists_isa = way == 2 ? 2 : 0;
+			t0 = bench_now();
+			got[way] = spardl_lists_merge(l, 2, way == 0 ? cnt[0] + cnt[1] - 1 : n, heap, oidx[way],
+						      oval[way]);
 			if (it >= 0)
 				t[(size_t)way * (size_t)o->iters + (size_t)it] = bench_now() - t0;
+			spardl_lists_isa = saved;
 		}
-	if (got[0] != got[1] || memcmp(oidx[0], oidx[1], got[0] * sizeof(uint64_t)) ||
-	    memcmp(oval[0], oval[1], got[0] * sizeof(float))) {
-		fprintf(stderr, "spardl-bench-internal: the two merges differ\n");
-		return 1;
-	}
-	med[0] = bench_median(t, o->iters);
-	med[1] = bench_median(t + o->iters, o->iters);
-	if (o->json)
-		printf("{\"count\": %zu, \"lists\": [%zu, %zu], \"merged\": %zu, \"parts_us\": %.2f, \"one_us\": %.2f, "
-		       "\"glibc_tunables\": \"%s\"}\n",
-		       n, cnt[0], cnt[1], got[0], med[0] * 1e6, med[1] * 1e6, bench_tunables());
-	else {
+	for (way = 1; way < ways; way++)
+		if (got[way] != got[0] || memcmp(oidx[way], oidx[0], got[0] * sizeof(uint64_t)) ||
+		    memcmp(oval[way], oval[0], got[0] * sizeof(float))) {
+			fprintf(stderr, "spardl-bench-internal: the merges differ (%s)\n", names[way]);
+			return 1;
+		}
+	for (way = 0; way < ways; way++)
+		med[way] = bench_median(t + (size_t)way * (size_t)o->iters, o->iters);
+	if (o->json) {
+		printf("{\"count\": %zu, \"lists\": [%zu, %zu], \"merged\": %zu, \"one_us\": %.2f, \"parts_us\": %.2f",
+		       n, cnt[0], cnt[1], got[0], med[0] * 1e6, med[1] * 1e6);
+		if (ways > 2)
+			printf(", \"avx512_us\": %.2f", med[2] * 1e6);
+		printf(", \"glibc_tunables\": \"%s\"}\n", bench_tunables());
+	} else {
 		printf("# spardl-bench-internal merge: two lists of %zu and %zu sorted random positions of %zu, %zu "
-		       "merged; one thread, %d iterations, medians; GLIBC_TUNABLES=%s\n",
+		       "merged; one thread, %d iterations, the ways in turns, medians; GLIBC_TUNABLES=%s\n",
 		       cnt[0], cnt[1], n, got[0], o->iters, bench_tunables());
 		printf("%-26s %10s %12s %8s\n", "merge", "median_us", "ns/output", "x");
-		printf("%-26s %10.1f %12.2f %7.2fx\n", "one merge", med[1] * 1e6, med[1] * 1e9 / (double)got[0], 1.0);
-		printf("%-26s %10.1f %12.2f %7.2fx\n", "in parts, side by side", med[0] * 1e6,
-		       med[0] * 1e9 / (double)got[0], med[1] / med[0]);
+		for (way = 0; way < ways; way++)
+			printf("%-26s %10.1f %12.2f %7.2fx\n", names[way], med[way] * 1e6,
+			       med[way] * 1e9 / (double)got[0], med[0] / med[way]);
+		if (ways < MERGE_WAYS)
+			printf("# AVX-512: not measured, the CPU has no AVX-512F\n");
+	}
+	for (way = 0; way < MERGE_WAYS; way++) {
+		free(oidx[way]);
+		free(oval[way]);
 	}
 	for (l2 = 0; l2 < 2; l2++) {
 		free(idx[l2]);
 		free(val[l2]);
-		free(oidx[l2]);
-		free(oval[l2]);
 	}
 	free(t);
 	return 0;
@@ -678,7 +703,8 @@ static void usage(FILE *f)
 		   "  topk      one thread: acc = g + residual, then the exact top-k, against memcpy of the same bytes\n"
 		   "  scatter   one thread: reads and stores at d n sorted random positions of n floats, prefetched\n"
 		   "            as the library does against an L1 prefetch and none\n"
-		   "  merge     one thread: two lists of d n sorted random positions merged in parts and in one merge\n"
+		   "  merge     one thread: two lists of d n sorted random positions merged in one scalar merge, in parts\n"
+		   "            and with AVX-512\n"
 		   "  threshold one thread: the threshold of a block's candidates (and of their union with a received\n"
 		   "            list) from the sampled key range against the full radix levels\n"
 		   "  pass      one thread: the accumulate pass of an in-place call at each vector level (scalar,\n"
