@@ -31,10 +31,10 @@ __attribute__((target("avx2"))) static void copy_lines_avx2(uint8_t *restrict ds
 }
 #endif
 
-void spardl_copy(void *dst, const void *src, size_t len)
+static void copy_from(void *dst, const void *src, size_t len, size_t min)
 {
 #if defined(__x86_64__)
-	if (len >= SPARDL_STREAM_MIN && __builtin_cpu_supports("avx2")) {
+	if (len >= min && __builtin_cpu_supports("avx2")) {
 		uint8_t *d = dst;
 		const uint8_t *s = src;
 		size_t head = (size_t)(-(uintptr_t)d & 63), body = (len - head) & ~(size_t)63;
@@ -46,4 +46,14 @@ void spardl_copy(void *dst, const void *src, size_t len)
 	}
 #endif
 	memcpy(dst, src, len);
+}
+
+void spardl_copy(void *dst, const void *src, size_t len)
+{
+	copy_from(dst, src, len, SPARDL_STREAM_MIN);
+}
+
+void spardl_copy_stream(void *dst, const void *src, size_t len)
+{
+	copy_from(dst, src, len, 4096);
 }

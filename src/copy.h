@@ -22,4 +22,8 @@
  * without AVX2) memcpy itself. */
 void spardl_copy(void *dst, const void *src, size_t len);
 
+/* The same with streaming stores from 4 KiB on: a piece of a message of
+ * SPARDL_STREAM_MIN bytes or more (SPARDL_TP_WRITE_STREAM). */
+void spardl_copy_stream(void *dst, const void *src, size_t len);
+
 #endif

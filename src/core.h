@@ -156,6 +156,10 @@ struct spardl_plan {
 /* Tests only (not exported): called before each step of every call; a
  * negative errno fails the call there, as a failed wait would. */
 extern int (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+/* Tests only (not exported): called before each piece of a dense add that
+ * runs a piece at a time (exec.c, run_pipelined); a negative errno fails
+ * the call there. */
+extern int (*spardl_exec_piece_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step, uint32_t piece);
 
 /* The smallest n (floats) whose plans leave the residual's zeros pending
  * (pend_bits): below it acc mostly stays in the caches, where writing the

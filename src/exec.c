@@ -12,6 +12,7 @@
 #include "log.h"
 
 int (*spardl_exec_step_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step);
+int (*spardl_exec_piece_hook)(const struct spardl_plan *plan, uint64_t call, uint32_t step, uint32_t piece);
 size_t spardl_pend_min_n = SPARDL_PEND_MIN_N;
 int spardl_dense_direct = 1;
 
@@ -125,13 +126,14 @@ static int accept_event(struct call *c, const struct spardl_tp_event *ev)
 	return 0;
 }
 
-static int slot_arrived(struct call *c, uint32_t slot)
+/* Whether pieces [first, end) of a slot have arrived. */
+static int pieces_arrived(struct call *c, uint32_t slot, uint32_t first, uint32_t end)
 {
 	const struct spardl_rslot *rs = &c->s->rslots[slot];
 	const uint64_t *a = c->plan->arrived[c->parity];
 	uint32_t i;
 
-	for (i = 0; i < rs->npieces; i++)
+	for (i = first; i < end; i++)
 		if (a[rs->piece0 + i] == SPARDL_NOT_ARRIVED)
 			return 0;
 	return 1;
@@ -185,14 +187,16 @@ static const char *gone_why(int g)
 	return g == 2 ? "failed its own call and aborted the plan (see its log)" : "exited or disconnected";
 }
 
-static int wait_slot(struct call *c, uint32_t slot)
+/* Wait for pieces [first, end) of a slot (every wait of a call has the
+ * communicator's timeout; a peer known gone fails it at once). */
+static int wait_pieces(struct call *c, uint32_t slot, uint32_t first, uint32_t end)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_rslot *rs = &c->s->rslots[slot];
 	int timeout = p->comm->timeout_ms, ret, i, n, drained = 0;
 	double t0 = now_s(), waited = 0;
 
-	if (!slot_arrived(c, slot)) {
+	if (!pieces_arrived(c, slot, first, end)) {
 		struct spardl_trace_rec *r = spardl_trace_ev(p->trace, SPARDL_TR_WAIT, rs->peer, slot);
 
 		if (r) {
@@ -201,7 +205,7 @@ static int wait_slot(struct call *c, uint32_t slot)
 		}
 		flight(c, SPARDL_FL_WAIT, rs->phase, rs->round, rs->peer)->slot = slot;
 	}
-	while (!slot_arrived(c, slot)) {
+	while (!pieces_arrived(c, slot, first, end)) {
 		/* A peer that wrote and then left: its notification may still be
 		 * queued behind the news that it left, so drain first. */
 		if (p->gone[rs->peer] && !drained) {
@@ -234,27 +238,40 @@ static int wait_slot(struct call *c, uint32_t slot)
 				return ret;
 		}
 		waited = now_s() - t0;
-		if (!slot_arrived(c, slot) && waited * 1000 >= timeout)
+		if (!pieces_arrived(c, slot, first, end) && waited * 1000 >= timeout)
 			return spardl_error(-ETIMEDOUT,
 					    "rank %d: timed out after %.1f s waiting for rank %d (%s round %u, step %u of call %llu); the peer may have died or stalled, or ranks call different plans; raise SPARDL_TIMEOUT if it is only slow",
 					    c->s->p.rank, waited, rs->peer, spardl_phase_name(rs->phase), rs->round,
 					    c->step, (unsigned long long)p->calls);
 	}
 	p->stats.wait += now_s() - t0;
-	ret = slot_complete(c, slot);
-	if (!ret) {
-		struct spardl_flight_ev *e = flight(c, SPARDL_FL_ARRIVED, rs->phase, rs->round, rs->peer);
+	return 0;
+}
 
-		struct spardl_trace_rec *r = spardl_trace_ev(p->trace, SPARDL_TR_ARRIVED, rs->peer, slot);
+/* The arrival of bytes of a slot, in the flight recorder and the trace. */
+static void arrived_ev(struct call *c, uint32_t slot, uint64_t bytes)
+{
+	const struct spardl_rslot *rs = &c->s->rslots[slot];
+	struct spardl_flight_ev *e = flight(c, SPARDL_FL_ARRIVED, rs->phase, rs->round, rs->peer);
+	struct spardl_trace_rec *r = spardl_trace_ev(c->plan->trace, SPARDL_TR_ARRIVED, rs->peer, slot);
 
-		e->slot = slot;
-		e->bytes = p->slot_len[slot];
-		if (r) {
-			r->phase = rs->phase;
-			r->round = (uint16_t)rs->round;
-			r->a = p->slot_len[slot];
-		}
+	e->slot = slot;
+	e->bytes = bytes;
+	if (r) {
+		r->phase = rs->phase;
+		r->round = (uint16_t)rs->round;
+		r->a = bytes;
 	}
+}
+
+static int wait_slot(struct call *c, uint32_t slot)
+{
+	int ret = wait_pieces(c, slot, 0, c->s->rslots[slot].npieces);
+
+	if (!ret)
+		ret = slot_complete(c, slot);
+	if (!ret)
+		arrived_ev(c, slot, c->plan->slot_len[slot]);
 	return ret;
 }
 
@@ -763,7 +780,9 @@ static void op_reduce(struct call *c, const struct spardl_op *op)
 	int aside = op->share_log2 && n <= p->ws.ucap;
 	size_t nd = 0;
 
-	spardl_topk_threshold_ws(p->u_val, n, op->m, &t, &p->ws);
+	/* The merged list's threshold as a selection from candidates finds
+	 * it: from a sampled key range of its own keys where that holds it. */
+	spardl_topk_threshold_list(p->u_val, n, op->m, &t, &p->ws);
 	ties = t.ties;
 	if (op->share_log2 && logging(c))
 		undo_run(p);
@@ -1217,24 +1236,29 @@ __attribute__((target("avx2"))) static size_t add_fwd_avx2(const float *restrict
  * partial sum is not kept here at all. The complete sum (op->reduced) is
  * this rank's output chunk: when the call is in place on grad alone
  * (no residual), it is written to grad now, not copied there after the
- * last wait, and the slot keeps grad's old values for a rollback.
+ * last wait, and the slot keeps grad's old values for a rollback
+ * (early_len counts the elements written so far). This adds elements
+ * [e0, e0 + len) of the chunk: all of it, or one piece (run_pipelined).
  */
-static void op_dense_add(struct call *c, const struct spardl_step *st, const struct spardl_op *op)
+static void dense_add_part(struct call *c, const struct spardl_step *st, const struct spardl_op *op, uint64_t e0,
+			   uint64_t len)
 {
-	const float *acc = c->src + op->off;
-	float *in = (float *)recv_slot(c, op->slot), *fwd = direct_target(c, st, op);
+	const float *acc = c->src + op->off + e0;
+	float *in = (float *)recv_slot(c, op->slot) + e0, *fwd = direct_target(c, st, op);
 	int size = c->s->p.size, scale = c->s->p.average;
 	float div = (float)size, mul = (size & (size - 1)) == 0 ? 1.0f / div : 0.0f;
-	uint64_t i = 0, len = op->len;
-	int stream = len * sizeof(float) >= SPARDL_STREAM_MIN;
+	uint64_t i = 0;
+	int stream = op->len * sizeof(float) >= SPARDL_STREAM_MIN;
 
+	if (fwd)
+		fwd += e0;
 	c->direct = fwd != NULL;
 	if (!fwd && op->reduced && !scale && c->out && (const float *)c->out == c->src && c->src_mr.addr &&
 	    spardl_dense_direct && forwards_slot(c, st, op)) {
 		/* In place, not averaged, and the peer's slot not mapped here:
 		 * the sum goes to grad, which the write then sends from, and
 		 * the slot keeps grad's old values for a rollback. */
-		float *restrict g = c->out + op->off, *restrict ri = in;
+		float *restrict g = c->out + op->off + e0, *restrict ri = in;
 
 		for (i = 0; i < len; i++) {
 			float a = g[i];
@@ -1245,7 +1269,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 		c->fwd_out = 1;
 		c->early_slot = op->slot;
 		c->early_off = op->off;
-		c->early_len = len;
+		c->early_len = e0 + len;
 		return;
 	}
 	if (!fwd) {
@@ -1258,7 +1282,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 	}
 	if (op->reduced && c->out && (const float *)c->out == c->src) {
 		/* Written in place: g is acc is the output. */
-		float *g = c->out + op->off;
+		float *g = c->out + op->off + e0;
 
 #if defined(__x86_64__)
 		if (len >= 64 && __builtin_cpu_supports("avx2"))
@@ -1273,7 +1297,7 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 		}
 		c->early_slot = op->slot;
 		c->early_off = op->off;
-		c->early_len = len;
+		c->early_len = e0 + len;
 		return;
 	}
 	/* The complete sum stays here too, for the output after the last wait. */
@@ -1288,6 +1312,11 @@ static void op_dense_add(struct call *c, const struct spardl_step *st, const str
 		if (op->reduced)
 			in[i] = sum;
 	}
+}
+
+static void op_dense_add(struct call *c, const struct spardl_step *st, const struct spardl_op *op)
+{
+	dense_add_part(c, st, op, 0, op->len);
 }
 
 #if defined(__x86_64__)
@@ -1486,71 +1515,161 @@ static int run_op(struct call *c, const struct spardl_step *step, const struct s
 	return ret;
 }
 
-/* Post a step's writes; a message longer than the largest write goes as
- * its pieces, the ones past its end empty (the receiver counts them). */
-static int post_writes(struct call *c, const struct spardl_step *st)
+/* Post pieces [first, end) of write i of a step (end UINT32_MAX: to its
+ * last); a message longer than the largest write goes as its pieces, the
+ * ones past its end empty (the receiver counts them). */
+static int post_write(struct call *c, const struct spardl_step *st, uint32_t i, uint32_t first, uint32_t end)
 {
 	struct spardl_plan *p = c->plan;
 	const struct spardl_sched *s = c->s;
 	uint64_t wmax = s->p.max_write;
-	uint32_t i, j;
+	const struct spardl_write *w = &s->writes[st->write0 + i];
+	const struct spardl_sslot *ss = &s->sslots[w->sslot];
+	uint64_t off = ss->off, len, roff = (uint64_t)c->parity * p->peer_half[w->peer] + w->roff;
+	struct spardl_tp_mr *mr;
+	uint32_t j;
+	int ret;
+
+	if (p->trace) {
+		/* The transport's records name the write's own phase and round. */
+		struct spardl_trace_ctx *ctx = spardl_trace_ctx(p->trace);
+
+		ctx->phase = w->phase;
+		ctx->round = (uint16_t)w->round;
+	}
+	switch (ss->region) {
+	case SPARDL_REG_SEND:
+		mr = p->send;
+		len = p->send_len[w->sslot];
+		break;
+	case SPARDL_REG_ACC:
+		mr = c->src_mr.addr ? &c->src_mr : p->acc;
+		len = ss->max;
+		break;
+	default:
+		mr = p->recv;
+		off = (uint64_t)c->parity * s->recv_bytes + s->rslots[ss->rslot].off;
+		len = p->slot_len[ss->rslot];
+		if (c->fwd_out && ss->rslot == c->early_slot) {
+			/* The sum is in grad now (op_dense_add). */
+			mr = &c->src_mr;
+			off = c->early_off * sizeof(float);
+		}
+		break;
+	}
+	if (end > w->npieces)
+		end = w->npieces;
+	for (j = first; j < end; j++) {
+		uint64_t po = wmax ? (uint64_t)j * wmax : 0, plen = 0;
+
+		if (len > po)
+			plen = wmax && len - po > wmax ? wmax : len - po;
+		ret = p->ops->write(p->ep, w->peer, mr, off + po, p->ep->remote[w->peer], roff + po, plen,
+				    spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j),
+				    (w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0) |
+					    (c->direct ? SPARDL_TP_WRITE_DIRECT : 0) |
+					    (len >= SPARDL_STREAM_MIN ? SPARDL_TP_WRITE_STREAM : 0));
+		p->stats.bytes_sent += plen;
+		p->stats.writes++;
+		if (!ret) {
+			struct spardl_flight_ev *e = flight(c, SPARDL_FL_POST, w->phase, w->round, w->peer);
+
+			e->bytes = plen;
+			e->imm = spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j);
+		}
+		if (ret)
+			return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
+						 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round, c->step);
+	}
+	return 0;
+}
+
+/* Post a step's writes, each whole. */
+static int post_writes(struct call *c, const struct spardl_step *st)
+{
+	uint32_t i;
 	int ret;
 
 	for (i = 0; i < st->nwrite; i++) {
-		const struct spardl_write *w = &s->writes[st->write0 + i];
-		const struct spardl_sslot *ss = &s->sslots[w->sslot];
-		uint64_t off = ss->off, len, roff = (uint64_t)c->parity * p->peer_half[w->peer] + w->roff;
-		struct spardl_tp_mr *mr;
+		ret = post_write(c, st, i, 0, UINT32_MAX);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
-		if (p->trace) {
-			/* The transport's records name the write's own phase and round. */
-			struct spardl_trace_ctx *ctx = spardl_trace_ctx(p->trace);
+/*
+ * A dense ring's add whose message comes in several pieces, one piece at a
+ * time: wait for piece j, add it, and post piece j of the write that
+ * forwards the sum, so that the next rank works on a piece while this one
+ * receives the next (a pipelined ring), and each piece is added while it
+ * is still in cache. Only for a step whose one wait is its add's slot, a
+ * dense chunk of exactly the add's length, and whose one write forwards
+ * that slot in the same pieces (pipelined()). Each piece's length is
+ * checked before it is used.
+ */
+static int pipelined(const struct call *c, const struct spardl_step *st)
+{
+	const struct spardl_sched *s = c->s;
+	const struct spardl_rslot *rs;
+	const struct spardl_write *w;
+	const struct spardl_sslot *ss;
 
-			ctx->phase = w->phase;
-			ctx->round = (uint16_t)w->round;
-		}
-		switch (ss->region) {
-		case SPARDL_REG_SEND:
-			mr = p->send;
-			len = p->send_len[w->sslot];
-			break;
-		case SPARDL_REG_ACC:
-			mr = c->src_mr.addr ? &c->src_mr : p->acc;
-			len = ss->max;
-			break;
-		default:
-			mr = p->recv;
-			off = (uint64_t)c->parity * s->recv_bytes + s->rslots[ss->rslot].off;
-			len = p->slot_len[ss->rslot];
-			if (c->fwd_out && ss->rslot == c->early_slot) {
-				/* The sum is in grad now (op_dense_add). */
-				mr = &c->src_mr;
-				off = c->early_off * sizeof(float);
-			}
-			break;
-		}
-		for (j = 0; j < w->npieces; j++) {
-			uint64_t po = wmax ? (uint64_t)j * wmax : 0, plen = 0;
+	if (st->op.code != SPARDL_OP_DENSE_ADD || st->nwait != 1 || st->nwrite != 1 ||
+	    s->waits[st->wait0] != st->op.slot || !s->p.max_write)
+		return 0;
+	rs = &s->rslots[st->op.slot];
+	w = &s->writes[st->write0];
+	ss = &s->sslots[w->sslot];
+	return rs->npieces > 1 && rs->exact && rs->max == st->op.len * sizeof(float) &&
+	       ss->region == SPARDL_REG_RECV && ss->rslot == st->op.slot && w->npieces == rs->npieces;
+}
 
-			if (len > po)
-				plen = wmax && len - po > wmax ? wmax : len - po;
-			ret = p->ops->write(p->ep, w->peer, mr, off + po, p->ep->remote[w->peer], roff + po, plen,
-					    spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j),
-					    (w->last && j + 1 == w->npieces ? SPARDL_TP_WRITE_LAST : 0) |
-						    (c->direct ? SPARDL_TP_WRITE_DIRECT : 0));
-			p->stats.bytes_sent += plen;
-			p->stats.writes++;
-			if (!ret) {
-				struct spardl_flight_ev *e = flight(c, SPARDL_FL_POST, w->phase, w->round, w->peer);
+static int run_pipelined(struct call *c, const struct spardl_step *st)
+{
+	struct spardl_plan *p = c->plan;
+	const struct spardl_op *op = &st->op;
+	const struct spardl_rslot *rs = &c->s->rslots[op->slot];
+	uint64_t wmax = c->s->p.max_write, per = wmax / sizeof(float);
+	uint32_t j;
+	int ret;
 
-				e->bytes = plen;
-				e->imm = spardl_imm(c->parity, w->phase, w->round, w->rpiece0 + j);
-			}
+	/* The whole chunk comes (checked piece by piece below): the write's
+	 * pieces take their lengths from it. */
+	p->slot_len[op->slot] = rs->max;
+	for (j = 0; j < rs->npieces; j++) {
+		uint64_t e0 = (uint64_t)j * per, len = op->len - e0 < per ? op->len - e0 : per;
+		uint64_t got;
+		struct spardl_trace_rec *r;
+		double t0;
+
+		if (spardl_exec_piece_hook) {
+			ret = spardl_exec_piece_hook(p, p->calls, c->step, j);
 			if (ret)
-				return spardl_error_wrap(ret, "rank %d: write to rank %d failed (%s round %u, step %u)",
-							 s->p.rank, w->peer, spardl_phase_name(w->phase), w->round,
-							 c->step);
+				return spardl_error(ret, "rank %d: call %llu failed before piece %u of step %u (test hook)",
+						    c->s->p.rank, (unsigned long long)p->calls, j, c->step);
 		}
+		ret = wait_pieces(c, op->slot, j, j + 1);
+		if (ret)
+			return ret;
+		got = p->arrived[c->parity][rs->piece0 + j];
+		if (got != spardl_piece_max(rs->max, wmax, j))
+			return protocol_error(c, "a dense chunk of the wrong length", op->slot);
+		arrived_ev(c, op->slot, got);
+		spardl_trace_ev(p->trace, SPARDL_TR_OP_BEGIN, -1, op->code);
+		t0 = now_s();
+		dense_add_part(c, st, op, e0, len);
+		p->stats.reduce += now_s() - t0;
+		r = spardl_trace_ev(p->trace, SPARDL_TR_OP_END, -1, op->code);
+		if (r) {
+			r->a = got;
+			r->b = 0;
+		}
+		t0 = now_s();
+		ret = post_write(c, st, 0, j, j + 1);
+		p->stats.post += now_s() - t0;
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
@@ -1758,6 +1877,12 @@ int spardl_exec(struct spardl_plan *plan, const float *grad, float *out, int64_t
 						  (unsigned long long)plan->calls);
 				break;
 			}
+		}
+		if (pipelined(&c, st)) {
+			ret = run_pipelined(&c, st);
+			c.direct = 0;
+			c.fwd_out = 0;
+			continue;
 		}
 		for (j = 0; j < st->nwait && !ret; j++)
 			ret = wait_slot(&c, s->waits[st->wait0 + j]);

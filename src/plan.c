@@ -177,6 +177,29 @@ static void sched_params(const struct spardl_plan_params *p, int size, int rank,
 	sp->max_write = max_write;
 }
 
+/* A dense ring's chunks travel in pieces of DENSE_PIECE_MIN bytes or more,
+ * at most DENSE_PIECES per chunk, so that each add of the ring runs a piece
+ * at a time as the pieces arrive and forwards its sum piece by piece
+ * (exec.c, run_pipelined): while one rank adds a piece, the next piece is
+ * on its way and the previous one is with the next rank, and each piece is
+ * added while it is still in cache. A lower transport or
+ * SPARDL_MAX_WRITE limit stays. */
+#define DENSE_PIECE_MIN ((uint64_t)1 << 20)
+#define DENSE_PIECES 64u
+
+static uint64_t plan_max_write(const struct spardl_plan_params *p, int size, uint64_t max_write)
+{
+	uint64_t chunk, piece;
+
+	if (p->algo != SPARDL_ALGO_DENSE || size < 2)
+		return max_write;
+	chunk = (p->count + (uint64_t)size - 1) / (uint64_t)size * sizeof(float);
+	piece = (chunk / DENSE_PIECES + 7) / 8 * 8;
+	if (piece < DENSE_PIECE_MIN)
+		piece = DENSE_PIECE_MIN;
+	return max_write && max_write < piece ? max_write : piece;
+}
+
 /* teams = 0 asks for the choice of the simulator's default model
  * (simulate.c): the same on every rank, as it depends on the parameters
  * and the size only. */
@@ -742,7 +765,7 @@ SPARDL_API int spardl_plan_create(struct spardl_comm *comm, const struct spardl_
 	if (!plan || !plan->peer_half) {
 		ret = spardl_error(-ENOMEM, "out of memory for a plan");
 	} else {
-		sched_params(&p, comm->size, comm->rank, comm->max_write, &sp);
+		sched_params(&p, comm->size, comm->rank, plan_max_write(&p, comm->size, comm->max_write), &sp);
 		ret = spardl_trace_buf_new(comm->trace, &plan->trace);
 		if (!ret)
 			trace_plan(plan->trace, &sp);

@@ -34,6 +34,9 @@ enum spardl_write_flags {
 	/* The bytes are already at rmr+roff, stored through direct(): only
 	 * notify the peer (SPARDL_TP_CAP_DIRECT transports). */
 	SPARDL_TP_WRITE_DIRECT = 1 << 1,
+	/* A piece of a message of SPARDL_STREAM_MIN bytes or more: a
+	 * transport that copies may stream its stores (a hint). */
+	SPARDL_TP_WRITE_STREAM = 1 << 2,
 };
 
 struct spardl_tp_ops;

@@ -55,6 +55,8 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 static int hook_step = -1;
+/* --piece: before that piece of the step (a dense add run a piece at a time). */
+static int hook_piece = -1;
 static const struct spardl_plan *hook_plan;
 /* --local: the victim stays; its call fails before hook_step instead. */
 static int local;
@@ -100,6 +102,13 @@ static int die_at_step(const struct spardl_plan *plan, uint64_t call, uint32_t s
 		_exit(0);
 	}
 	return 0;
+}
+
+/* The same before piece hook_piece of step hook_step: the victim has
+ * added and forwarded the pieces before it. */
+static int die_at_piece(const struct spardl_plan *plan, uint64_t call, uint32_t step, uint32_t piece)
+{
+	return (int)piece == hook_piece ? die_at_step(plan, call, step) : 0;
 }
 
 static int first_diff(const float *a, const float *b, size_t n)
@@ -246,7 +255,10 @@ static int run_rank(int cfg_idx, int step)
 	}
 	hook_plan = plan;
 	hook_step = rank == VICTIM ? step : -1;
-	spardl_exec_step_hook = die_at_step;
+	if (hook_piece >= 0)
+		spardl_exec_piece_hook = die_at_piece;
+	else
+		spardl_exec_step_hook = die_at_step;
 	for (call = 0; call <= FAIL_CALL; call++) {
 		for (w = 0; w < size; w++)
 			gen(g[w], n, call, w, cfg_idx);
@@ -300,6 +312,7 @@ static int run_rank(int cfg_idx, int step)
 	}
 	memcpy(old, resv, n * sizeof(float));
 	spardl_exec_step_hook = NULL;
+	spardl_exec_piece_hook = NULL;
 	t0 = now_ms();
 	spardl_plan_destroy(plan);
 	spardl_comm_destroy(comm);
@@ -322,13 +335,18 @@ static int run_rank(int cfg_idx, int step)
 }
 
 /* Steps of the victim's schedule, from the library's own compiler. */
-static int victim_steps(const struct config *c, int p, char names[][24], int cap)
+/* With --piece: pieces[i], whether step i is a dense add run a piece at a
+ * time (its one wait, its add's slot, in pieces of SPARDL_MAX_WRITE bytes,
+ * and its one write forwarding it) with more than hook_piece pieces. */
+static int victim_steps(const struct config *c, int p, char names[][24], int *pieces, int cap)
 {
 	struct spardl_sched_params sp = { .size = p, .rank = VICTIM, .n = c->n, .algo = c->algo, .teams = c->teams,
 					  .sag = c->sag, .srs = c->srs, .residual = c->residual };
+	const char *mw = getenv("SPARDL_MAX_WRITE");
 	struct spardl_sched *s;
 	int i, n;
 
+	sp.max_write = mw ? strtoull(mw, NULL, 0) / 8 * 8 : 0;
 	sp.k = (uint64_t)(c->density * (double)c->n + 0.999999);
 	if (sp.k < 1)
 		sp.k = 1;
@@ -338,9 +356,14 @@ static int victim_steps(const struct config *c, int p, char names[][24], int cap
 	/* A call fails only up to its quiesce step: what follows computes. */
 	if (local && s->quiesce_step < s->nsteps)
 		n = (int)s->quiesce_step + 1;
-	for (i = 0; i < n && i < cap; i++)
-		snprintf(names[i], 24, "%s %s %u", spardl_op_name(s->steps[i].op.code),
-			 spardl_phase_name(s->steps[i].op.phase), s->steps[i].op.round);
+	for (i = 0; i < n && i < cap; i++) {
+		const struct spardl_step *st = &s->steps[i];
+
+		snprintf(names[i], 24, "%s %s %u", spardl_op_name(st->op.code), spardl_phase_name(st->op.phase),
+			 st->op.round);
+		pieces[i] = st->op.code == SPARDL_OP_DENSE_ADD && st->nwait == 1 && st->nwrite == 1 &&
+			    s->waits[st->wait0] == st->op.slot && (int)s->rslots[st->op.slot].npieces > hook_piece;
+	}
 	spardl_sched_free(s);
 	return n;
 }
@@ -350,8 +373,8 @@ static int only = -1;
 
 static int driver(const char *launcher, const char *self, int p, int quick)
 {
-	char names[256][24], np[16], stepbuf[16], cfgbuf[16];
-	int cfg, st, n, tests = 0, bad = 0;
+	char names[256][24], np[16], stepbuf[16], cfgbuf[16], piecebuf[16], where[40];
+	int cfg, st, n, tests = 0, bad = 0, pieces[256];
 
 	snprintf(np, sizeof(np), "%d", p);
 	for (cfg = 0; cfg < NCONFIGS; cfg++) {
@@ -359,7 +382,7 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 
 		if (!valid(c, p) || (quick && cfg != 0 && c->algo != SPARDL_ALGO_DENSE) || (only >= 0 && cfg != only))
 			continue;
-		n = victim_steps(c, p, names, 256);
+		n = victim_steps(c, p, names, pieces, 256);
 		if (n < 0 || n > 256) {
 			printf("not ok %d - %s: cannot compile the victim's schedule\n", ++tests, c->name);
 			bad++;
@@ -369,8 +392,11 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 			pid_t pid;
 			int status;
 
+			if (hook_piece >= 0 && !pieces[st])
+				continue;
 			snprintf(stepbuf, sizeof(stepbuf), "%d", st);
 			snprintf(cfgbuf, sizeof(cfgbuf), "%d", cfg);
+			snprintf(piecebuf, sizeof(piecebuf), "%d", hook_piece);
 			fflush(NULL);
 			pid = fork();
 			if (pid == 0) {
@@ -378,23 +404,35 @@ static int driver(const char *launcher, const char *self, int p, int quick)
 				if (dup2(2, 1) < 0)
 					_exit(127);
 				execl(launcher, launcher, "-n", np, "--timeout", "120", self, "--config", cfgbuf,
-				      "--step", stepbuf, local ? "--local" : (char *)NULL, (char *)NULL);
+				      "--step", stepbuf, "--piece", piecebuf, local ? "--local" : (char *)NULL,
+				      (char *)NULL);
 				perror("exec spardl-run");
 				_exit(127);
 			}
 			if (pid < 0 || waitpid(pid, &status, 0) != pid)
 				status = -1;
 			tests++;
+			if (hook_piece >= 0)
+				snprintf(where, sizeof(where), "piece %d of ", hook_piece);
+			else
+				where[0] = '\0';
 			if (status == 0) {
-				printf("ok %d - %s P=%d: rank %d %s before step %d (%s)\n", tests, c->name, p, VICTIM,
-				       local ? "fails" : "dies", st, names[st]);
+				printf("ok %d - %s P=%d: rank %d %s before %sstep %d (%s)\n", tests, c->name, p, VICTIM,
+				       local ? "fails" : "dies", where, st, names[st]);
 			} else {
-				printf("not ok %d - %s P=%d: rank %d %s before step %d (%s): exit status 0x%x\n",
-				       tests, c->name, p, VICTIM, local ? "fails" : "dies", st, names[st], status);
+				printf("not ok %d - %s P=%d: rank %d %s before %sstep %d (%s): exit status 0x%x\n",
+				       tests, c->name, p, VICTIM, local ? "fails" : "dies", where, st, names[st],
+				       status);
 				bad++;
 			}
 			fflush(stdout);
 		}
+	}
+	if (!tests) {
+		/* --piece with no step run a piece at a time: nothing was tested. */
+		printf("not ok 1 - no step of the victim's schedule runs piece %d (set SPARDL_MAX_WRITE low enough)\n",
+		       hook_piece);
+		tests = bad = 1;
 	}
 	printf("1..%d\n", tests);
 	return bad ? 1 : 0;
@@ -406,7 +444,7 @@ int main(int argc, char **argv)
 		{ "driver", required_argument, NULL, 'd' }, { "config", required_argument, NULL, 'c' },
 		{ "step", required_argument, NULL, 's' },   { "ranks", required_argument, NULL, 'n' },
 		{ "quick", no_argument, NULL, 'q' },        { "only", required_argument, NULL, 'o' },
-		{ "local", no_argument, NULL, 'l' },
+		{ "local", no_argument, NULL, 'l' },        { "piece", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *launcher = NULL;
@@ -435,8 +473,11 @@ int main(int argc, char **argv)
 		case 'o':
 			only = atoi(optarg);
 			break;
+		case 'p':
+			hook_piece = atoi(optarg);
+			break;
 		default:
-			fprintf(stderr, "usage: %s --driver SPARDL_RUN [--ranks P] [--quick] [--only C] [--local] | --config C --step S [--local]\n",
+			fprintf(stderr, "usage: %s --driver SPARDL_RUN [--ranks P] [--quick] [--only C] [--local] [--piece J] | --config C --step S [--piece J] [--local]\n",
 				argv[0]);
 			return 2;
 		}

@@ -35,7 +35,7 @@ fails_with() {
 	cat "$log.out"
 }
 
-echo "1..16"
+echo "1..19"
 check "devices: rxe0 is listed and picked" sh -c "$build/tools/spardl-verbs devices | tee /dev/stderr | grep -q 'spardl would pick: rxe0 port 1'"
 check "allreduce P=2, every algorithm and variant, large blocks" $run -n 2 "$build/tests/mp_allreduce"
 for p in 3 4 5 6 8; do
@@ -48,6 +48,12 @@ check "a peer killed before each step: survivors roll back and resume, P=4" \
 	"$build/tests/mp_rollback" --driver "$build/tools/spardl-run" --ranks 4 --quick
 check "a rank's own call fails before each step: it tells its peers, every rank rolls back and resumes, P=4" \
 	"$build/tests/mp_rollback" --driver "$build/tools/spardl-run" --ranks 4 --quick --local
+check "every message in 4 KiB pieces, the dense ring's adds a piece at a time, P=3" \
+	env SPARDL_MAX_WRITE=4096 $run -n 3 "$build/tests/mp_allreduce" --quick
+check "the dense ring pipelined in 1 MiB pieces, results checked, P=2" \
+	$run -n 2 "$build/tools/spardl-bench" -n 4194304 --iters 3 --warmup 1 --algos dense
+check "a peer killed before a piece of each pipelined dense add: survivors roll back and resume, P=4" \
+	env SPARDL_MAX_WRITE=64 "$build/tests/mp_rollback" --driver "$build/tools/spardl-run" --ranks 4 --only 5 --piece 3
 check "a bad device name is a clear error" fails_with "SPARDL_VERBS_DEVICE names 'nosuch0'" \
 	env SPARDL_VERBS_DEVICE=nosuch0 $run -n 2 "$build/tests/mp_allreduce" --quick
 check "an excluded device leaves nothing: clear error" fails_with "no ACTIVE port" \

@@ -871,6 +871,8 @@ static int shm_write(struct spardl_tp_ep *base, int peer, struct spardl_tp_mr *l
 	ret = 0;
 	if (rmr->cma)
 		ret = cma_write(rmr, peer, roff, (const uint8_t *)lmr->addr + loff, len);
+	else if (!direct && (flags & SPARDL_TP_WRITE_STREAM))
+		spardl_copy_stream((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
 	else if (!direct)
 		spardl_copy((uint8_t *)rmr->addr + roff, (const uint8_t *)lmr->addr + loff, len);
 	if (!ret)
