@@ -136,7 +136,7 @@ static const struct env_var vars[] = {
 	  .help = "the transport; auto: the first that can run here, in the order verbs, shm. All ranks must end up with the same one (checked)" },
 	{ .name = "SPARDL_MAX_WRITE", .kind = ENV_INT, .section = SEC_TRANSPORT, .flags = ENV_ZERO_OK, .lo = 64,
 	  .hi = 1L << 62, .def = "0",
-	  .help = "bytes one transport write may carry (rounded down to a multiple of 8); longer messages travel as several writes. 0: the transport's own limit (verbs: the port's max_msg_sz, at most 2^31)" },
+	  .help = "bytes one transport write may carry (rounded down to a multiple of 8); longer messages travel as several writes. 0: the transport's own limit (verbs: the port's max_msg_sz, at most 2^31). A dense plan's chunks travel in pieces of 1 MiB or more (at most 64 per chunk), or of this size where it is smaller" },
 
 	/* Shared-memory transport */
 	{ .name = "SPARDL_SHM_SPIN", .kind = ENV_INT, .section = SEC_SHM, .lo = 0, .hi = 1000000, .def = "20",
