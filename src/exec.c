@@ -1074,7 +1074,6 @@ static void fill_out(float *restrict out, size_t n, const uint64_t *idx, const f
  * the caches after the pass: from spardl_pend_min_n floats on, the same
  * bound as the pending zeros' (at 2^22 and 1% on a 32 MiB L3 it measured
  * no faster, docs/PERFORMANCE.md). */
-
 static void scatter_stream(float *out, const uint64_t *idx, const float *val, size_t cnt, int avg, float div)
 {
 	size_t i;
